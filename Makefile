@@ -1,0 +1,34 @@
+# mvfx: set-up, tests, demo and benchmarks. Every target builds .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build is a property of the machine: the CPU wheel offered here by
+# default; a CUDA user can run e.g. `make setup TORCH_SPEC=torch==2.5.1`.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO ?= demo
+
+.PHONY: setup test demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	@# Pin whatever torch was installed so no dependency can swap it for a CUDA build.
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(BIN)/pip install -q -c constraints.txt -c $(VENV)/torch-constraint.txt -e ".[dev]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/mvfx demo-corpus $(DEMO)/corpus --clips 36 --seconds 10 --seed 0
+	$(BIN)/mvfx extract $(DEMO)/corpus --store $(DEMO)/features.zarr --extractors colour,emobase,logmel_phase
+	$(BIN)/mvfx store info $(DEMO)/features.zarr
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) $(DEMO)

@@ -1,0 +1,76 @@
+"""Two-channel log-mel magnitude + phase spectrogram (MVED slow-fast audio input).
+
+22050 Hz mono, n_fft 2048, hop 512, 128 mel bins (librosa's Slaney mel
+filterbank). Per STFT frame (``center=False``, so row k covers exactly
+samples [k*hop, k*hop + n_fft)):
+- channel 0: log-mel power in dB, ``10*log10(max(mel @ |S|^2, 1e-10))``,
+  absolute (not normalised per clip, so clips stay comparable);
+- channel 1: phase angle in radians of the mel-weighted complex spectrum
+  ``angle(mel @ S)``, i.e. the phase of each mel band's filter-weighted sum.
+Rows are stored flattened to 256 values; ``value_shape`` (2, 128) records
+how to unflatten them. A clip shorter than n_fft is zero-padded to one frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+
+from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.registry import register
+from pipeline.decode import AudioSpec
+from pipeline.probe import ClipInfo
+
+
+@dataclass(frozen=True)
+class LogMelPhaseConfig(Config):
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+
+
+@register
+class LogMelPhase(Extractor):
+    name = "logmel_phase"
+    version = "1"
+    modality = "audio"
+    libraries = ("librosa",)
+    summary = "2-channel log-mel (dB) + mel-band phase, 128 bins, n_fft 2048, hop 512 @ 22.05 kHz"
+    config_class = LogMelPhaseConfig
+
+    def setup(self, device: str = "cpu") -> None:
+        super().setup(device)
+        c = self.config
+        self.mel_basis = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels).astype(np.float32)
+
+    @property
+    def input(self) -> AudioSpec:
+        return AudioSpec(self.config.sample_rate)
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        c = self.config
+        return TimeGrid("window", c.n_fft / c.sample_rate, c.hop_length / c.sample_rate)
+
+    @property
+    def feature_names(self) -> list[str]:
+        bins = range(self.config.n_mels)
+        return [f"logmel_{i:03d}" for i in bins] + [f"phase_{i:03d}" for i in bins]
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        return (2, self.config.n_mels)
+
+    def extract(self, data: np.ndarray, info: ClipInfo) -> FeatureBlock:
+        c = self.config
+        if len(data) < c.n_fft:
+            data = np.pad(data, (0, c.n_fft - len(data)))
+        spec = librosa.stft(data, n_fft=c.n_fft, hop_length=c.hop_length, center=False)  # [F, T] complex
+        mel_complex = self.mel_basis @ spec
+        log_mel = 10.0 * np.log10(np.maximum(self.mel_basis @ (np.abs(spec) ** 2), 1e-10))
+        values = np.concatenate([log_mel.T, np.angle(mel_complex).T], axis=1)
+        starts = np.arange(spec.shape[1]) * c.hop_length / c.sample_rate
+        times = np.stack([starts, starts + c.n_fft / c.sample_rate], axis=1)
+        return FeatureBlock(values, times)

@@ -1,0 +1,1 @@
+"""Corpus discovery, probing, decode-once and scheduling of extraction runs."""

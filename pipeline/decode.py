@@ -1,0 +1,181 @@
+"""Decode a clip once and hand every extractor exactly the inputs it declared.
+
+One demux pass reads the audio and video packets together. Audio is
+resampled by FFmpeg (swresample) to every requested rate at once, downmixed
+to mono float32. Video frames are picked per request from the same decoded
+frames: either on a uniform grid (``fps``) or ``n_frames`` spread uniformly
+over the clip ("distributed" sampling, as in the MVED papers), then scaled
+with swscale to the requested size. A frame is converted to RGB only when
+some request picked it, so a 2 fps request costs little beyond decoding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+
+from pipeline.errors import ClipError
+from pipeline.probe import ClipInfo, audio_stream, video_stream
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """Mono float32 audio at ``sample_rate`` Hz."""
+
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """RGB frames: a uniform grid at ``fps`` or ``n_frames`` spread over the clip.
+
+    Size: ``size=(width, height)`` exactly, or ``short_side`` keeping the aspect
+    ratio, or the source size when both are None.
+    """
+
+    fps: float | None = None
+    n_frames: int | None = None
+    short_side: int | None = None
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fps is None) == (self.n_frames is None):
+            raise ValueError("VideoSpec needs exactly one of fps or n_frames")
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the frames this spec yields for a source of that size."""
+        if self.size is not None:
+            return self.size
+        if self.short_side is None:
+            return width, height
+        scale = self.short_side / min(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@dataclass
+class Frames:
+    """Sampled frames and the time span each one stands for."""
+
+    images: np.ndarray  # [N, H, W, 3] uint8 RGB
+    times: np.ndarray  # [N, 2] float64 start/end seconds
+
+
+@dataclass
+class DecodedClip:
+    info: ClipInfo
+    audio: dict[AudioSpec, np.ndarray] = field(default_factory=dict)
+    video: dict[VideoSpec, Frames] = field(default_factory=dict)
+
+
+def target_times(spec: VideoSpec, duration: float) -> np.ndarray:
+    """[N, 2] spans of the frames ``spec`` asks for in a clip of ``duration`` seconds.
+
+    fps grid: span k is [k/fps, (k+1)/fps) clipped to the clip. Distributed:
+    the clip is cut into n equal spans and the frame at each span's centre is used.
+    """
+    if spec.fps is not None:
+        starts = np.arange(0.0, duration - 1e-9, 1.0 / spec.fps)
+        ends = np.minimum(starts + 1.0 / spec.fps, duration)
+    else:
+        edges = np.linspace(0.0, duration, spec.n_frames + 1)
+        starts, ends = edges[:-1], edges[1:]
+    return np.stack([starts, ends], axis=1)
+
+
+def pick_time(spec: VideoSpec, span: np.ndarray) -> float:
+    """The instant whose frame represents a span: its start (fps grid) or centre (distributed)."""
+    return float(span[0]) if spec.fps is not None else float(span.mean())
+
+
+class _FrameSampler:
+    """Chooses, for each requested instant, the last decoded frame shown at or before it."""
+
+    def __init__(self, spec: VideoSpec, duration: float, width: int, height: int) -> None:
+        self.spec = spec
+        self.spans = target_times(spec, duration)
+        self.instants = [pick_time(spec, s) for s in self.spans]
+        self.width, self.height = spec.output_size(width, height)
+        self.images: list[np.ndarray] = []
+        self._prev: av.VideoFrame | None = None
+        self._prev_rgb: np.ndarray | None = None
+
+    def offer(self, frame: av.VideoFrame, t: float) -> None:
+        while len(self.images) < len(self.instants) and self.instants[len(self.images)] < t - 1e-6:
+            self._take(self._prev if self._prev is not None else frame)
+        if self._prev is not frame:
+            self._prev, self._prev_rgb = frame, None
+
+    def finish(self, decoded_end: float) -> Frames:
+        """Fill the instants up to where decoding actually ended (a truncated file yields fewer)."""
+        while (
+            self._prev is not None
+            and len(self.images) < len(self.instants)
+            and self.instants[len(self.images)] < decoded_end
+        ):
+            self._take(self._prev)
+        n = len(self.images)
+        images = np.stack(self.images) if n else np.zeros((0, self.height, self.width, 3), np.uint8)
+        return Frames(images=images, times=self.spans[:n].copy())
+
+    def _take(self, frame: av.VideoFrame) -> None:
+        if frame is self._prev and self._prev_rgb is not None:
+            self.images.append(self._prev_rgb)
+            return
+        rgb = frame.reformat(width=self.width, height=self.height, format="rgb24").to_ndarray()
+        if frame is self._prev:
+            self._prev_rgb = rgb
+        self.images.append(rgb)
+
+
+def decode(
+    info: ClipInfo,
+    audio_specs: set[AudioSpec] | frozenset[AudioSpec] = frozenset(),
+    video_specs: set[VideoSpec] | frozenset[VideoSpec] = frozenset(),
+) -> DecodedClip:
+    """Decode ``info.path`` once, producing every requested audio rate and frame set."""
+    want_audio = bool(audio_specs) and info.has_audio
+    want_video = bool(video_specs) and info.has_video
+    out = DecodedClip(info=info)
+    if not (want_audio or want_video):
+        return out
+    try:
+        container = av.open(info.path)
+    except av.FFmpegError as exc:
+        raise ClipError("decode", f"{info.path}: cannot open ({exc.strerror or exc})") from None
+    with container:
+        v = video_stream(container) if want_video else None
+        a = audio_stream(container) if want_audio else None
+        if v is not None:
+            v.thread_type = "AUTO"
+        v_start = float(v.start_time * v.time_base) if v is not None and v.start_time else 0.0
+        samplers = [_FrameSampler(s, info.duration_s, info.width, info.height) for s in video_specs] if v else []
+        resamplers = {s: av.AudioResampler(format="flt", layout="mono", rate=s.sample_rate) for s in audio_specs} if a else {}
+        chunks: dict[AudioSpec, list[np.ndarray]] = {s: [] for s in resamplers}
+        decoded_end = 0.0
+        frame_period = 1.0 / info.fps if info.fps else 0.0
+        n_video = 0
+        try:
+            for packet in container.demux([s for s in (v, a) if s is not None]):
+                for frame in packet.decode():
+                    if isinstance(frame, av.AudioFrame):
+                        for spec, resampler in resamplers.items():
+                            chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+                    else:
+                        t = float(frame.time) - v_start if frame.time is not None else n_video * frame_period
+                        n_video += 1
+                        decoded_end = max(decoded_end, t + frame_period)
+                        for sampler in samplers:
+                            sampler.offer(frame, t)
+        except av.FFmpegError as exc:
+            raise ClipError("decode", f"{info.path}: decoding failed ({exc.strerror or exc})") from None
+        for spec, resampler in resamplers.items():
+            chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
+            out.audio[spec] = np.concatenate(chunks[spec]).astype(np.float32) if chunks[spec] else np.zeros(0, np.float32)
+        for sampler in samplers:
+            out.video[sampler.spec] = sampler.finish(min(decoded_end, info.duration_s))
+    if want_video and n_video == 0:
+        raise ClipError("decode", f"{info.path}: video stream holds no decodable frame")
+    if want_audio and all(len(x) == 0 for x in out.audio.values()):
+        raise ClipError("decode", f"{info.path}: audio stream holds no decodable sample")
+    return out

@@ -1,0 +1,127 @@
+"""An extraction run: plan what is missing, run it, commit each clip, summarise.
+
+Resume is the plan itself: a (clip, extractor) pair already committed in the
+store is never scheduled again, so re-running a command only does what an
+earlier run did not finish (or what failed).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+
+from extractors import create
+from extractors.base import Extractor
+from pipeline.corpus import ClipSource, discover
+from pipeline.errors import one_line
+from pipeline.executor import local_cores, make_executor
+from pipeline.tasks import ClipResult, ClipTask, ExtractorSpec, Failure, process_clip
+from stores import open_writer
+
+CHECKPOINT_EVERY_S = 10.0
+COMMON_LIBRARIES = ("mvfx", "numpy", "av", "zarr")
+
+
+@dataclass
+class RunSummary:
+    clips: int = 0
+    pairs_done: int = 0
+    pairs_skipped: int = 0
+    clips_failed: int = 0
+    pairs_failed: int = 0
+    seconds: float = 0.0
+    executor: str = ""
+    failures: list[tuple[str, Failure]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.pairs_failed == 0 and self.clips_failed == 0
+
+
+def library_versions(extractor: Extractor) -> dict[str, str]:
+    out = {}
+    for dist in (*COMMON_LIBRARIES, *extractor.libraries):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def provenance(extractor: Extractor) -> dict:
+    return extractor.describe() | {"weights": "none", "library_versions": library_versions(extractor)}
+
+
+def run_extract(
+    corpus: str,
+    store: str,
+    extractor_names: list[str],
+    options: dict[str, dict[str, str]] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    break_lock: bool = False,
+    compact: bool = True,
+    on_start: Callable[[int, str], None] | None = None,
+    on_result: Callable[[ClipResult], None] | None = None,
+) -> RunSummary:
+    """Extract ``extractor_names`` for every clip of ``corpus`` that the store lacks."""
+    options = options or {}
+    started = time.perf_counter()
+    clips = discover(corpus)
+    extractors = [create(name, **options.get(name, {})) for name in extractor_names]
+    specs = {e.name: ExtractorSpec(e.name, tuple(sorted(options.get(e.name, {}).items()))) for e in extractors}
+    summary = RunSummary(clips=len(clips))
+    with open_writer(store, break_lock=break_lock) as writer:
+        for extractor in extractors:
+            writer.register_extractor(provenance(extractor), dtype=dtype)
+        done = {e.name: writer.done(e.name) for e in extractors}
+        todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []
+        for clip in clips:
+            missing = tuple(specs[e.name] for e in extractors if clip.clip_id not in done[e.name])
+            summary.pairs_skipped += len(extractors) - len(missing)
+            if missing:
+                todo.append((clip, missing))
+        executor = make_executor(workers, len(todo), scheduler)
+        threads = 1 if executor.description != "in-process" else local_cores()
+        tasks = [ClipTask(clip, missing, str(writer.path), dtype, device, threads) for clip, missing in todo]
+        summary.executor = executor.description
+        if on_start:
+            on_start(len(tasks), executor.description)
+        last_checkpoint = time.monotonic()
+        try:
+            for result in executor.map_unordered(process_clip, tasks, on_error=_lost_task):
+                _commit(writer, result, summary)
+                if on_result:
+                    on_result(result)
+                if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
+                    writer.checkpoint()
+                    last_checkpoint = time.monotonic()
+        finally:
+            executor.close()
+        if compact:
+            writer.compact()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _lost_task(task: ClipTask, exc: BaseException) -> ClipResult:
+    result = ClipResult(task.clip.clip_id, {"clip_id": task.clip.clip_id, "path": task.clip.path, "status": "failed"})
+    result.failures.append(Failure("*", "worker", type(exc).__name__, f"{task.clip.path}: worker lost ({one_line(exc)})"))
+    return result
+
+
+def _commit(writer, result: ClipResult, summary: RunSummary) -> None:
+    attempted = [s.extractor for s in result.staged] + [f.extractor for f in result.failures if f.extractor != "*"]
+    writer.clear_failures(result.clip_id, attempted)
+    for staged in result.staged:
+        writer.commit(staged)
+    for failure in result.failures:
+        writer.add_failure(result.clip_id, failure.extractor, failure.stage, failure.error, failure.message)
+        summary.failures.append((result.clip_id, failure))
+    writer.set_clip(result.record)
+    summary.pairs_done += len(result.staged)
+    summary.pairs_failed += sum(1 for f in result.failures if f.extractor != "*")
+    summary.clips_failed += result.status == "failed"

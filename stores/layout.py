@@ -1,0 +1,48 @@
+"""Names and versions of the on-disk store layout (shared by the Zarr and HDF5 backends).
+
+    <store>/                     root attrs: format, format_version, mvfx_version, created, updated
+      clips/<column>             1-D arrays, one row per clip (see CLIP_COLUMNS)
+      failures/<column>          1-D arrays, one row per failed (clip, extractor) (FAILURE_COLUMNS)
+      features/<extractor>/      attrs: provenance + clip_index {clip_id, offset, count}
+        values [N, D]            float32 (or float16), chunked along rows
+        times  [N, 2]            float64 start/end seconds of each row
+        parts/<part>/            committed but not yet compacted clips: values, times, attrs.clip_id
+"""
+from __future__ import annotations
+
+FORMAT_NAME = "mvfx-feature-store"
+FORMAT_VERSION = 1
+
+CLIP_COLUMNS: dict[str, str] = {
+    "clip_id": "str",
+    "path": "str",
+    "content_hash": "str",
+    "size_bytes": "int64",
+    "duration_s": "float64",
+    "has_video": "bool",
+    "has_audio": "bool",
+    "fps": "float64",
+    "width": "int32",
+    "height": "int32",
+    "video_codec": "str",
+    "sample_rate": "int32",
+    "channels": "int32",
+    "audio_codec": "str",
+    "status": "str",  # ok | partial | failed
+}
+
+FAILURE_COLUMNS: dict[str, str] = {
+    "clip_id": "str",
+    "extractor": "str",  # "*" when the whole clip failed (probe, decode)
+    "stage": "str",  # probe | decode | input | extract | store
+    "error": "str",
+    "message": "str",
+    "time": "str",  # ISO 8601 UTC
+}
+
+TARGET_CHUNK_BYTES = 2 << 20
+
+
+def chunk_rows(dim: int, itemsize: int) -> int:
+    """Rows per chunk so that a chunk of values is about 2 MiB."""
+    return max(64, TARGET_CHUNK_BYTES // max(1, dim * itemsize))

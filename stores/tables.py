@@ -1,0 +1,30 @@
+"""Column tables (clips, failures) stored as one 1-D array per column."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import zarr
+
+
+def to_columns(records: list[dict], schema: dict[str, str]) -> dict[str, np.ndarray]:
+    """Records -> column arrays with the schema's dtypes (strings as Python str objects)."""
+    cols = {}
+    for name, dtype in schema.items():
+        values = [r.get(name, "" if dtype == "str" else 0) for r in records]
+        cols[name] = np.array(values, dtype=object if dtype == "str" else dtype)
+    return cols
+
+
+def write_zarr_table(group: zarr.Group, records: list[dict], schema: dict[str, str]) -> None:
+    """Replace every column array of ``group`` (each write is one file per chunk, atomically replaced)."""
+    for name, column in to_columns(records, schema).items():
+        dtype = str if schema[name] == "str" else column.dtype
+        arr = group.create_array(name, shape=column.shape, dtype=dtype, chunks=(max(1, len(column)),), overwrite=True)
+        if len(column):
+            arr[:] = column
+    group.attrs["columns"] = list(schema)
+
+
+def read_zarr_table(group: zarr.Group, schema: dict[str, str]) -> pd.DataFrame:
+    names = group.attrs.get("columns", list(schema))
+    return pd.DataFrame({n: group[n][:] for n in names if n in group}, columns=names)

@@ -1,0 +1,299 @@
+"""Zarr v3 feature store: reader, writer, staged parts and compaction.
+
+Crash safety. A worker writes one (clip, extractor) result as a complete
+zarr group under ``<store>/.staging/``; the single writer (holding the lock)
+commits it with one ``os.rename`` into ``features/<ext>/parts/`` (atomic on
+a local or network POSIX file system), so a reader sees all of a clip or
+none of it. ``compact`` appends parts to the contiguous ``values``/``times``
+arrays, then publishes their rows with one atomic write of the extractor
+group's ``zarr.json`` (its ``clip_index`` attribute), then deletes the parts.
+A crash between those steps leaves rows beyond the index (ignored and
+overwritten next time) or parts already indexed (deleted on the next open).
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from pipeline.errors import MvfxError
+from stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS, FORMAT_NAME, FORMAT_VERSION, chunk_rows
+from stores.lock import StoreLock
+from stores.tables import read_zarr_table, write_zarr_table
+
+STAGING = ".staging"
+COMPACT_BATCH = 256
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def part_name(clip_id: str) -> str:
+    """Deterministic part name of a clip (clip ids may contain '/')."""
+    return hashlib.sha1(clip_id.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one clip's rows live: compacted rows [offset, offset+count) or a part group."""
+
+    count: int
+    offset: int = -1
+    part: str = ""
+
+
+@dataclass(frozen=True)
+class StagedPart:
+    """A fully written, not yet visible, result of one (clip, extractor)."""
+
+    path: str
+    extractor: str
+    clip_id: str
+    rows: int
+
+
+def stage_part(store: str | Path, extractor: str, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str) -> StagedPart:
+    """Write one clip's block as a standalone zarr group in the store's staging area (any worker may call this)."""
+    path = Path(store) / STAGING / uuid.uuid4().hex
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("values", data=np.asarray(values, dtype=dtype), chunks=values.shape if len(values) else (1, values.shape[1]))
+    group.create_array("times", data=np.asarray(times, dtype="float64"), chunks=times.shape if len(times) else (1, 2))
+    group.attrs.update({"clip_id": clip_id, "rows": int(len(values))})
+    return StagedPart(str(path), extractor, clip_id, int(len(values)))
+
+
+class ZarrFeatureStore:
+    """Read access to an mvfx store. Plain zarr can read it too (see the README)."""
+
+    def __init__(self, path: str | Path, mode: str = "r") -> None:
+        self.path = Path(path)
+        if mode == "r" and not (self.path / "zarr.json").exists():
+            raise MvfxError(f"{self.path}: not an mvfx store (no zarr.json)")
+        self.root = zarr.open_group(str(self.path), mode=mode)
+        fmt = self.root.attrs.get("format")
+        if fmt is not None and fmt != FORMAT_NAME:
+            raise MvfxError(f"{self.path}: not an mvfx store (format {fmt!r})")
+        if self.root.attrs.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise MvfxError(f"{self.path}: store format {self.root.attrs['format_version']} is newer than this mvfx reads")
+        self._index: dict[str, dict[str, Location]] = {}
+
+    # --- metadata -------------------------------------------------------------
+    def store_attrs(self) -> dict:
+        return dict(self.root.attrs)
+
+    def extractors(self) -> list[str]:
+        if "features" not in self.root:
+            return []
+        return sorted(name for name, _ in self.root["features"].groups())
+
+    def _feature_group(self, extractor: str) -> zarr.Group:
+        try:
+            return self.root[f"features/{extractor}"]
+        except KeyError:
+            raise MvfxError(f"{self.path}: no features for extractor {extractor!r}; present: {', '.join(self.extractors()) or 'none'}") from None
+
+    def attrs(self, extractor: str) -> dict:
+        """Provenance of an extractor's features (without the clip index)."""
+        return {k: v for k, v in self._feature_group(extractor).attrs.items() if k != "clip_index"}
+
+    def clips(self) -> pd.DataFrame:
+        if "clips" not in self.root:
+            return pd.DataFrame(columns=list(CLIP_COLUMNS))
+        return read_zarr_table(self.root["clips"], CLIP_COLUMNS)
+
+    def failures(self) -> pd.DataFrame:
+        if "failures" not in self.root:
+            return pd.DataFrame(columns=list(FAILURE_COLUMNS))
+        return read_zarr_table(self.root["failures"], FAILURE_COLUMNS)
+
+    # --- index and values -------------------------------------------------------
+    def index(self, extractor: str) -> dict[str, Location]:
+        """clip_id -> Location for every committed clip of an extractor."""
+        if extractor not in self._index:
+            group = self._feature_group(extractor)
+            ci = group.attrs.get("clip_index", {"clip_id": [], "offset": [], "count": []})
+            index = {c: Location(int(n), offset=int(o)) for c, o, n in zip(ci["clip_id"], ci["offset"], ci["count"])}
+            if "parts" in group:
+                for name, part in group["parts"].groups():
+                    clip_id = part.attrs["clip_id"]
+                    index.setdefault(clip_id, Location(int(part.attrs["rows"]), part=name))
+            self._index[extractor] = index
+        return self._index[extractor]
+
+    def clip_ids(self, extractor: str | None = None) -> list[str]:
+        """Clips in the clips table, or those with committed features of ``extractor``."""
+        if extractor is not None:
+            return sorted(self.index(extractor))
+        return sorted(self.clips()["clip_id"].tolist())
+
+    def read(self, extractor: str, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values [T, D], times [T, 2]) of one clip."""
+        loc = self.index(extractor).get(clip_id)
+        if loc is None:
+            raise MvfxError(f"{self.path}: no {extractor} features for clip {clip_id!r}")
+        group = self._feature_group(extractor)
+        if loc.part:
+            part = group[f"parts/{loc.part}"]
+            return part["values"][:], part["times"][:]
+        sl = slice(loc.offset, loc.offset + loc.count)
+        return group["values"][sl], group["times"][sl]
+
+    def summary(self) -> dict:
+        """The numbers `mvfx store info --json` prints."""
+        extractors = {}
+        for name in self.extractors():
+            index, attrs = self.index(name), self.attrs(name)
+            extractors[name] = {
+                "dim": attrs["dim"],
+                "version": attrs["version"],
+                "clips": len(index),
+                "rows": int(sum(loc.count for loc in index.values())),
+                "weights": attrs.get("weights", "none"),
+                "uncompacted_parts": sum(1 for loc in index.values() if loc.part),
+            }
+        return {"clips": len(self.clips()), "extractors": extractors, "failures": len(self.failures())}
+
+
+class ZarrStoreWriter(ZarrFeatureStore):
+    """The single writer of a store: registers extractors, commits parts, keeps the tables."""
+
+    def __init__(self, path: str | Path, break_lock: bool = False) -> None:
+        path = Path(path)
+        self.lock = StoreLock(path, break_lock=break_lock)
+        self.lock.acquire()
+        try:
+            super().__init__(path, mode="a")
+            if "format" not in self.root.attrs:
+                self.root.attrs.update(
+                    {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mvfx_version": pkg_version("mvfx"), "created": now_iso()}
+                )
+            self.root.require_group("features")
+            self._clips = {r["clip_id"]: r for r in self.clips().to_dict("records")}
+            self._failures = {(r["clip_id"], r["extractor"]): r for r in self.failures().to_dict("records")}
+            self._recover()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _recover(self) -> None:
+        """Drop staging left by a crash, and parts that a crashed compaction already indexed."""
+        shutil.rmtree(self.path / STAGING, ignore_errors=True)
+        for name in self.extractors():
+            group = self._feature_group(name)
+            indexed = set(group.attrs.get("clip_index", {}).get("clip_id", []))
+            for part_id, part in list(group["parts"].groups()) if "parts" in group else []:
+                if part.attrs["clip_id"] in indexed:
+                    shutil.rmtree(self.path / "features" / name / "parts" / part_id)
+        self._index.clear()
+
+    def register_extractor(self, description: dict, dtype: str = "float32") -> None:
+        """Create or check ``features/<name>``; refuse a different version or config."""
+        name = description["extractor"]
+        group = self.root.require_group(f"features/{name}")
+        if "version" in group.attrs:
+            old = {k: group.attrs.get(k) for k in ("version", "config", "weights", "dtype")}
+            new = {k: description.get(k) for k in ("version", "config", "weights")} | {"dtype": dtype}
+            if old != new:
+                diff = ", ".join(f"{k}: {old[k]} -> {new[k]}" for k in old if old[k] != new[k])
+                raise MvfxError(f"{self.path}: {name} features here were made differently ({diff}); write to a new store")
+            return
+        group.require_group("parts")
+        group.attrs.update(
+            description | {"dtype": dtype, "created": now_iso(), "clip_index": {"clip_id": [], "offset": [], "count": []}}
+        )
+
+    def done(self, extractor: str) -> set[str]:
+        return set(self.index(extractor))
+
+    def commit(self, staged: StagedPart) -> None:
+        """Make a staged part visible (one atomic rename); a clip already committed is not duplicated."""
+        target = self.path / "features" / staged.extractor / "parts" / part_name(staged.clip_id)
+        if staged.clip_id in self.index(staged.extractor):
+            shutil.rmtree(staged.path, ignore_errors=True)
+            return
+        Path(staged.path).rename(target)
+        self._index[staged.extractor][staged.clip_id] = Location(staged.rows, part=target.name)
+        self._failures.pop((staged.clip_id, staged.extractor), None)
+
+    def set_clip(self, record: dict) -> None:
+        self._clips[record["clip_id"]] = record
+
+    def clear_failures(self, clip_id: str, extractors: list[str]) -> None:
+        """Forget earlier failures of a clip that is being retried (whole-clip ones included)."""
+        for name in [*extractors, "*"]:
+            self._failures.pop((clip_id, name), None)
+
+    def add_failure(self, clip_id: str, extractor: str, stage: str, error: str, message: str) -> None:
+        self._failures[(clip_id, extractor)] = {
+            "clip_id": clip_id, "extractor": extractor, "stage": stage, "error": error, "message": message, "time": now_iso(),
+        }
+
+    def checkpoint(self) -> None:
+        """Persist the clips and failures tables (derived, small; rewritten whole)."""
+        write_zarr_table(self.root.require_group("clips"), sorted(self._clips.values(), key=lambda r: r["clip_id"]), CLIP_COLUMNS)
+        failures = sorted(self._failures.values(), key=lambda r: (r["clip_id"], r["extractor"]))
+        write_zarr_table(self.root.require_group("failures"), failures, FAILURE_COLUMNS)
+        self.root.attrs["updated"] = now_iso()
+
+    def compact(self) -> int:
+        """Move every part into the contiguous arrays; returns the number of parts compacted."""
+        moved = 0
+        for name in self.extractors():
+            group = self._feature_group(name)
+            parts = sorted(
+                ((p.attrs["clip_id"], pid, p) for pid, p in group["parts"].groups()) if "parts" in group else [],
+                key=lambda t: t[0],
+            )
+            for start in range(0, len(parts), COMPACT_BATCH):
+                self._compact_batch(name, group, parts[start : start + COMPACT_BATCH])
+                moved += len(parts[start : start + COMPACT_BATCH])
+        self._index.clear()
+        return moved
+
+    def _compact_batch(self, name: str, group: zarr.Group, batch: list) -> None:
+        ci = dict(group.attrs["clip_index"])
+        end = max((o + n for o, n in zip(ci["offset"], ci["count"])), default=0)
+        dim, dtype = int(group.attrs["dim"]), group.attrs["dtype"]
+        if "values" not in group:
+            group.create_array("values", shape=(0, dim), dtype=dtype, chunks=(chunk_rows(dim, np.dtype(dtype).itemsize), dim))
+            group.create_array("times", shape=(0, 2), dtype="float64", chunks=(chunk_rows(2, 8), 2))
+        values, times = group["values"], group["times"]
+        fresh = [(clip_id, part) for clip_id, _, part in batch if clip_id not in set(ci["clip_id"])]
+        blocks = [(clip_id, part["values"][:], part["times"][:]) for clip_id, part in fresh]
+        total = end + sum(len(v) for _, v, _ in blocks)
+        values.resize((total, dim))
+        times.resize((total, 2))
+        if blocks:
+            values[end:total] = np.concatenate([v for _, v, _ in blocks])
+            times[end:total] = np.concatenate([t for _, _, t in blocks])
+        offset = end
+        ci = {k: list(v) for k, v in ci.items()}
+        for clip_id, v, _ in blocks:
+            ci["clip_id"].append(clip_id)
+            ci["offset"].append(offset)
+            ci["count"].append(len(v))
+            offset += len(v)
+        group.attrs["clip_index"] = ci  # the commit point: one atomic zarr.json write
+        for _, part_id, _ in batch:
+            shutil.rmtree(self.path / "features" / name / "parts" / part_id)
+
+    def close(self) -> None:
+        try:
+            self.checkpoint()
+        finally:
+            self.lock.release()
+
+    def __enter__(self) -> "ZarrStoreWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real media in ../shared/data, a small demo corpus, odd files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.demo_corpus import write_demo_corpus, write_mp4
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "video").is_dir():
+        pytest.skip(f"real media not found at {SHARED_DATA} (the shared/ folder beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """Six 4-second clips, one per class."""
+    out = tmp_path_factory.mktemp("demo") / "corpus"
+    write_demo_corpus(out, n_clips=6, seconds=4.0, seed=0)
+    return out
+
+
+DEMO_EXTRACTORS = ["colour", "emobase", "logmel_phase"]
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_corpus, tmp_path_factory) -> Path:
+    """The demo corpus extracted in-process with the three foundation extractors."""
+    from pipeline.run import run_extract
+
+    path = tmp_path_factory.mktemp("stores") / "demo.zarr"
+    summary = run_extract(str(demo_corpus), str(path), DEMO_EXTRACTORS, workers=1)
+    assert summary.ok and summary.pairs_done == 6 * 3
+    return path
+
+
+def indexed_video(path: Path, n_frames: int, fps: int, size=(64, 48)) -> None:
+    """A video whose frame i has grey level 8*i (to identify which frames were sampled)."""
+    w, h = size
+    write_mp4(path, (np.full((h, w, 3), 8 * i, np.uint8) for i in range(n_frames)), fps)
+
+
+def tone(seconds: float, sample_rate: int = 44100, hz: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return np.stack([0.3 * np.sin(2 * np.pi * hz * t)] * 2)
+
+
+@pytest.fixture(scope="session")
+def odd_corpus(tmp_path_factory, demo_corpus) -> Path:
+    """Two good clips plus every kind of bad file the pipeline must survive."""
+    out = tmp_path_factory.mktemp("odd")
+    for name in ("clip_000", "clip_001"):
+        (out / f"{name}.mp4").write_bytes((demo_corpus / f"{name}.mp4").read_bytes())
+    good = (demo_corpus / "clip_002.mp4").read_bytes()
+    (out / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (out / "empty.mp4").write_bytes(b"")
+    (out / "text.mp4").write_text("this is not a video\n")
+    write_mp4(out / "audio_only.mp4", None, 24, tone(2.0))
+    write_mp4(out / "video_only.mp4", (np.full((48, 64, 3), 100, np.uint8) for _ in range(48)), 24)
+    return out

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.corpus import discover
+from pipeline.errors import MvfxError
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+
+
+def test_folder_is_recursive_with_relative_ids(tmp_path):
+    _touch(tmp_path, "a.mp4", "sub/b.webm", "sub/deeper/c.ogg", "notes.txt", ".hidden.mp4")
+    clips = discover(str(tmp_path))
+    assert [c.clip_id for c in clips] == ["a", "sub/b", "sub/deeper/c"]
+    assert all(Path(c.path).is_absolute() for c in clips)
+
+
+def test_ids_are_stable_wherever_the_corpus_is_mounted(tmp_path):
+    for root in (tmp_path / "one", tmp_path / "two"):
+        _touch(root, "x/clip.mp4")
+    assert discover(str(tmp_path / "one"))[0].clip_id == discover(str(tmp_path / "two"))[0].clip_id == "x/clip"
+
+
+def test_glob_ids_are_relative_to_the_fixed_prefix(tmp_path):
+    _touch(tmp_path, "v/a.mp4", "v/b.mp4", "v/c.webm")
+    clips = discover(str(tmp_path / "v" / "*.mp4"))
+    assert [c.clip_id for c in clips] == ["a", "b"]
+
+
+def test_manifest_gives_ids_and_resolves_relative_paths(tmp_path):
+    _touch(tmp_path, "media/one.mp4", "media/two.mp4")
+    (tmp_path / "m.csv").write_text("clip_id,path\nfirst,media/one.mp4\n,media/two.mp4\n")
+    clips = discover(str(tmp_path / "m.csv"))
+    assert [(c.clip_id, Path(c.path).name) for c in clips] == [("first", "one.mp4"), ("two", "two.mp4")]
+
+
+def test_manifest_without_path_column_is_a_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_text("clip,file\na,b.mp4\n")
+    with pytest.raises(MvfxError, match="needs a 'path' column"):
+        discover(str(tmp_path / "m.csv"))
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    (tmp_path / "m.csv").write_text("clip_id,path\na,x.mp4\na,y.mp4\n")
+    with pytest.raises(MvfxError, match="not unique"):
+        discover(str(tmp_path / "m.csv"))
+
+
+def test_missing_corpus_is_a_one_line_error(tmp_path):
+    with pytest.raises(MvfxError, match="no such folder"):
+        discover(str(tmp_path / "nope"))

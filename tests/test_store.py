@@ -1,0 +1,135 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.errors import MvfxError
+from stores import open_store, open_writer
+from stores.lock import StoreLocked
+from stores.zarr_store import STAGING, stage_part
+
+DESC = {"extractor": "toy", "version": "1", "dim": 3, "feature_names": ["a", "b", "c"], "config": {"k": 1}, "weights": "none"}
+
+
+def _block(clip_index: int, rows: int):
+    values = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3) + 100 * clip_index
+    times = np.stack([np.arange(rows) * 0.5, np.arange(rows) * 0.5 + 0.5], axis=1)
+    return values, times
+
+
+def _write(path, clips, compact=True):
+    with open_writer(path) as w:
+        w.register_extractor(DESC)
+        for i, clip_id in enumerate(clips):
+            values, times = _block(i, rows=i + 2)
+            w.commit(stage_part(path, "toy", clip_id, values, times, "float32"))
+            w.set_clip({"clip_id": clip_id, "path": f"/x/{clip_id}.mp4", "duration_s": 1.0, "status": "ok"})
+        if compact:
+            w.compact()
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_round_trip_through_parts_and_compacted_arrays(tmp_path, compact):
+    path = tmp_path / "s.zarr"
+    _write(path, ["a", "dir/b", "c"], compact=compact)
+    s = open_store(path)
+    assert s.clip_ids() == s.clip_ids("toy") == ["a", "c", "dir/b"]
+    values, times = s.read("toy", "dir/b")
+    np.testing.assert_array_equal(values, _block(1, 3)[0])
+    np.testing.assert_array_equal(times, _block(1, 3)[1])
+    info = s.summary()
+    assert info == {"clips": 3, "failures": 0, "extractors": {"toy": {
+        "dim": 3, "version": "1", "clips": 3, "rows": 9, "weights": "none", "uncompacted_parts": 0 if compact else 3}}}
+    assert s.attrs("toy")["feature_names"] == ["a", "b", "c"]
+    assert s.store_attrs()["format"] == "mvfx-feature-store"
+
+
+def test_compaction_appends_to_existing_rows(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path, ["a", "b"])
+    with open_writer(path) as w:
+        values, times = _block(7, 4)
+        w.commit(stage_part(path, "toy", "z", values, times, "float32"))
+        assert w.compact() == 1
+    s = open_store(path)
+    np.testing.assert_array_equal(s.read("toy", "z")[0], values)
+    np.testing.assert_array_equal(s.read("toy", "a")[0], _block(0, 2)[0])
+    assert zarr.open_group(str(path))["features/toy/values"].shape == (2 + 3 + 4, 3)
+
+
+def test_a_clip_is_never_committed_twice(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path, ["a"])
+    with open_writer(path) as w:
+        w.commit(stage_part(path, "toy", "a", *_block(5, 9), "float32"))
+        w.compact()
+    s = open_store(path)
+    assert s.summary()["extractors"]["toy"]["rows"] == 2
+    np.testing.assert_array_equal(s.read("toy", "a")[0], _block(0, 2)[0])
+
+
+def test_recovery_after_a_crash_mid_compaction(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path, ["a"], compact=False)
+    # Simulate a crash: a staged part never committed, and rows written past the index.
+    stage_part(path, "toy", "ghost", *_block(3, 5), "float32")
+    with open_writer(path) as w:
+        w.compact()
+    group = zarr.open_group(str(path), mode="a")
+    group["features/toy/values"].resize((10, 3))  # garbage rows that no index entry covers
+    with open_writer(path) as w:
+        assert not (path / STAGING).exists()
+        w.commit(stage_part(path, "toy", "b", *_block(1, 3), "float32"))
+        w.compact()
+    s = open_store(path)
+    assert s.clip_ids("toy") == ["a", "b"]
+    np.testing.assert_array_equal(s.read("toy", "b")[0], _block(1, 3)[0])
+    assert group["features/toy/values"].shape == (5, 3)
+
+
+def test_second_writer_is_refused_and_stale_lock_needs_the_flag(tmp_path):
+    path = tmp_path / "s.zarr"
+    first = open_writer(path)
+    with pytest.raises(StoreLocked, match="another mvfx run is writing this store"):
+        open_writer(path)
+    first.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (path / ".mvfx-lock").write_text('{"host": "%s", "pid": %s, "since": "then"}' % (os.uname().nodename, dead.stdout.strip()))
+    with pytest.raises(StoreLocked, match="stale lock .* --break-lock"):
+        open_writer(path)
+    open_writer(path, break_lock=True).close()
+    assert not (path / ".mvfx-lock").exists()
+
+
+def test_changed_extractor_config_is_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path, ["a"])
+    with open_writer(path) as w, pytest.raises(MvfxError, match=r"made differently \(config"):
+        w.register_extractor(DESC | {"config": {"k": 2}})
+
+
+def test_reading_a_missing_clip_or_extractor_is_a_clear_error(tmp_path):
+    path = tmp_path / "s.zarr"
+    _write(path, ["a"])
+    s = open_store(path)
+    with pytest.raises(MvfxError, match="no toy features for clip 'nope'"):
+        s.read("toy", "nope")
+    with pytest.raises(MvfxError, match="no features for extractor 'vggish'"):
+        s.read("vggish", "a")
+    with pytest.raises(MvfxError, match="not an mvfx store"):
+        open_store(tmp_path)
+
+
+def test_float16_storage(tmp_path):
+    path = tmp_path / "s.zarr"
+    with open_writer(path) as w:
+        w.register_extractor(DESC, dtype="float16")
+        w.commit(stage_part(path, "toy", "a", *_block(0, 2), "float16"))
+        w.compact()
+    values, _ = open_store(path).read("toy", "a")
+    assert values.dtype == np.float16
+    shutil.rmtree(path)
