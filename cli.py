@@ -73,9 +73,11 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Where neural extractors run.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]),
               help="Storage type of feature values.")
+@click.option("--random-weights", is_flag=True,
+              help="Run neural extractors with seeded random weights (tests, dry runs); marked 'random' in the store.")
 @click.option("--break-lock", is_flag=True, help="Take over a store whose lock was left by a dead run.")
 @click.option("--no-compact", is_flag=True, help="Leave committed parts uncompacted (faster to stop; see `store compact`).")
-def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, break_lock, no_compact) -> None:
+def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, random_weights, break_lock, no_compact) -> None:
     """Extract features for every clip of CORPUS into a store.
 
     CORPUS is a folder (searched recursively), a quoted glob ("clips/*.mp4") or a
@@ -103,7 +105,7 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
     with progress:
         summary = run_extract(
             corpus, store, names, _parse_options(options), workers=workers or None, scheduler=scheduler,
-            device=device, dtype=dtype, break_lock=break_lock, compact=not no_compact,
+            device=device, dtype=dtype, break_lock=break_lock, compact=not no_compact, random_weights=random_weights,
             on_start=on_start, on_result=on_result,
         )
     _print_summary(summary, store)
@@ -129,14 +131,16 @@ def _print_summary(summary, store: str) -> None:
 def list_extractors(as_json: bool) -> None:
     """List every extractor: output size, time grid, input and weights."""
     import extractors as registry
+    from extractors.weights import status
 
     rows = []
     for name in registry.names():
         e = registry.create(name)
+        weights = {w: status(w)[0] for w in e.weight_names}
         rows.append({
             "name": name, "version": e.version, "modality": e.modality, "dim": e.dim,
-            "time_grid": e.time_grid.as_dict(), "input": e.describe()["input"], "weights": "none needed",
-            "summary": e.summary,
+            "time_grid": e.time_grid.as_dict(), "input": e.describe()["input"],
+            "weights": weights or "none needed", "summary": e.summary,
         })
     if as_json:
         out.print_json(json.dumps(rows))
@@ -146,7 +150,8 @@ def list_extractors(as_json: bool) -> None:
         g = r["time_grid"]
         grid = f"{g['kind']} {g['window_s']:.3g}s / hop {g['hop_s']:.3g}s" if g["window_s"] else g["kind"]
         inp = {k: v for k, v in r["input"].items() if v is not None and k != "kind"}
-        table.add_row(r["name"], str(r["dim"]), grid, ", ".join(f"{k}={v}" for k, v in inp.items()), r["weights"], r["summary"])
+        weights = r["weights"] if isinstance(r["weights"], str) else ", ".join(f"{k}: {v}" for k, v in r["weights"].items())
+        table.add_row(r["name"], str(r["dim"]), grid, ", ".join(f"{k}={v}" for k, v in inp.items()), weights, r["summary"])
     out.print(table)
 
 
@@ -193,6 +198,86 @@ def store_compact(path: str, break_lock: bool) -> None:
     with open_writer(path, break_lock=break_lock) as writer:
         moved = writer.compact()
     console.print(f"compacted {moved} parts in {path}")
+
+
+@main.group()
+def weights() -> None:
+    """Pretrained weight files: list, fetch (with network), import (air-gapped), verify.
+
+    Files live in $MVFX_HOME/weights (default ~/.cache/mvfx/weights). Nothing is
+    ever downloaded during extraction.
+    """
+
+
+@weights.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def weights_list(as_json: bool) -> None:
+    """Every registered weight file with its status: missing, ok, unverified, wrong hash."""
+    from extractors.weights import REGISTRY, cache_dir, status
+
+    rows = []
+    for name, e in sorted(REGISTRY.items()):
+        state, digest = status(name)
+        rows.append({"name": name, "status": state, "sha256": digest, "expected_sha256": e.sha256, "file": e.filename,
+                     "extractors": list(e.extractors), "url": e.url, "licence": e.licence, "approx_mb": e.approx_mb,
+                     "source": e.source})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    out.print(f"weights cache: {cache_dir()}")
+    colours = {"ok": "green", "unverified": "yellow", "missing": "red", "wrong hash": "red"}
+    table = Table("name", "status", "file", "MB", "licence", "used by")
+    for r in rows:
+        table.add_row(r["name"], f"[{colours[r['status']]}]{r['status']}[/]", r["file"], f"{r['approx_mb']:g}",
+                      r["licence"], ", ".join(r["extractors"]))
+    out.print(table)
+    for r in rows:
+        out.print(f"{r['name']}: {r['url']}\n  {r['source']}")
+
+
+@weights.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch every registered file.")
+def weights_fetch(names: tuple[str, ...], fetch_all: bool) -> None:
+    """Download weight files into the cache (resumable, verified). Needs a network."""
+    from extractors.weights import REGISTRY, entry, fetch
+
+    chosen = sorted(REGISTRY) if fetch_all else list(names)
+    if not chosen:
+        raise MvfxError("name a weight file (see `mvfx weights list`) or use --all")
+    for name in chosen:
+        e = entry(name)
+        with Progress(TextColumn(f"[bold]{e.filename}"), BarColumn(), TextColumn("{task.completed:,.0f} B"),
+                      TimeElapsedColumn(), console=console) as p:
+            task = p.add_task("fetch", total=None)
+            digest = fetch(name, on_progress=lambda done, total: p.update(task, completed=done, total=total))
+        console.print(f"fetched {name}: sha256 {digest}")
+
+
+@weights.command("import")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Import even if the hash differs (e.g. a fine-tuned checkpoint); recorded as such.")
+def weights_import(name: str, file: str, force: bool) -> None:
+    """Copy a weight file you already have into the cache, after checking its sha256."""
+    from extractors.weights import cached_path, import_file
+
+    digest = import_file(name, file, force=force)
+    console.print(f"imported {name} -> {cached_path(name)} (sha256 {digest})")
+
+
+@weights.command("verify")
+def weights_verify() -> None:
+    """Re-hash every cached file; exit 1 if one has the wrong hash."""
+    from extractors.weights import REGISTRY, status
+
+    bad = 0
+    for name in sorted(REGISTRY):
+        state, digest = status(name)
+        if state != "missing":
+            out.print(f"{name}: {state} ({digest})")
+        bad += state == "wrong hash"
+    sys.exit(1 if bad else 0)
 
 
 @main.command("demo-corpus")

@@ -60,6 +60,7 @@ class Extractor(ABC):
     config_class: ClassVar[type[Config]] = Config
     nan_allowed: ClassVar[bool] = False
     libraries: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into provenance
+    weight_names: ClassVar[tuple[str, ...]] = ()  # entries of extractors.weights.REGISTRY it loads
     random_weights: bool = False  # set by the runner for --random-weights
 
     def __init__(self, **overrides: Any) -> None:
@@ -95,6 +96,20 @@ class Extractor(ABC):
 
     @abstractmethod
     def extract(self, data: np.ndarray | Frames, info: ClipInfo) -> FeatureBlock: ...
+
+    def weights_provenance(self) -> dict:
+        """``weights``: "none", "random" or the main file's sha256; ``weights_files``: every file's sha256.
+
+        Raises a one-line MvfxError naming the file and how to get it when one is missing.
+        """
+        from extractors.weights import require
+
+        if not self.weight_names:
+            return {"weights": "none", "weights_files": {}}
+        if self.random_weights:
+            return {"weights": "random", "weights_files": {}}
+        files = {name: "sha256:" + require(name)[1] for name in self.weight_names}
+        return {"weights": files[self.weight_names[0]], "weights_files": files}
 
     def describe(self) -> dict:
         """Provenance written to the store's attributes for this extractor."""

@@ -50,7 +50,7 @@ def library_versions(extractor: Extractor) -> dict[str, str]:
 
 
 def provenance(extractor: Extractor) -> dict:
-    return extractor.describe() | {"weights": "none", "library_versions": library_versions(extractor)}
+    return extractor.describe() | extractor.weights_provenance() | {"library_versions": library_versions(extractor)}
 
 
 def run_extract(
@@ -64,6 +64,7 @@ def run_extract(
     dtype: str = "float32",
     break_lock: bool = False,
     compact: bool = True,
+    random_weights: bool = False,
     on_start: Callable[[int, str], None] | None = None,
     on_result: Callable[[ClipResult], None] | None = None,
 ) -> RunSummary:
@@ -72,11 +73,17 @@ def run_extract(
     started = time.perf_counter()
     clips = discover(corpus)
     extractors = [create(name, **options.get(name, {})) for name in extractor_names]
-    specs = {e.name: ExtractorSpec(e.name, tuple(sorted(options.get(e.name, {}).items()))) for e in extractors}
+    for extractor in extractors:
+        extractor.random_weights = random_weights and bool(extractor.weight_names)
+    described = [provenance(e) for e in extractors]  # fails here, before any work, when weights are missing
+    specs = {
+        e.name: ExtractorSpec(e.name, tuple(sorted(options.get(e.name, {}).items())), e.random_weights)
+        for e in extractors
+    }
     summary = RunSummary(clips=len(clips))
     with open_writer(store, break_lock=break_lock) as writer:
-        for extractor in extractors:
-            writer.register_extractor(provenance(extractor), dtype=dtype)
+        for description in described:
+            writer.register_extractor(description, dtype=dtype)
         done = {e.name: writer.done(e.name) for e in extractors}
         todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []
         for clip in clips:

@@ -1,0 +1,175 @@
+"""VGGish (AudioSet) embeddings: 128 values per 0.96 s example of 16 kHz audio.
+
+Architecture: torchvggish's port of the TF-slim VGGish (``torchvggish.VGG``),
+with its published PyTorch state dict (see ``mvfx weights list``). Input
+pipeline, re-implemented vectorised and tested against torchvggish's
+``waveform_to_examples``: 25 ms periodic-Hann frames every 10 ms, 512-point
+FFT magnitude, 64 HTK-mel bands over 125-7500 Hz, ``log(mel + 0.01)``, framed
+into examples of 96 frames (0.96 s) every ``hop_s`` (0.96 s by default). Row
+k covers [k*hop, k*hop + 0.96] s (the analysis window reaches 15 ms further).
+A clip shorter than one example is zero-padded to one.
+
+``vggish_pca`` applies AudioSet's released post-processing: PCA with
+whitening, clipping to [-2, 2] and 8-bit quantisation (values 0..255, as in
+the AudioSet and YouTube-8M embeddings). ``-o vggish.pooling=mean`` stores one
+clip-level mean vector instead (as EmoMV uses).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.registry import register
+from extractors.torch_device import resolve_device
+from extractors.weights import load_checkpoint, load_state_dict_strict, require
+from pipeline.decode import AudioSpec
+from pipeline.probe import ClipInfo
+
+SAMPLE_RATE = 16000
+WINDOW = 400  # 25 ms
+HOP = 160  # 10 ms
+FFT = 512
+MEL_BINS = 64
+MEL_RANGE = (125.0, 7500.0)
+LOG_OFFSET = 0.01
+EXAMPLE_FRAMES = 96
+EXAMPLE_S = EXAMPLE_FRAMES * HOP / SAMPLE_RATE  # 0.96
+MIN_SAMPLES = WINDOW + (EXAMPLE_FRAMES - 1) * HOP  # samples needed for one example
+
+
+def hertz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """HTK mel scale, as in the VGGish reference."""
+    return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)
+
+
+def mel_matrix() -> np.ndarray:
+    """[257, 64] triangular HTK-mel weights; the DC bin gets no weight (reference behaviour)."""
+    bins_mel = hertz_to_mel(np.linspace(0.0, SAMPLE_RATE / 2, FFT // 2 + 1))[:, None]
+    edges = np.linspace(*hertz_to_mel(np.array(MEL_RANGE)), MEL_BINS + 2)
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    weights = np.maximum(0.0, np.minimum((bins_mel - lower) / (centre - lower), (upper - bins_mel) / (upper - centre)))
+    weights[0, :] = 0.0
+    return weights
+
+
+def frames(x: np.ndarray, length: int, hop: int) -> np.ndarray:
+    """Non-padded framing along axis 0 (a view)."""
+    n = 1 + (len(x) - length) // hop
+    return np.lib.stride_tricks.sliding_window_view(x, length, axis=0)[::hop][:n]
+
+
+def log_mel_examples(audio: np.ndarray, hop_s: float = EXAMPLE_S) -> np.ndarray:
+    """[N, 96, 64] log-mel examples of 16 kHz mono audio, every ``hop_s`` seconds."""
+    audio = np.asarray(audio, np.float64)
+    if len(audio) < MIN_SAMPLES:
+        audio = np.pad(audio, (0, MIN_SAMPLES - len(audio)))
+    window = 0.5 - 0.5 * np.cos(2 * np.pi / WINDOW * np.arange(WINDOW))  # periodic Hann
+    spectrum = np.abs(np.fft.rfft(frames(audio, WINDOW, HOP) * window, FFT))
+    log_mel = np.log(spectrum @ mel_matrix() + LOG_OFFSET)
+    examples = frames(log_mel, EXAMPLE_FRAMES, int(round(hop_s * SAMPLE_RATE / HOP)))  # [N, 64, 96]
+    return examples.transpose(0, 2, 1).copy()  # C-contiguous and writable
+
+
+@dataclass(frozen=True)
+class VggishConfig(Config):
+    hop_s: float = EXAMPLE_S
+    pooling: str = "none"  # "none": one row per example; "mean": one clip-level row
+    batch_size: int = 64
+
+
+@register
+class Vggish(Extractor):
+    name = "vggish"
+    version = "1"
+    modality = "audio"
+    summary = "VGGish AudioSet embedding, 128-d per 0.96 s example (raw, before PCA)"
+    config_class = VggishConfig
+    libraries = ("torch", "torchvggish")
+    weight_names: tuple[str, ...] = ("vggish",)
+    postprocess = False
+
+    @property
+    def input(self) -> AudioSpec:
+        return AudioSpec(SAMPLE_RATE)
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        if self.config.pooling == "mean":
+            return TimeGrid("clip", None, None)
+        return TimeGrid("window", EXAMPLE_S, self.config.hop_s)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"{self.name}_{i:03d}" for i in range(128)]
+
+    def setup(self, device: str = "cpu") -> None:
+        import torch
+        from torchvggish.torchvggish import VGG, make_layers
+
+        if self.config.pooling not in ("none", "mean"):
+            raise ValueError(f"pooling must be 'none' or 'mean', not {self.config.pooling!r}")
+        super().setup(resolve_device(device))
+        torch.manual_seed(0)  # --random-weights: the same random network on every worker and run
+        self.model = VGG(make_layers(), postprocess=False)
+        if not self.random_weights:
+            path, _ = require("vggish")
+            load_state_dict_strict(self.model, load_checkpoint(path, "VGGish"), "VGGish")
+        self.model.to(self.device).eval()
+        if self.postprocess:
+            self.pca_matrix, self.pca_means = self._pca_params()
+
+    def _pca_params(self):
+        import torch
+
+        if self.random_weights:
+            gen = torch.Generator().manual_seed(0)
+            q, _ = torch.linalg.qr(torch.randn(128, 128, generator=gen))
+            return q.to(self.device), torch.zeros(128, device=self.device)
+        path, _ = require("vggish_pca")
+        with np.load(path, allow_pickle=False) as params:
+            matrix, means = params["pca_eigen_vectors"], params["pca_means"].reshape(-1)
+        if matrix.shape != (128, 128) or means.shape != (128,):
+            from pipeline.errors import MvfxError
+
+            raise MvfxError(f"{path}: PCA parameters have shapes {matrix.shape} and {means.shape}, expected (128, 128) and (128,)")
+        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        return as_tensor(matrix), as_tensor(means)
+
+    def embed(self, examples: np.ndarray) -> np.ndarray:
+        """[N, 96, 64] log-mel examples -> [N, 128] embeddings, in batches."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(examples), self.config.batch_size):
+                batch = torch.as_tensor(examples[start : start + self.config.batch_size], dtype=torch.float32)
+                emb = self.model(batch[:, None].to(self.device))
+                if self.postprocess:
+                    emb = self.quantise(emb)
+                out.append(emb.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+    def quantise(self, emb):
+        """AudioSet post-processing: PCA (with whitening), clip to [-2, 2], 8-bit quantisation."""
+        import torch
+
+        projected = (emb - self.pca_means) @ self.pca_matrix.T
+        return torch.round((torch.clamp(projected, -2.0, 2.0) + 2.0) * (255.0 / 4.0))
+
+    def extract(self, data: np.ndarray, info: ClipInfo) -> FeatureBlock:
+        values = self.embed(log_mel_examples(data, self.config.hop_s))
+        starts = np.arange(len(values)) * self.config.hop_s
+        times = np.stack([starts, starts + EXAMPLE_S], axis=1)
+        if self.config.pooling == "mean":
+            values, times = values.mean(axis=0, keepdims=True), np.array([[0.0, len(data) / SAMPLE_RATE]])
+        return FeatureBlock(values, times)
+
+
+@register
+class VggishPca(Vggish):
+    name = "vggish_pca"
+    summary = "VGGish AudioSet embedding after PCA + 8-bit quantisation (AudioSet release format)"
+    weight_names = ("vggish", "vggish_pca")
+    postprocess = True
