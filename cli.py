@@ -280,6 +280,66 @@ def weights_verify() -> None:
     sys.exit(1 if bad else 0)
 
 
+@store.command("verify")
+@click.argument("path")
+def store_verify(path: str) -> None:
+    """Check every committed clip against the index: shapes, time order, NaN/Inf, checksums.
+
+    Exit status 1 with the list of problems when any is found.
+    """
+    from stores import open_store
+
+    s = open_store(path)
+    problems = s.verify()
+    for problem in problems:
+        out.print(f"[red]problem[/red] {problem}")
+    n = sum(len(s.index(e)) for e in s.extractors())
+    out.print(f"{path}: {n} clip x extractor results checked, {len(problems)} problems")
+    sys.exit(1 if problems else 0)
+
+
+@store.command("export")
+@click.argument("path")
+@click.argument("out_h5")
+def store_export(path: str, out_h5: str) -> None:
+    """Write the store as one HDF5 file (same hierarchy and attributes; gzip), for collaborators."""
+    from stores import open_store
+    from stores.exchange import export_hdf5
+
+    export_hdf5(open_store(path), out_h5)
+    console.print(f"exported {path} -> {out_h5}")
+
+
+@store.command("import")
+@click.argument("h5_file")
+@click.argument("new_path")
+def store_import(h5_file: str, new_path: str) -> None:
+    """Restore a Zarr store from an exported HDF5 file (NEW_PATH must not exist)."""
+    from stores.exchange import import_hdf5
+
+    import_hdf5(h5_file, new_path)
+    console.print(f"imported {h5_file} -> {new_path}")
+
+
+@store.command("import-features")
+@click.argument("folder")
+@click.option("--name", required=True, help="Name to store the features under (features/NAME).")
+@click.option("--store", "-s", "store_path", required=True, help="Store to add them to (created if missing).")
+@click.option("--time-column", default="time", show_default=True, help="Column with each row's start time in seconds.")
+@click.option("--hop", type=float, default=None, help="Fixed seconds per row, when the CSVs have no time column.")
+@click.option("--break-lock", is_flag=True, help="Take over a store whose lock was left by a dead run.")
+def store_import_features(folder: str, name: str, store_path: str, time_column: str, hop, break_lock: bool) -> None:
+    """Import features computed elsewhere: FOLDER/*.csv, one per clip (file stem = clip id),
+    one row per time step, other columns = named features."""
+    from pipeline.import_features import import_feature_csvs
+
+    imported, problems = import_feature_csvs(folder, name, store_path, time_column, hop, break_lock)
+    for problem in problems:
+        console.print(f"[red]failed[/red] {problem}")
+    console.print(f"imported {imported} clips as {name} into {store_path}, {len(problems)} failed")
+    sys.exit(1 if problems else 0)
+
+
 @main.command("demo-corpus")
 @click.argument("out_dir")
 @click.option("--clips", default=36, show_default=True, help="Number of clips (spread evenly over the 6 classes).")

@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from extractors import create
 from extractors.base import Extractor
 from pipeline.corpus import ClipSource, discover
-from pipeline.errors import one_line
+from pipeline.errors import MvfxError, one_line
 from pipeline.executor import local_cores, make_executor
 from pipeline.tasks import ClipResult, ClipTask, ExtractorSpec, Failure, process_clip
 from stores import open_writer
@@ -70,6 +70,10 @@ def run_extract(
 ) -> RunSummary:
     """Extract ``extractor_names`` for every clip of ``corpus`` that the store lacks."""
     options = options or {}
+    store = store.removeprefix("file://")
+    if "://" in store:
+        raise MvfxError(f"{store}: only local or shared POSIX paths can be written (commits are atomic renames); "
+                        "write locally, then `mvfx store export` or copy the finished store")
     started = time.perf_counter()
     clips = discover(corpus)
     extractors = [create(name, **options.get(name, {})) for name in extractor_names]
@@ -91,7 +95,8 @@ def run_extract(
             summary.pairs_skipped += len(extractors) - len(missing)
             if missing:
                 todo.append((clip, missing))
-        executor = make_executor(workers, len(todo), scheduler)
+        gpu = device != "cpu" and any(e.weight_names for e in extractors)
+        executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None)
         threads = 1 if executor.description != "in-process" else local_cores()
         tasks = [ClipTask(clip, missing, str(writer.path), dtype, device, threads) for clip, missing in todo]
         summary.executor = executor.description

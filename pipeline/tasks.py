@@ -136,6 +136,8 @@ def _extract_one(extractor: Extractor, decoded, info: ClipInfo, task: ClipTask, 
         result.failures.append(Failure(extractor.name, "extract", type(exc).__name__, f"{info.path}: {one_line(exc)}"))
         return
     try:
-        result.staged.append(stage_part(task.store, extractor.name, result.clip_id, block.values, block.times, task.dtype))
+        result.staged.append(stage_part(
+            task.store, extractor.name, result.clip_id, block.values, block.times, task.dtype, result.record
+        ))
     except OSError as exc:
         result.failures.append(Failure(extractor.name, "store", type(exc).__name__, f"{task.store}: {one_line(exc)}"))

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+
+from stores.base import FeatureStore
+from stores.hdf5_store import Hdf5FeatureStore
 from stores.zarr_store import ZarrFeatureStore, ZarrStoreWriter
 
 
-def open_store(path: str | Path) -> ZarrFeatureStore:
-    """Open a store for reading."""
+def open_store(path: str | Path) -> FeatureStore:
+    """Open a store for reading: a Zarr folder or an exported HDF5 file."""
+    path = Path(path)
+    if path.is_file() and h5py.is_hdf5(path):
+        return Hdf5FeatureStore(path)
     return ZarrFeatureStore(path, mode="r")
 
 
@@ -21,4 +28,4 @@ def open_writer(path: str | Path, break_lock: bool = False) -> ZarrStoreWriter:
     return ZarrStoreWriter(path, break_lock=break_lock)
 
 
-__all__ = ["ZarrFeatureStore", "ZarrStoreWriter", "open_store", "open_writer"]
+__all__ = ["FeatureStore", "Hdf5FeatureStore", "ZarrFeatureStore", "ZarrStoreWriter", "open_store", "open_writer"]

@@ -25,6 +25,12 @@ def write_zarr_table(group: zarr.Group, records: list[dict], schema: dict[str, s
     group.attrs["columns"] = list(schema)
 
 
+def to_frame(columns: dict[str, np.ndarray], schema: dict[str, str]) -> pd.DataFrame:
+    """A table with the schema's column order and dtypes, whichever backend it came from."""
+    return pd.DataFrame(
+        {name: pd.Series(columns.get(name, []), dtype="str" if dtype == "str" else dtype) for name, dtype in schema.items()}
+    )
+
+
 def read_zarr_table(group: zarr.Group, schema: dict[str, str]) -> pd.DataFrame:
-    names = group.attrs.get("columns", list(schema))
-    return pd.DataFrame({n: group[n][:] for n in names if n in group}, columns=names)
+    return to_frame({n: group[n][:] for n in schema if n in group}, schema)

@@ -25,6 +25,7 @@ import pandas as pd
 import zarr
 
 from pipeline.errors import MvfxError
+from stores.base import EMPTY_INDEX, FeatureStore, Location, check_format, values_checksum
 from stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS, FORMAT_NAME, FORMAT_VERSION, chunk_rows
 from stores.lock import StoreLock
 from stores.tables import read_zarr_table, write_zarr_table
@@ -43,15 +44,6 @@ def part_name(clip_id: str) -> str:
 
 
 @dataclass(frozen=True)
-class Location:
-    """Where one clip's rows live: compacted rows [offset, offset+count) or a part group."""
-
-    count: int
-    offset: int = -1
-    part: str = ""
-
-
-@dataclass(frozen=True)
 class StagedPart:
     """A fully written, not yet visible, result of one (clip, extractor)."""
 
@@ -61,32 +53,37 @@ class StagedPart:
     rows: int
 
 
-def stage_part(store: str | Path, extractor: str, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str) -> StagedPart:
-    """Write one clip's block as a standalone zarr group in the store's staging area (any worker may call this)."""
+def stage_part(
+    store: str | Path, extractor: str, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str,
+    clip_record: dict | None = None,
+) -> StagedPart:
+    """Write one clip's block as a standalone zarr group in the store's staging area (any worker may call this).
+
+    The part carries the clip's record too, so a crash before the clips table is
+    written loses nothing: the next writer restores the record from the part.
+    """
     path = Path(store) / STAGING / uuid.uuid4().hex
     group = zarr.open_group(str(path), mode="w")
-    group.create_array("values", data=np.asarray(values, dtype=dtype), chunks=values.shape if len(values) else (1, values.shape[1]))
+    stored = np.asarray(values, dtype=dtype)
+    group.create_array("values", data=stored, chunks=stored.shape if len(stored) else (1, stored.shape[1]))
     group.create_array("times", data=np.asarray(times, dtype="float64"), chunks=times.shape if len(times) else (1, 2))
-    group.attrs.update({"clip_id": clip_id, "rows": int(len(values))})
+    group.attrs.update(
+        {"clip_id": clip_id, "rows": int(len(stored)), "checksum": values_checksum(stored), "clip": clip_record or {}}
+    )
     return StagedPart(str(path), extractor, clip_id, int(len(values)))
 
 
-class ZarrFeatureStore:
-    """Read access to an mvfx store. Plain zarr can read it too (see the README)."""
+class ZarrFeatureStore(FeatureStore):
+    """Read access to a Zarr store. Plain zarr can read it too (see the README)."""
 
     def __init__(self, path: str | Path, mode: str = "r") -> None:
-        self.path = Path(path)
+        super().__init__(path)
         if mode == "r" and not (self.path / "zarr.json").exists():
             raise MvfxError(f"{self.path}: not an mvfx store (no zarr.json)")
         self.root = zarr.open_group(str(self.path), mode=mode)
-        fmt = self.root.attrs.get("format")
-        if fmt is not None and fmt != FORMAT_NAME:
-            raise MvfxError(f"{self.path}: not an mvfx store (format {fmt!r})")
-        if self.root.attrs.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-            raise MvfxError(f"{self.path}: store format {self.root.attrs['format_version']} is newer than this mvfx reads")
-        self._index: dict[str, dict[str, Location]] = {}
+        if mode == "r" or "format" in self.root.attrs:
+            check_format(self.path, dict(self.root.attrs))
 
-    # --- metadata -------------------------------------------------------------
     def store_attrs(self) -> dict:
         return dict(self.root.attrs)
 
@@ -99,11 +96,26 @@ class ZarrFeatureStore:
         try:
             return self.root[f"features/{extractor}"]
         except KeyError:
-            raise MvfxError(f"{self.path}: no features for extractor {extractor!r}; present: {', '.join(self.extractors()) or 'none'}") from None
+            raise self._missing(extractor) from None
 
-    def attrs(self, extractor: str) -> dict:
-        """Provenance of an extractor's features (without the clip index)."""
-        return {k: v for k, v in self._feature_group(extractor).attrs.items() if k != "clip_index"}
+    def group_attrs(self, extractor: str) -> dict:
+        return dict(self._feature_group(extractor).attrs)
+
+    def parts(self, extractor: str) -> list[tuple[str, dict]]:
+        group = self._feature_group(extractor)
+        return [(pid, dict(p.attrs)) for pid, p in group["parts"].groups()] if "parts" in group else []
+
+    def read_rows(self, extractor: str, loc: Location) -> tuple[np.ndarray, np.ndarray]:
+        group = self._feature_group(extractor)
+        if loc.part:
+            part = group[f"parts/{loc.part}"]
+            return part["values"][:], part["times"][:]
+        rows = slice(loc.offset, loc.offset + loc.count)
+        return group["values"][rows], group["times"][rows]
+
+    def compacted_rows(self, extractor: str) -> int:
+        group = self._feature_group(extractor)
+        return group["values"].shape[0] if "values" in group else 0
 
     def clips(self) -> pd.DataFrame:
         if "clips" not in self.root:
@@ -115,53 +127,6 @@ class ZarrFeatureStore:
             return pd.DataFrame(columns=list(FAILURE_COLUMNS))
         return read_zarr_table(self.root["failures"], FAILURE_COLUMNS)
 
-    # --- index and values -------------------------------------------------------
-    def index(self, extractor: str) -> dict[str, Location]:
-        """clip_id -> Location for every committed clip of an extractor."""
-        if extractor not in self._index:
-            group = self._feature_group(extractor)
-            ci = group.attrs.get("clip_index", {"clip_id": [], "offset": [], "count": []})
-            index = {c: Location(int(n), offset=int(o)) for c, o, n in zip(ci["clip_id"], ci["offset"], ci["count"])}
-            if "parts" in group:
-                for name, part in group["parts"].groups():
-                    clip_id = part.attrs["clip_id"]
-                    index.setdefault(clip_id, Location(int(part.attrs["rows"]), part=name))
-            self._index[extractor] = index
-        return self._index[extractor]
-
-    def clip_ids(self, extractor: str | None = None) -> list[str]:
-        """Clips in the clips table, or those with committed features of ``extractor``."""
-        if extractor is not None:
-            return sorted(self.index(extractor))
-        return sorted(self.clips()["clip_id"].tolist())
-
-    def read(self, extractor: str, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(values [T, D], times [T, 2]) of one clip."""
-        loc = self.index(extractor).get(clip_id)
-        if loc is None:
-            raise MvfxError(f"{self.path}: no {extractor} features for clip {clip_id!r}")
-        group = self._feature_group(extractor)
-        if loc.part:
-            part = group[f"parts/{loc.part}"]
-            return part["values"][:], part["times"][:]
-        sl = slice(loc.offset, loc.offset + loc.count)
-        return group["values"][sl], group["times"][sl]
-
-    def summary(self) -> dict:
-        """The numbers `mvfx store info --json` prints."""
-        extractors = {}
-        for name in self.extractors():
-            index, attrs = self.index(name), self.attrs(name)
-            extractors[name] = {
-                "dim": attrs["dim"],
-                "version": attrs["version"],
-                "clips": len(index),
-                "rows": int(sum(loc.count for loc in index.values())),
-                "weights": attrs.get("weights", "none"),
-                "uncompacted_parts": sum(1 for loc in index.values() if loc.part),
-            }
-        return {"clips": len(self.clips()), "extractors": extractors, "failures": len(self.failures())}
-
 
 class ZarrStoreWriter(ZarrFeatureStore):
     """The single writer of a store: registers extractors, commits parts, keeps the tables."""
@@ -172,7 +137,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
         self.lock.acquire()
         try:
             super().__init__(path, mode="a")
-            if "format" not in self.root.attrs:
+            if "format" not in self.root.attrs:  # a new store
                 self.root.attrs.update(
                     {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mvfx_version": pkg_version("mvfx"), "created": now_iso()}
                 )
@@ -185,14 +150,15 @@ class ZarrStoreWriter(ZarrFeatureStore):
             raise
 
     def _recover(self) -> None:
-        """Drop staging left by a crash, and parts that a crashed compaction already indexed."""
+        """After a crash: drop staging, drop parts a compaction already indexed, restore clip records from parts."""
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
         for name in self.extractors():
-            group = self._feature_group(name)
-            indexed = set(group.attrs.get("clip_index", {}).get("clip_id", []))
-            for part_id, part in list(group["parts"].groups()) if "parts" in group else []:
-                if part.attrs["clip_id"] in indexed:
+            indexed = set(self.group_attrs(name).get("clip_index", {}).get("clip_id", []))
+            for part_id, attrs in self.parts(name):
+                if attrs["clip_id"] in indexed:
                     shutil.rmtree(self.path / "features" / name / "parts" / part_id)
+                elif attrs["clip_id"] not in self._clips and attrs.get("clip"):
+                    self._clips[attrs["clip_id"]] = {"status": "ok", **attrs["clip"]}
         self._index.clear()
 
     def register_extractor(self, description: dict, dtype: str = "float32") -> None:
@@ -208,7 +174,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
             return
         group.require_group("parts")
         group.attrs.update(
-            description | {"dtype": dtype, "created": now_iso(), "clip_index": {"clip_id": [], "offset": [], "count": []}}
+            description | {"dtype": dtype, "created": now_iso(), "clip_index": EMPTY_INDEX}
         )
 
     def done(self, extractor: str) -> set[str]:
@@ -223,6 +189,9 @@ class ZarrStoreWriter(ZarrFeatureStore):
         Path(staged.path).rename(target)
         self._index[staged.extractor][staged.clip_id] = Location(staged.rows, part=target.name)
         self._failures.pop((staged.clip_id, staged.extractor), None)
+
+    def known_clips(self) -> set[str]:
+        return set(self._clips)
 
     def set_clip(self, record: dict) -> None:
         self._clips[record["clip_id"]] = record
@@ -246,6 +215,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
 
     def compact(self) -> int:
         """Move every part into the contiguous arrays; returns the number of parts compacted."""
+        self.checkpoint()  # clip records must be in the table before the parts that also hold them go
         moved = 0
         for name in self.extractors():
             group = self._feature_group(name)
@@ -260,7 +230,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
         return moved
 
     def _compact_batch(self, name: str, group: zarr.Group, batch: list) -> None:
-        ci = dict(group.attrs["clip_index"])
+        ci = {**EMPTY_INDEX, **group.attrs["clip_index"]}
         end = max((o + n for o, n in zip(ci["offset"], ci["count"])), default=0)
         dim, dtype = int(group.attrs["dim"]), group.attrs["dtype"]
         if "values" not in group:
@@ -268,19 +238,20 @@ class ZarrStoreWriter(ZarrFeatureStore):
             group.create_array("times", shape=(0, 2), dtype="float64", chunks=(chunk_rows(2, 8), 2))
         values, times = group["values"], group["times"]
         fresh = [(clip_id, part) for clip_id, _, part in batch if clip_id not in set(ci["clip_id"])]
-        blocks = [(clip_id, part["values"][:], part["times"][:]) for clip_id, part in fresh]
-        total = end + sum(len(v) for _, v, _ in blocks)
+        blocks = [(clip_id, part["values"][:], part["times"][:], part.attrs.get("checksum", "")) for clip_id, part in fresh]
+        total = end + sum(len(v) for _, v, _, _ in blocks)
         values.resize((total, dim))
         times.resize((total, 2))
         if blocks:
-            values[end:total] = np.concatenate([v for _, v, _ in blocks])
-            times[end:total] = np.concatenate([t for _, _, t in blocks])
+            values[end:total] = np.concatenate([v for _, v, _, _ in blocks])
+            times[end:total] = np.concatenate([t for _, _, t, _ in blocks])
         offset = end
         ci = {k: list(v) for k, v in ci.items()}
-        for clip_id, v, _ in blocks:
+        for clip_id, v, _, checksum in blocks:
             ci["clip_id"].append(clip_id)
             ci["offset"].append(offset)
             ci["count"].append(len(v))
+            ci["checksum"].append(checksum or values_checksum(v))
             offset += len(v)
         group.attrs["clip_index"] = ci  # the commit point: one atomic zarr.json write
         for _, part_id, _ in batch:
