@@ -26,6 +26,11 @@ demo: setup
 	$(BIN)/mvfx demo-corpus $(DEMO)/corpus --clips 36 --seconds 10 --seed 0
 	$(BIN)/mvfx extract $(DEMO)/corpus --store $(DEMO)/features.zarr --extractors colour,emobase,logmel_phase
 	$(BIN)/mvfx store info $(DEMO)/features.zarr
+	$(BIN)/mvfx train lasso $(DEMO)/features.zarr --labels $(DEMO)/corpus/annotations.csv -f emobase --target arousal --out $(DEMO)/runs/lasso_emobase
+	$(BIN)/mvfx train lstm $(DEMO)/features.zarr --labels $(DEMO)/corpus/annotations.csv -f emobase,colour --target arousal \
+		--fusion pair --pretrain-labels emobase=$(DEMO)/corpus/annotations_music.csv \
+		--pretrain-labels colour=$(DEMO)/corpus/annotations_visual.csv --out $(DEMO)/runs/lstm_pair
+	$(BIN)/mvfx report $(DEMO)/runs/lasso_emobase $(DEMO)/runs/lstm_pair
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -16,8 +16,9 @@ from rich.table import Table
 
 from pipeline.errors import MvfxError
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (logs, files) gets wide tables instead of rich's 80-column default.
+console = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 class MvfxGroup(click.Group):
@@ -338,6 +339,123 @@ def store_import_features(folder: str, name: str, store_path: str, time_column: 
         console.print(f"[red]failed[/red] {problem}")
     console.print(f"imported {imported} clips as {name} into {store_path}, {len(problems)} failed")
     sys.exit(1 if problems else 0)
+
+
+@main.group()
+def train() -> None:
+    """Train heads on features already in a store (no video is decoded again)."""
+
+
+def _regression_options(fn):
+    options = [
+        click.argument("store_path", metavar="STORE"),
+        click.option("--labels", required=True, help="CSV: clip_id,annotator,time_s,arousal,valence (EWE gold) or clip_id,arousal,valence."),
+        click.option("--features", "-f", required=True, help="Comma-separated extractors in the store, e.g. emobase,colour."),
+        click.option("--target", type=click.Choice(["arousal", "valence"]), default="arousal", show_default=True),
+        click.option("--out", "-o", required=True, help="Run folder for metrics.json, config.json, model and PNGs."),
+        click.option("--folds", default=5, show_default=True, help="k-fold over clips (never over time steps of a clip)."),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--where", multiple=True, metavar="COLUMN=VALUE", help="Keep only label rows with this value (e.g. modality=music)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _where(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise MvfxError(f"--where {pair!r}: expected COLUMN=VALUE")
+        out[key] = value
+    return out
+
+
+def _run_training(**kwargs) -> None:
+    import warnings
+
+    from heads.dataset import RandomWeightsWarning
+    from heads.train import train_regression
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        with Progress(TextColumn("[bold]folds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[last]}"), console=console) as p:
+            task = p.add_task("folds", total=kwargs["folds"], last="")
+
+            def on_fold(fold: dict) -> None:
+                p.update(task, advance=1, last=f"fold {fold['fold']}: CCC {fold['ccc']:.3f}")
+
+            try:
+                metrics = train_regression(on_fold=on_fold, **kwargs)
+            except ValueError as exc:
+                raise MvfxError(str(exc)) from None
+    for warning in caught:
+        console.print(f"[yellow]warning:[/yellow] {warning.message}")
+    agg, ceiling = metrics["aggregate"], metrics["inter_rater_ccc"]
+    console.print(
+        f"[bold]{kwargs['target']}[/bold] over {metrics['n_clips']} clips, {kwargs['folds']} folds: "
+        f"CCC {agg['ccc']['mean']:.3f} ± {agg['ccc']['std']:.3f}, r {agg['pearson']['mean']:.3f} ± {agg['pearson']['std']:.3f}, "
+        f"RMSE {agg['rmse']['mean']:.3f} ± {agg['rmse']['std']:.3f} (inter-rater CCC {ceiling['mean']:.3f}) "
+        f"in {metrics['seconds']:.0f} s -> {kwargs['out']}"
+    )
+
+
+@train.command("lasso")
+@_regression_options
+def train_lasso(store_path, labels, features, target, out, folds, seed, where) -> None:
+    """LASSO regression of valence or arousal per time step (MuVi baseline).
+
+    Features are standardised on the training folds, alpha is chosen by an inner
+    cross-validation over clips, and the largest coefficients are reported by name
+    (coefficients.csv / .png).
+    """
+    _run_training(store_path=store_path, labels=labels, extractors=features.split(","), target=target, out=out,
+                  model="lasso", folds=folds, seed=seed, where=_where(where))
+
+
+@train.command("lstm")
+@_regression_options
+@click.option("--fusion", type=click.Choice(["none", "early", "late", "pair"]), default="none", show_default=True,
+              help="none: one feature set; early: concatenated; late: one LSTM per set + dense; pair: late, pre-trained per modality.")
+@click.option("--seq-len", default=4, show_default=True, help="Steps of context (the current one included).")
+@click.option("--pretrain-labels", multiple=True, metavar="EXTRACTOR=CSV",
+              help="PAIR: each modality's own ratings, e.g. emobase=annotations_music.csv.")
+@click.option("--epochs", default=300, show_default=True, help="Most epochs (early stopping usually ends sooner).")
+@click.option("--patience", default=20, show_default=True, help="Epochs without validation improvement before stopping.")
+@click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate.")
+def train_lstm(store_path, labels, features, target, out, folds, seed, where, fusion, seq_len, pretrain_labels, epochs, patience, lr) -> None:
+    """LSTM regression (2 x 256, dropout 0.2, tanh) on the previous --seq-len steps, with early/late/PAIR fusion."""
+    from heads.lstm import LstmConfig
+
+    cfg = LstmConfig(seq_len=seq_len, max_epochs=epochs, patience=patience, lr=lr, seed=seed)
+    _run_training(store_path=store_path, labels=labels, extractors=features.split(","), target=target, out=out,
+                  model="lstm", folds=folds, seed=seed, where=_where(where), fusion=fusion, lstm_config=cfg,
+                  pretrain_labels=dict(p.split("=", 1) for p in pretrain_labels))
+
+
+@main.command("report")
+@click.argument("runs", nargs=-1, required=True)
+def report(runs: tuple[str, ...]) -> None:
+    """Compare run folders (metrics.json + config.json) in one table."""
+    from pathlib import Path
+
+    table = Table("run", "model", "features", "target", "CCC", "r", "RMSE", "inter-rater CCC", "clips")
+    for run in runs:
+        folder = Path(run)
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise MvfxError(f"{folder}: not a run folder ({exc})") from None
+        model = config["model"] + (f" ({config['fusion']})" if config.get("fusion") else "")
+        agg = metrics.get("aggregate", {})
+        cell = lambda m: f"{agg[m]['mean']:.3f} ± {agg[m]['std']:.3f}" if m in agg else "-"  # noqa: E731
+        table.add_row(folder.name, model, ",".join(config["features"]), config.get("target", config.get("task", "")),
+                      cell("ccc"), cell("pearson"), cell("rmse"), f"{metrics.get('inter_rater_ccc', {}).get('mean', float('nan')):.3f}",
+                      str(metrics.get("n_clips", "")))
+    out.print(table)
 
 
 @main.command("demo-corpus")

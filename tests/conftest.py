@@ -65,3 +65,15 @@ def odd_corpus(tmp_path_factory, demo_corpus) -> Path:
     write_mp4(out / "audio_only.mp4", None, 24, tone(2.0))
     write_mp4(out / "video_only.mp4", (np.full((48, 64, 3), 100, np.uint8) for _ in range(48)), 24)
     return out
+
+
+@pytest.fixture(scope="session")
+def heads_corpus(tmp_path_factory):
+    """24 labelled 8-second clips (160x90) with emobase + colour extracted: enough to cross-validate heads."""
+    from pipeline.run import run_extract
+
+    root = tmp_path_factory.mktemp("heads")
+    write_demo_corpus(root / "corpus", n_clips=24, seconds=8.0, seed=1, size=(160, 90))
+    summary = run_extract(str(root / "corpus"), str(root / "s.zarr"), ["emobase", "colour"], workers=1)
+    assert summary.ok
+    return root

@@ -1,0 +1,73 @@
+"""Assemble training data from a store and labels: features aligned to each clip's label grid."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from heads.align import align
+from heads.labels import Gold
+from pipeline.errors import MvfxError
+from stores.base import FeatureStore
+
+
+@dataclass
+class ClipData:
+    clip_id: str
+    times: np.ndarray  # [G, 2]
+    features: dict[str, np.ndarray]  # extractor -> [G, D]
+    target: np.ndarray  # [G]
+    gold: Gold
+
+
+class RandomWeightsWarning(UserWarning):
+    """Features made with --random-weights: useful to test plumbing, meaningless as results."""
+
+
+def check_weights(store: FeatureStore, extractors: list[str]) -> list[str]:
+    """Warn (and return the names) when some features come from random weights."""
+    random = [e for e in extractors if store.attrs(e).get("weights") == "random"]
+    if random:
+        warnings.warn(
+            f"features {', '.join(random)} were extracted with --random-weights: scores say nothing about the task",
+            RandomWeightsWarning, stacklevel=2,
+        )
+    return random
+
+
+def build(store: FeatureStore, extractors: list[str], golds: dict[str, Gold]) -> list[ClipData]:
+    """One ClipData per clip that has labels and every extractor; steps with missing features dropped."""
+    durations = dict(zip(store.clips()["clip_id"], store.clips()["duration_s"]))
+    available = set.intersection(*(set(store.clip_ids(e)) for e in extractors))
+    clips = []
+    for clip_id in sorted(set(golds) & available):
+        gold = golds[clip_id]
+        grid = gold.times.copy()
+        grid[:, 1] = np.minimum(grid[:, 1], durations.get(clip_id, np.inf))
+        features = {e: align(*store.read(e, clip_id), grid) for e in extractors}
+        keep = np.all([np.isfinite(f).all(axis=1) for f in features.values()], axis=0) & np.isfinite(gold.value)
+        if keep.any():
+            clips.append(ClipData(clip_id, grid[keep], {e: f[keep] for e, f in features.items()}, gold.value[keep], gold))
+    if len(clips) < 4:
+        raise MvfxError(
+            f"only {len(clips)} clips have both labels and {', '.join(extractors)} features; need at least 4 to cross-validate"
+        )
+    return clips
+
+
+def fold_splits(n_clips: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k folds over clips (never over time steps of one clip), shuffled with ``seed``."""
+    from sklearn.model_selection import KFold
+
+    if n_clips < k:
+        raise MvfxError(f"{n_clips} clips cannot make {k} folds; use --folds {max(2, n_clips)} or fewer")
+    return list(KFold(n_splits=k, shuffle=True, random_state=seed).split(np.arange(n_clips)))
+
+
+def stack(clips: list[ClipData], extractors: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X [N, sum D], y [N], clip index of each row) of the concatenated features."""
+    x = np.concatenate([np.concatenate([c.features[e] for e in extractors], axis=1) for c in clips])
+    y = np.concatenate([c.target for c in clips])
+    groups = np.concatenate([np.full(len(c.target), i) for i, c in enumerate(clips)])
+    return x, y, groups

@@ -1,0 +1,90 @@
+"""Labels: per-annotator time series reduced to a gold standard (EWE), or clip-level values.
+
+Evaluator Weighted Estimator (Grimm & Kroschel 2005): annotators whose
+ratings never move are dropped; each remaining annotator is weighted by the
+Pearson correlation of their ratings with the unweighted mean, negative
+weights set to zero; the gold standard is the weighted mean. If every weight
+is zero the unweighted mean is used. The human ceiling reported next to
+model scores is each annotator's CCC against the leave-one-out EWE of the
+others, averaged over annotators and clips.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heads.metrics import ccc, pearson
+from pipeline.errors import MvfxError
+
+TARGETS = ("arousal", "valence")
+
+
+@dataclass
+class Gold:
+    """One clip's target: a gold series on a time grid (or one clip-level value)."""
+
+    clip_id: str
+    times: np.ndarray  # [G, 2] start/end seconds of each step; clip-level: [[0, duration]]
+    value: np.ndarray  # [G]
+    ratings: np.ndarray  # [A, G] the annotators' ratings (empty for clip-level labels)
+    agreement: float  # mean CCC of annotators vs leave-one-out EWE (NaN if < 2 annotators)
+
+
+def ewe(ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gold [T], weights [A]) of an [A, T] rating matrix."""
+    ratings = np.asarray(ratings, float)
+    moving = ratings.std(axis=1) > 0
+    weights = np.zeros(len(ratings))
+    if not moving.any():
+        return ratings.mean(axis=0), weights
+    mean = ratings[moving].mean(axis=0)
+    weights[moving] = [max(0.0, np.nan_to_num(pearson(r, mean))) for r in ratings[moving]]
+    if weights.sum() == 0:
+        return mean, weights
+    return (weights[:, None] * ratings).sum(axis=0) / weights.sum(), weights
+
+
+def inter_rater_agreement(ratings: np.ndarray) -> float:
+    """Mean CCC of each moving annotator against the EWE of the others."""
+    ratings = np.asarray(ratings, float)
+    moving = np.flatnonzero(ratings.std(axis=1) > 0)
+    if len(moving) < 2:
+        return float("nan")
+    scores = [ccc(ratings[k], ewe(np.delete(ratings, k, axis=0))[0]) for k in moving]
+    return float(np.nanmean(scores))
+
+
+def read_labels(path: str | Path, target: str, where: dict[str, str] | None = None) -> dict[str, Gold]:
+    """Gold standard per clip from a CSV of annotator time series or of clip-level values."""
+    if target not in TARGETS:
+        raise MvfxError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise MvfxError(f"{path}: cannot read labels ({exc})") from None
+    missing = {"clip_id", target} - set(table.columns)
+    if missing:
+        raise MvfxError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    for column, value in (where or {}).items():
+        if column not in table.columns:
+            raise MvfxError(f"{path}: no column {column!r} to select on")
+        table = table[table[column].astype(str) == value]
+    table = table.assign(clip_id=table["clip_id"].astype(str))
+    if {"annotator", "time_s"} <= set(table.columns):
+        return {clip: _series_gold(clip, rows, target) for clip, rows in table.groupby("clip_id", sort=True)}
+    return {
+        clip: Gold(clip, np.array([[0.0, np.inf]]), np.array([float(v)]), np.zeros((0, 1)), float("nan"))
+        for clip, v in table.groupby("clip_id", sort=True)[target].mean().items()
+    }
+
+
+def _series_gold(clip_id: str, rows: pd.DataFrame, target: str) -> Gold:
+    matrix = rows.pivot_table(index="time_s", columns="annotator", values=target, aggfunc="mean").dropna(axis=0)
+    starts = matrix.index.to_numpy(float)
+    step = float(np.median(np.diff(starts))) if len(starts) > 1 else 0.5
+    ratings = matrix.to_numpy(float).T
+    gold, _ = ewe(ratings)
+    return Gold(clip_id, np.stack([starts, starts + step], axis=1), gold, ratings, inter_rater_agreement(ratings))

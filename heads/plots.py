@@ -1,0 +1,60 @@
+"""PNG plots of runs (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def trajectories_plot(path: Path, clips, predictions: dict[str, np.ndarray], target: str) -> None:
+    """Predicted vs gold over time for a few clips, annotators faint behind (as in the MuVi figures)."""
+    fig, axes = plt.subplots(len(clips), 1, figsize=(8, 2.2 * len(clips)), sharey=True, squeeze=False)
+    for ax, clip in zip(axes[:, 0], clips):
+        t = clip.times[:, 0]
+        for ratings in clip.gold.ratings:
+            ax.plot(clip.gold.times[: len(ratings), 0], ratings, color="0.8", lw=0.8)
+        ax.plot(t, clip.target, color="black", lw=1.8, label="gold (EWE)")
+        ax.plot(t, predictions[clip.clip_id], color="tab:red", lw=1.5, label="predicted")
+        ax.set_title(clip.clip_id, fontsize=9, loc="left")
+        ax.set_ylabel(target)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fold_scores_plot(path: Path, metrics: dict, target: str) -> None:
+    """CCC, Pearson r and RMSE per fold, with the inter-rater ceiling as a line."""
+    folds = metrics["folds"]
+    names = ["ccc", "pearson", "rmse"]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    for ax, name in zip(axes, names):
+        ax.bar([f"{f['fold']}" for f in folds], [f[name] for f in folds], color="tab:blue")
+        if name == "ccc" and np.isfinite(metrics["inter_rater_ccc"]["mean"]):
+            ax.axhline(metrics["inter_rater_ccc"]["mean"], color="black", ls="--", lw=1, label="inter-rater")
+            ax.legend(fontsize=8)
+        agg = metrics["aggregate"][name]
+        ax.set_title(f"{name} {agg['mean']:.3f} ± {agg['std']:.3f}", fontsize=9)
+        ax.set_xlabel("fold")
+    fig.suptitle(f"{target}: per-fold test scores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def coefficients_plot(path: Path, names: list[str], mean: np.ndarray, std: np.ndarray) -> None:
+    """Horizontal bars of the largest LASSO coefficients (standardised features), mean ± std over folds."""
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(names) + 1))
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, mean, xerr=std, color=["tab:red" if m > 0 else "tab:blue" for m in mean])
+    ax.set_yticks(y, names, fontsize=7)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("coefficient per standard deviation of the feature")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

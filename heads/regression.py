@@ -1,0 +1,82 @@
+"""Cross-validated valence/arousal regression: folds over clips, per-clip scores, run folder.
+
+Every model (LASSO, LSTM variants) supplies one function that trains on some
+clips and predicts others; this module does the rest the same way for all:
+seeded k-fold over clips, RMSE / Pearson r / CCC per test clip, mean and
+standard deviation over folds, the inter-rater ceiling, and the files of a
+run folder (config.json, metrics.json, predictions.csv, plots).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heads.dataset import ClipData, fold_splits
+from heads.metrics import mean_std, regression_scores
+
+METRICS = ("ccc", "pearson", "rmse")
+FitPredict = Callable[[list[ClipData], list[ClipData], int], dict[str, np.ndarray]]
+
+
+@dataclass
+class CvResult:
+    folds: list[dict] = field(default_factory=list)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    fold_of: dict[str, int] = field(default_factory=dict)
+
+
+def cross_validate(clips: list[ClipData], k: int, seed: int, fit_predict: FitPredict, on_fold=None) -> CvResult:
+    """Train on k-1 folds of clips, predict the held-out clips, k times."""
+    result = CvResult()
+    for fold, (train_idx, test_idx) in enumerate(fold_splits(len(clips), k, seed)):
+        train, test = [clips[i] for i in train_idx], [clips[i] for i in test_idx]
+        assert not {c.clip_id for c in train} & {c.clip_id for c in test}
+        predictions = fit_predict(train, test, fold)
+        per_clip = {c.clip_id: regression_scores(c.target, predictions[c.clip_id]) for c in test}
+        result.folds.append({
+            "fold": fold,
+            "test_clips": [c.clip_id for c in test],
+            **{m: float(np.nanmean([s[m] for s in per_clip.values()])) for m in METRICS},
+            "per_clip": per_clip,
+        })
+        result.predictions.update(predictions)
+        result.fold_of.update({c.clip_id: fold for c in test})
+        if on_fold:
+            on_fold(result.folds[-1])
+    return result
+
+
+def summarise(result: CvResult, clips: list[ClipData]) -> dict:
+    pooled_y = np.concatenate([c.target for c in clips])
+    pooled_p = np.concatenate([result.predictions[c.clip_id] for c in clips])
+    ceiling = [c.gold.agreement for c in clips]
+    return {
+        "aggregate": {m: mean_std([f[m] for f in result.folds]) for m in METRICS},
+        "pooled": regression_scores(pooled_y, pooled_p),
+        "inter_rater_ccc": mean_std(ceiling),
+        "n_clips": len(clips),
+        "n_steps": int(len(pooled_y)),
+        "folds": result.folds,
+    }
+
+
+def write_run(out: Path, config: dict, metrics: dict, result: CvResult, clips: list[ClipData]) -> None:
+    """config.json, metrics.json, predictions.csv and the trajectory + fold plots."""
+    from heads.plots import fold_scores_plot, trajectories_plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    rows = [
+        {"clip_id": c.clip_id, "fold": result.fold_of[c.clip_id], "start_s": t0, "end_s": t1, "gold": y, "predicted": p}
+        for c in clips
+        for (t0, t1), y, p in zip(c.times, c.target, result.predictions[c.clip_id])
+    ]
+    pd.DataFrame(rows).to_csv(out / "predictions.csv", index=False)
+    trajectories_plot(out / "trajectories.png", clips[:4], result.predictions, config.get("target", ""))
+    fold_scores_plot(out / "folds.png", metrics, config.get("target", ""))
