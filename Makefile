@@ -30,6 +30,8 @@ demo: setup
 	$(BIN)/mvfx train lstm $(DEMO)/features.zarr --labels $(DEMO)/corpus/annotations.csv -f emobase,colour --target arousal \
 		--fusion pair --pretrain-labels emobase=$(DEMO)/corpus/annotations_music.csv \
 		--pretrain-labels colour=$(DEMO)/corpus/annotations_visual.csv --out $(DEMO)/runs/lstm_pair
+	$(BIN)/mvfx train fusion $(DEMO)/features.zarr --labels $(DEMO)/corpus/labels.csv -f emobase,colour \
+		--ensemble emobase --ensemble colour --out $(DEMO)/runs/fusion
 	$(BIN)/mvfx report $(DEMO)/runs/lasso_emobase $(DEMO)/runs/lstm_pair
 
 bench: setup

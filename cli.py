@@ -9,6 +9,8 @@ import json
 import sys
 from collections import defaultdict
 
+import numpy as np
+
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -433,6 +435,172 @@ def train_lstm(store_path, labels, features, target, out, folds, seed, where, fu
     _run_training(store_path=store_path, labels=labels, extractors=features.split(","), target=target, out=out,
                   model="lstm", folds=folds, seed=seed, where=_where(where), fusion=fusion, lstm_config=cfg,
                   pretrain_labels=dict(p.split("=", 1) for p in pretrain_labels))
+
+
+def _fold_progress(total: int, describe):
+    """A rich progress bar over folds; ``describe(fold_row)`` gives the text after it."""
+    progress = Progress(TextColumn("[bold]folds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[last]}"), console=console)
+    task = progress.add_task("folds", total=total, last="")
+    return progress, lambda row: progress.update(task, advance=1, last=describe(row))
+
+
+def _warn_random(caught) -> None:
+    for warning in caught:
+        console.print(f"[yellow]warning:[/yellow] {warning.message}")
+
+
+@train.command("fusion")
+@click.argument("store_path", metavar="STORE")
+@click.option("--labels", required=True, help="CSV clip_id,label[,split] (exciting, fear, neutral, relaxation, sad, tension, ...).")
+@click.option("--features", "-f", required=True, help="Comma-separated extractors fused by one model, e.g. vggish,colour.")
+@click.option("--ensemble", multiple=True, metavar="SET",
+              help="Another feature set (comma-separated) whose model joins an ensemble averaging class probabilities.")
+@click.option("--out", "-o", required=True, help="Run folder.")
+@click.option("--folds", default=6, show_default=True, help="Stratified k-fold over clips.")
+@click.option("--use-split", is_flag=True, help="Use the labels' split column (train/val/test) instead of k-fold.")
+@click.option("--seed", default=0, show_default=True)
+def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_split, seed) -> None:
+    """Late-fusion emotion classifier over clip-level features (MVED), optionally an ensemble.
+
+    Writes metrics.json (accuracy, macro F1, one-vs-rest ROC AUC per fold and
+    aggregate), confusion.png, roc.png, predictions.csv and model.pt.
+    """
+    import warnings
+
+    from heads.dataset import RandomWeightsWarning
+    from heads.train_classify import train_fusion
+
+    sets = [features.split(",")] + [e.split(",") for e in ensemble]
+    progress, on_fold = _fold_progress(1 if use_split else folds, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
+    with warnings.catch_warnings(record=True) as caught, progress:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        metrics = train_fusion(store_path, labels, sets, out, folds, seed, use_split, on_fold=on_fold)
+    _warn_random(caught)
+    for name, agg in metrics["aggregate"].items():
+        if name == "ensemble" and len(sets) == 1:
+            continue
+        console.print(f"[bold]{name}[/bold]: accuracy {agg['accuracy']['mean']:.3f} ± {agg['accuracy']['std']:.3f}, "
+                      f"macro F1 {agg['f1']['mean']:.3f} ± {agg['f1']['std']:.3f}, ROC AUC {agg['roc_auc']['mean']:.3f}")
+    console.print(f"{metrics['n_clips']} clips, {len(metrics['classes'])} classes (chance {metrics['chance_accuracy']:.3f}) "
+                  f"in {metrics['seconds']:.0f} s -> {out}")
+
+
+@main.group()
+def pairs() -> None:
+    """Music-video pairs for correspondence training."""
+
+
+@pairs.command("build")
+@click.option("--labels", required=True, help="CSV clip_id,label[,split].")
+@click.option("--out", "-o", required=True, help="pairs.csv to write.")
+@click.option("--seed", default=0, show_default=True)
+def pairs_build(labels: str, out: str, seed: int) -> None:
+    """Matched/mismatched pairs the EmoMV way (see heads/pairs.py): per class, half the clips stay
+    matched; the rest swap music across the eight allowed emotion pairs; balanced per split."""
+    from heads.pairs import build_pairs, read_class_labels
+
+    table = build_pairs(read_class_labels(labels), seed)
+    table.to_csv(out, index=False)
+    counts = table.groupby(["split", "match"]).size().unstack(fill_value=0)
+    for split, row in counts.iterrows():
+        console.print(f"{split}: {row.get(1, 0)} matched, {row.get(0, 0)} mismatched")
+    console.print(f"wrote {len(table)} pairs to {out}")
+
+
+@train.command("correspond")
+@click.argument("store_path", metavar="STORE")
+@click.option("--pairs", "pairs_csv", required=True, help="pairs.csv from `mvfx pairs build`.")
+@click.option("--video-features", required=True, help="Extractor for the video tower, e.g. slowfast_r50 or colour.")
+@click.option("--music-features", required=True, help="Extractor for the music tower, e.g. vggish or emobase.")
+@click.option("--out", "-o", required=True, help="Run folder.")
+@click.option("--objective", type=click.Choice(["classify", "retrieve"]), default="classify", show_default=True,
+              help="classify: compact bilinear pooling + match softmax; retrieve: contrastive loss on cosine distance.")
+@click.option("--emotion-branches", is_flag=True, help="Multi-task: also predict each side's emotion (equal loss weights).")
+@click.option("--folds", default=5, show_default=True, help="k-fold over pair groups, stratified by match.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", default=600, show_default=True, help="Most epochs (early stopping usually ends sooner).")
+@click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate.")
+def train_correspond_cmd(store_path, pairs_csv, video_features, music_features, out, objective, emotion_branches, folds, seed, epochs, lr) -> None:
+    """Music-video correspondence: does this music fit this video? Also the retrieval towers.
+
+    Reports accuracy, F1 and ROC AUC on matched vs mismatched pairs, and top-1/3/5 +
+    mAP retrieval (a hit = same emotion) in both directions.
+    """
+    import warnings
+
+    from heads.correspond import CorrespondConfig
+    from heads.dataset import RandomWeightsWarning
+    from heads.train_correspond import train_correspond
+
+    cfg = CorrespondConfig(objective=objective, emotion_branches=emotion_branches, seed=seed, max_epochs=epochs, lr=lr)
+    progress, on_fold = _fold_progress(folds, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
+    with warnings.catch_warnings(record=True) as caught, progress:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        metrics = train_correspond(store_path, pairs_csv, video_features, music_features, out, folds, seed, cfg, on_fold)
+    _warn_random(caught)
+    agg, ret = metrics["aggregate"], metrics["retrieval"]
+    console.print(f"[bold]match[/bold] over {metrics['n_pairs']} pairs: accuracy {agg['accuracy']['mean']:.3f} ± {agg['accuracy']['std']:.3f} "
+                  f"(chance {metrics['chance_accuracy']:.2f}), F1 {agg['f1']['mean']:.3f}, ROC AUC {agg['roc_auc']['mean']:.3f}")
+    for direction, scores in ret.items():
+        console.print(f"[bold]{direction.replace('_', ' ')}[/bold]: top-1 {scores['top1']['mean']:.3f}, top-3 {scores['top3']['mean']:.3f}, "
+                      f"top-5 {scores['top5']['mean']:.3f}, mAP {scores['map']['mean']:.3f}")
+    console.print(f"in {metrics['seconds']:.0f} s -> {out}")
+
+
+@main.command("retrieve")
+@click.argument("store_path", metavar="STORE")
+@click.option("--model", "model_dir", required=True, help="Run folder of `mvfx train correspond`.")
+@click.option("--query", required=True, help="Clip id whose video (or music) asks.")
+@click.option("--from", "side", type=click.Choice(["video", "music"]), default="video", show_default=True)
+@click.option("--top", default=5, show_default=True)
+def retrieve(store_path, model_dir, query, side, top) -> None:
+    """Rank the other modality of every clip in the store for a query clip.
+
+    Retrieval models rank by cosine similarity of the embeddings; match classifiers
+    by their P(match).
+    """
+    from heads.train_correspond import embed_store, load_model
+    from stores import open_store
+
+    model, saved = load_model(model_dir)
+    embeddings = embed_store(open_store(store_path), model, saved)
+    other = "music" if side == "video" else "video"
+    if query not in embeddings[side]:
+        raise MvfxError(f"{store_path}: clip {query!r} has no {saved[side + '_features']} features")
+    import torch
+
+    names = list(embeddings[other])
+    query_z = torch.as_tensor(embeddings[side][query])[None]
+    gallery_z = torch.as_tensor(np.stack([embeddings[other][c] for c in names]))
+    with torch.no_grad():
+        pairs_scores = model.pair_scores(query_z, gallery_z) if side == "video" else model.pair_scores(gallery_z, query_z).T
+    scores = pairs_scores[0].numpy()
+    labels = saved.get("labels", {})
+    table = Table("rank", f"{other} of clip", "cosine" if model.cfg.objective == "retrieve" else "P(match)", "emotion")
+    for rank, i in enumerate(np.argsort(-scores, kind="stable")[:top], start=1):
+        table.add_row(str(rank), names[i], f"{scores[i]:.3f}", labels.get(names[i], "?"))
+    out.print(f"{side} of {query} ({labels.get(query, '?')}) -> {other}:")
+    out.print(table)
+
+
+@main.command("embed")
+@click.argument("store_path", metavar="STORE")
+@click.option("--model", "model_dir", required=True, help="Run folder of `mvfx train correspond`.")
+@click.option("--out", "-o", required=True, help="File to write (.npz): clip ids and unit-norm embeddings per modality.")
+def embed(store_path, model_dir, out) -> None:
+    """Export the correspondence embeddings of a whole store, for an external vector index (FAISS, ...)."""
+    from heads.train_correspond import embed_store, load_model
+    from stores import open_store
+
+    model, saved = load_model(model_dir)
+    embeddings = embed_store(open_store(store_path), model, saved)
+    arrays = {}
+    for side, by_clip in embeddings.items():
+        arrays[f"{side}_clip_ids"] = np.array(list(by_clip), dtype=str)
+        arrays[f"{side}_embeddings"] = np.stack(list(by_clip.values())).astype(np.float32) if by_clip else np.zeros((0, model.cfg.embed), np.float32)
+    np.savez(out, **arrays)
+    console.print(f"wrote {len(embeddings['video'])} video and {len(embeddings['music'])} music embeddings to {out}")
 
 
 @main.command("report")

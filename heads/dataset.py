@@ -71,3 +71,14 @@ def stack(clips: list[ClipData], extractors: list[str]) -> tuple[np.ndarray, np.
     y = np.concatenate([c.target for c in clips])
     groups = np.concatenate([np.full(len(c.target), i) for i, c in enumerate(clips)])
     return x, y, groups
+
+
+def pooled(store: FeatureStore, extractor: str, clip_ids: list[str]) -> np.ndarray:
+    """[N, D] clip-level features: the mean of each clip's rows over time (NaN-aware)."""
+    return np.stack([np.nanmean(store.read(extractor, c)[0].astype(np.float64), axis=0) for c in clip_ids]).astype(np.float32)
+
+
+def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Scale by the training rows' mean and std (NaN treated as the mean)."""
+    mean, std = np.nanmean(train, axis=0), np.nanstd(train, axis=0) + 1e-6
+    return [np.nan_to_num((x - mean) / std) for x in (train, *others)]

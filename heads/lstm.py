@@ -16,7 +16,6 @@ numbers on CPU.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from heads.dataset import ClipData
+from heads.torch_fit import FitConfig, fit
 
 FUSIONS = ("none", "early", "late", "pair")
 
@@ -108,26 +108,12 @@ def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targ
     x_fit, x_val = scaler.inputs(fit_clips, groups, cfg.seq_len), scaler.inputs(val_clips, groups, cfg.seq_len)
     y_fit = torch.as_tensor(np.concatenate([targets(c) for c in fit_clips]), dtype=torch.float32)
     y_val = torch.as_tensor(np.concatenate([targets(c) for c in val_clips]), dtype=torch.float32)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    best, best_loss, waited = copy.deepcopy(model.state_dict()), float("inf"), 0
-    for _ in range(cfg.max_epochs):
-        model.train()
-        for batch in torch.randperm(len(y_fit), generator=generator).split(cfg.batch_size):
-            optimiser.zero_grad()
-            loss = nn.functional.mse_loss(model([x[batch] for x in x_fit]), y_fit[batch])
-            loss.backward()
-            optimiser.step()
-        model.eval()
-        with torch.no_grad():
-            val_loss = float(nn.functional.mse_loss(model(x_val), y_val))
-        if val_loss < best_loss - 1e-6:
-            best, best_loss, waited = copy.deepcopy(model.state_dict()), val_loss, 0
-        else:
-            waited += 1
-            if waited >= cfg.patience:
-                break
-    model.load_state_dict(best)
+    fit(
+        model, len(y_fit),
+        lambda batch: nn.functional.mse_loss(model([x[batch] for x in x_fit]), y_fit[batch]),
+        lambda: float(nn.functional.mse_loss(model(x_val), y_val)),
+        FitConfig(cfg.lr, cfg.batch_size, cfg.max_epochs, cfg.patience, cfg.seed),
+    )
     return scaler
 
 

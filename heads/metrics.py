@@ -33,3 +33,37 @@ def mean_std(values: list[float]) -> dict[str, float]:
     """Mean and standard deviation ignoring NaN (a constant clip has no r or CCC)."""
     arr = np.asarray(values, float)
     return {"mean": float(np.nanmean(arr)), "std": float(np.nanstd(arr))} if np.isfinite(arr).any() else {"mean": float("nan"), "std": float("nan")}
+
+
+def hit_at_k(relevant: np.ndarray, k: int) -> float:
+    """1 if any of the first k ranked results is relevant (``relevant`` in rank order)."""
+    return float(np.any(relevant[:k]))
+
+
+def average_precision(relevant: np.ndarray) -> float:
+    """Mean of precision@i over the ranks i of relevant results; 0 when none is relevant."""
+    relevant = np.asarray(relevant, bool)
+    if not relevant.any():
+        return 0.0
+    hits = np.cumsum(relevant)
+    return float(np.mean(hits[relevant] / (np.flatnonzero(relevant) + 1)))
+
+
+def classification_scores(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, macro F1, one-vs-rest ROC AUC (binary: AUC of the positive class) and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+    pred = proba.argmax(axis=1)
+    present = np.unique(y)
+    if len(classes) == 2:
+        auc = roc_auc_score(y, proba[:, 1]) if len(present) == 2 else float("nan")
+        f1 = f1_score(y, pred, zero_division=0)
+    else:
+        auc = roc_auc_score(y, proba, multi_class="ovr", labels=range(len(classes))) if len(present) == len(classes) else float("nan")
+        f1 = f1_score(y, pred, average="macro", labels=range(len(classes)), zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "f1": float(f1),
+        "roc_auc": float(auc),
+        "confusion": confusion_matrix(y, pred, labels=range(len(classes))).tolist(),
+    }

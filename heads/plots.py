@@ -58,3 +58,42 @@ def coefficients_plot(path: Path, names: list[str], mean: np.ndarray, std: np.nd
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def confusion_plot(path: Path, matrix: np.ndarray, classes: list[str], title: str) -> None:
+    """Confusion matrix (rows: true class, columns: predicted), counts and row-normalised shading."""
+    matrix = np.asarray(matrix)
+    shade = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 1.0 * len(classes) + 1.5))
+    ax.imshow(shade, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if shade[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def roc_plot(path: Path, y: np.ndarray, proba: np.ndarray, classes: list[str], title: str) -> None:
+    """One-vs-rest ROC curve per class (binary: of the positive class) from out-of-fold probabilities."""
+    from sklearn.metrics import auc, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    targets = [(1, classes[1])] if len(classes) == 2 else list(enumerate(classes))
+    for k, name in targets:
+        if (y == k).any() and (y != k).any():
+            fpr, tpr, _ = roc_curve(y == k, proba[:, k])
+            ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc(fpr, tpr):.2f})")
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""Matched / mismatched music-video pairs, built the EmoMV way.
+
+Within each split (the labels' ``split`` column, else one split "all"):
+1. each class's clips are shuffled (seeded) and cut into two halves, the
+   first one rounded up;
+2. the first half stays matched: video and music of the same clip;
+3. in the second half, clips of two classes that form one of the eight
+   allowed emotion pairs swap their music: clip A (class X) and clip B
+   (class Y) give video A + music B and video B + music A. Allowed:
+   exciting-fear, exciting-tension, exciting-sad, exciting-relaxation,
+   fear-sad, fear-relaxation, tension-sad, tension-relaxation; neutral is
+   never mismatched, and fear-tension and sad-relaxation (too close) never;
+4. second-half clips left without a partner return to matched (partners are
+   chosen most-constrained-first, so as few as possible are left over);
+5. matched pairs are dropped at random (seeded) until the split has as many
+   matched as mismatched pairs.
+Each clip thus feeds one matched pair or one swap; the two pairs of a swap
+share a ``group`` so cross-validation can keep them together.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import MvfxError
+
+ALLOWED_MISMATCHES = frozenset(
+    frozenset(p)
+    for p in [("exciting", "fear"), ("exciting", "tension"), ("exciting", "sad"), ("exciting", "relaxation"),
+              ("fear", "sad"), ("fear", "relaxation"), ("tension", "sad"), ("tension", "relaxation")]
+)
+PAIR_COLUMNS = ["video_clip", "music_clip", "video_label", "music_label", "match", "split", "group"]
+
+
+def build_pairs(labels: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Pairs table (PAIR_COLUMNS) from a labels table with clip_id, label[, split]."""
+    rng = random.Random(seed)
+    labels = labels.assign(split=labels["split"] if "split" in labels else "all")
+    rows: list[dict] = []
+    for split in sorted(labels["split"].astype(str).unique()):
+        rows.extend(_split_pairs(labels[labels["split"].astype(str) == split], split, rng, len(rows)))
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def _split_pairs(labels: pd.DataFrame, split: str, rng: random.Random, group_base: int) -> list[dict]:
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for clip_id, label in zip(labels["clip_id"].astype(str), labels["label"].astype(str)):
+        by_class[label].append(clip_id)
+    matched, pool = [], []
+    for label in sorted(by_class):
+        clips = sorted(by_class[label])
+        rng.shuffle(clips)
+        half = (len(clips) + 1) // 2
+        matched += [(c, label) for c in clips[:half]]
+        pool += [(c, label) for c in clips[half:]]
+    rng.shuffle(pool)
+    swaps, leftover = _swap_partners(pool)
+    matched += leftover
+    rng.shuffle(matched)
+    assert len(matched) >= 2 * len(swaps)  # the first half is rounded up, so matched never run short
+    matched = matched[: 2 * len(swaps)]
+    rows = []
+    group = group_base
+    for clip, label in matched:
+        rows.append(dict(zip(PAIR_COLUMNS, (clip, clip, label, label, 1, split, group))))
+        group += 1
+    for (a, la), (b, lb) in swaps:
+        rows.append(dict(zip(PAIR_COLUMNS, (a, b, la, lb, 0, split, group))))
+        rows.append(dict(zip(PAIR_COLUMNS, (b, a, lb, la, 0, split, group))))
+        group += 1
+    return rows
+
+
+def _swap_partners(pool: list[tuple[str, str]]) -> tuple[list, list]:
+    """Pair clips of allowed class pairs, leaving as few over as possible.
+
+    The clip with the fewest possible partners goes first and takes a partner
+    from the largest allowed class, so scarce classes are not stranded.
+    """
+    pool = list(pool)
+    swaps, leftover = [], []
+    while pool:
+        counts = defaultdict(int)
+        for _, label in pool:
+            counts[label] += 1
+        options = lambda label: sum(n for other, n in counts.items() if frozenset((label, other)) in ALLOWED_MISMATCHES)  # noqa: E731
+        first = min(range(len(pool)), key=lambda i: options(pool[i][1]))
+        clip, label = pool.pop(first)
+        counts[label] -= 1
+        allowed = [other for other in counts if counts[other] and frozenset((label, other)) in ALLOWED_MISMATCHES]
+        if not allowed:
+            leftover.append((clip, label))
+            continue
+        best = max(allowed, key=lambda other: counts[other])
+        swaps.append(((clip, label), pool.pop(next(i for i, (_, other) in enumerate(pool) if other == best))))
+    return swaps, leftover
+
+
+def read_class_labels(path: str | Path) -> pd.DataFrame:
+    """labels.csv with clip_id,label[,split]."""
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise MvfxError(f"{path}: cannot read labels ({exc})") from None
+    if not {"clip_id", "label"} <= set(table.columns):
+        raise MvfxError(f"{path}: labels need columns clip_id,label (and optionally split)")
+    return table

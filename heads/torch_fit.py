@@ -1,0 +1,52 @@
+"""One mini-batch training loop with early stopping, shared by every torch head."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    lr: float = 1e-4
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 20
+    seed: int = 0
+
+
+def fit(
+    model: torch.nn.Module,
+    n_train: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    val_loss: Callable[[], float],
+    cfg: FitConfig,
+) -> int:
+    """Adam on shuffled mini-batches of row indices; keep the weights of the best validation epoch.
+
+    ``batch_loss(indices)`` returns the training loss of those rows; ``val_loss()`` the
+    validation loss (called in eval mode, without gradients). Returns the best epoch.
+    """
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    best_state, best, best_epoch, waited = copy.deepcopy(model.state_dict()), float("inf"), 0, 0
+    for epoch in range(cfg.max_epochs):
+        model.train()
+        for batch in torch.randperm(n_train, generator=generator).split(cfg.batch_size):
+            optimiser.zero_grad()
+            batch_loss(batch).backward()
+            optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            loss = val_loss()
+        if loss < best - 1e-6:
+            best_state, best, best_epoch, waited = copy.deepcopy(model.state_dict()), loss, epoch, 0
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return best_epoch
