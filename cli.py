@@ -72,8 +72,8 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--workers", "-j", type=int, default=0, show_default=True,
               help="Worker processes; 0 = one per core (in-process for tiny jobs), 1 = in-process.")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-              help="Where neural extractors run.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+              help="Where neural extractors run; auto = a GPU when torch sees one.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]),
               help="Storage type of feature values.")
 @click.option("--random-weights", is_flag=True,
@@ -90,7 +90,10 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
     """
     from pipeline.run import run_extract
 
+    from extractors.torch_device import resolve_device
+
     names = [n.strip() for n in extractors.split(",") if n.strip()]
+    device = resolve_device(device)
     progress = Progress(
         TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,

@@ -85,6 +85,11 @@ class Extractor(ABC):
         return len(self.feature_names)
 
     @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Extractors whose rows for the same clip this one reads (passed to ``extract`` as ``context``)."""
+        return ()
+
+    @property
     def value_shape(self) -> tuple[int, ...]:
         """Shape of one row before flattening (e.g. (2, 128) for 2-channel spectra)."""
         return (self.dim,)

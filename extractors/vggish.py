@@ -22,7 +22,7 @@ import numpy as np
 
 from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
 from extractors.registry import register
-from extractors.torch_device import resolve_device
+from extractors.torch_device import auto_batch_size, batched_forward, resolve_device
 from extractors.weights import load_checkpoint, load_state_dict_strict, require
 from pipeline.decode import AudioSpec
 from pipeline.probe import ClipInfo
@@ -76,7 +76,8 @@ def log_mel_examples(audio: np.ndarray, hop_s: float = EXAMPLE_S) -> np.ndarray:
 class VggishConfig(Config):
     hop_s: float = EXAMPLE_S
     pooling: str = "none"  # "none": one row per example; "mean": one clip-level row
-    batch_size: int = 64
+    batch_size: int = 0  # 0: automatic
+    precision: str = "auto"
 
 
 @register
@@ -139,17 +140,13 @@ class Vggish(Extractor):
 
     def embed(self, examples: np.ndarray) -> np.ndarray:
         """[N, 96, 64] log-mel examples -> [N, 128] embeddings, in batches."""
-        import torch
 
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(examples), self.config.batch_size):
-                batch = torch.as_tensor(examples[start : start + self.config.batch_size], dtype=torch.float32)
-                emb = self.model(batch[:, None].to(self.device))
-                if self.postprocess:
-                    emb = self.quantise(emb)
-                out.append(emb.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+        def forward(batch):
+            emb = self.model(batch[:, None].float())
+            return self.quantise(emb.float()) if self.postprocess else emb
+
+        batch_size = auto_batch_size(self.config.batch_size, self.device, 64, 2.0)
+        return batched_forward(forward, examples.astype(np.float32), batch_size, self.device, self.config.precision, 128)
 
     def quantise(self, emb):
         """AudioSet post-processing: PCA (with whitening), clip to [-2, 2], 8-bit quantisation."""

@@ -3,8 +3,9 @@
 Nothing downloads at extraction time. ``mvfx weights fetch`` downloads where
 a network exists; ``mvfx weights import NAME FILE`` copies a file the user
 already has (air-gapped clusters). Every file is checked against the sha256
-the registry records. Where the publisher states no hash, the entry says
-so, the first file seen is trusted and its hash is recorded in the cache
+the registry records (for torch.hub files whose name carries only the first
+8 hex digits of the sha256, against that prefix, as torch.hub does). Where
+the publisher states no hash, the entry says so, the first file seen is trusted and its hash is recorded in the cache
 (``<name>.sha256``) and in every store's provenance.
 
 Checkpoints are read with ``torch.load(weights_only=True)`` (no code runs
@@ -32,7 +33,7 @@ class WeightFile:
     extractors: tuple[str, ...]
     filename: str
     url: str
-    sha256: str | None  # full hex digest; None when the publisher gives none
+    sha256: str | None  # hex digest, or the 8-hex torch.hub prefix where that is all that is published; None: none
     licence: str
     approx_mb: float
     source: str  # who published it, and how it was converted if it was
@@ -67,6 +68,62 @@ register_weights(WeightFile(
     approx_mb=0.07,
     source="Google AudioSet release: PCA (with whitening) eigenvectors and means for the AudioSet embedding "
     "post-processing; arrays pca_eigen_vectors [128, 128], pca_means [128]",
+))
+
+
+register_weights(WeightFile(
+    name="resnet50_imagenet",
+    extractors=("resnet50",),
+    filename="resnet50-0676ba61.pth",
+    url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    sha256="0676ba61",
+    licence="BSD-3-Clause (torchvision)",
+    approx_mb=98,
+    source="torchvision ResNet50_Weights.IMAGENET1K_V1 (ImageNet-1k, top-1 76.13); keys match torchvision.models.resnet50",
+))
+register_weights(WeightFile(
+    name="places365_resnet50",
+    extractors=("places365",),
+    filename="resnet50_places365.pth.tar",
+    url="http://places2.csail.mit.edu/models_places365/resnet50_places365.pth.tar",
+    sha256=None,
+    licence="MIT (CSAILVision/places365)",
+    approx_mb=97,
+    source="CSAILVision Places365-CNN ResNet-50; a {'state_dict': ...} checkpoint saved under DataParallel: "
+    "the 'module.' prefix is stripped and the keys map 1:1 onto torchvision's resnet50 with a 365-way fc",
+))
+register_weights(WeightFile(
+    name="slowfast_r50_k400",
+    extractors=("slowfast_r50", "slowfast_r50_logits"),
+    filename="SLOWFAST_8x8_R50.pyth",
+    url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
+    sha256=None,
+    licence="Apache-2.0 (pytorchvideo model zoo)",
+    approx_mb=265,
+    source="pytorchvideo model zoo SlowFast R50 8x8, Kinetics-400 (top-1 76.9); {'model_state': ...} for "
+    "pytorchvideo.models.hub.slowfast_r50",
+))
+register_weights(WeightFile(
+    name="i3d_r50_k400",
+    extractors=("i3d", "i3d_logits"),
+    filename="I3D_8x8_R50.pyth",
+    url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth",
+    sha256=None,
+    licence="Apache-2.0 (pytorchvideo model zoo)",
+    approx_mb=215,
+    source="pytorchvideo model zoo I3D R50 8x8 (ResNet-50 inflated, 2048-d), Kinetics-400 (top-1 73.3); "
+    "{'model_state': ...} for pytorchvideo.models.hub.i3d_r50",
+))
+register_weights(WeightFile(
+    name="flownets",
+    extractors=("flownets",),
+    filename="flownets_EPE1.951.pth.tar",
+    url="https://drive.google.com/drive/folders/16eo3p9dO_vmssxRoZCmWkTpNjKRzJzn5",
+    sha256=None,
+    licence="MIT (ClementPinard/FlowNetPytorch)",
+    approx_mb=148,
+    source="FlowNetS (Dosovitskiy et al. 2015) trained on Flying Chairs by ClementPinard/FlowNetPytorch "
+    "(EPE 1.951, no batch norm); {'state_dict': ..., 'div_flow': 20}; the URL is the release folder",
 ))
 
 
@@ -111,7 +168,7 @@ def status(name: str) -> tuple[str, str | None]:
     if expected is None:
         recorded = _recorded_hash(name).read_text().strip() if _recorded_hash(name).is_file() else digest
         return ("unverified" if recorded == digest else "wrong hash"), digest
-    return ("ok" if digest == expected else "wrong hash"), digest
+    return ("ok" if digest.startswith(expected) else "wrong hash"), digest
 
 
 def require(name: str) -> tuple[Path, str]:
@@ -134,7 +191,7 @@ def import_file(name: str, source: Path, force: bool = False) -> str:
     if not source.is_file():
         raise MvfxError(f"{source}: no such file")
     digest = file_sha256(source)
-    if e.sha256 is not None and digest != e.sha256 and not force:
+    if e.sha256 is not None and not digest.startswith(e.sha256) and not force:
         raise MvfxError(
             f"{source}: sha256 {digest[:16]}... does not match the registry's {e.sha256[:16]}... for {e.name} "
             f"({e.url}); not imported"
@@ -174,7 +231,7 @@ def fetch(name: str, on_progress: Callable[[int, int | None], None] | None = Non
             f"`mvfx weights import {e.name} FILE`"
         ) from None
     digest = file_sha256(part)
-    if e.sha256 is not None and digest != e.sha256:
+    if e.sha256 is not None and not digest.startswith(e.sha256):
         part.unlink()
         raise MvfxError(f"downloaded {e.filename} has sha256 {digest[:16]}..., expected {e.sha256[:16]}...; deleted")
     os.replace(part, cached_path(name))

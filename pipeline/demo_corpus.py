@@ -230,19 +230,23 @@ def _hsv_rgb(h: float, s: float, v: float) -> np.ndarray:
 def _frames(style: Style, n: int, width: int, height: int, light_env: np.ndarray, rng: np.random.Generator):
     """RGB frames: a gradient background and moving discs; a hard cut changes hue, layout and brightness."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    gradient = (0.75 + 0.25 * yy / height)[..., None]
+    ramp = yy / height
     cut_at = np.cumsum(rng.exponential(style.shot_s, size=n) * FPS).astype(int)
     shot, shot_start = -1, 0
     discs = []
     for i in range(n):
         if shot < 0 or i >= cut_at[shot]:
+            # A hard cut: the hue swings to the other side of the class hue, the brightness
+            # jumps, the gradient flips and the discs move, as a real shot change would.
             shot += 1
-            hue = (style.hue + rng.uniform(-25, 25)) % 360
+            side = 1 if shot % 2 else -1
+            hue = (style.hue + side * rng.uniform(20, 35)) % 360
+            gradient = (0.7 + 0.3 * (ramp if side > 0 else 1 - ramp))[..., None]
             discs = [
                 (rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.08, 0.2) * height, rng.uniform(0, 2 * np.pi))
                 for _ in range(3)
             ]
-            bright_shot = np.clip(style.brightness + rng.uniform(-0.08, 0.08), 0.05, 1)
+            bright_shot = np.clip(style.brightness * (1 + side * rng.uniform(0.15, 0.3)), 0.05, 1)
             shot_start = i
         light = np.interp(i / n, np.linspace(0, 1, len(light_env)), light_env)
         v = float(np.clip(bright_shot * (1 + 0.35 * light), 0.03, 1))

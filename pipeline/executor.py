@@ -19,13 +19,30 @@ def local_cores() -> int:
 
 
 class InProcessExecutor:
-    """Run tasks one after another here: no start-up cost, for tiny jobs and debugging."""
+    """Run tasks here, no start-up cost. A function with ``stages = (prepare, finish)`` is pipelined:
+    a helper thread prepares task i+1 (decoding, which FFmpeg runs without the GIL) while this
+    thread finishes task i (the extractors), so neither the CPU nor a GPU waits for decoding."""
 
     description = "in-process"
 
     def map_unordered(self, fn: Callable, tasks: Iterable, on_error: Callable[[Any, BaseException], Any]) -> Iterator:
-        for task in tasks:
-            yield fn(task)
+        stages = getattr(fn, "stages", None)
+        if stages is None:
+            for task in tasks:
+                yield fn(task)
+            return
+        prepare, finish = stages
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvfx-decode") as pool:
+            pending = None
+            for task in tasks:
+                upcoming = pool.submit(prepare, task)
+                if pending is not None:
+                    yield finish(pending.result())
+                pending = upcoming
+            if pending is not None:
+                yield finish(pending.result())
 
     def close(self) -> None:
         pass

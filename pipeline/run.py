@@ -60,7 +60,7 @@ def run_extract(
     options: dict[str, dict[str, str]] | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
-    device: str = "cpu",
+    device: str = "cpu",  # a resolved device: cpu, cuda or cuda:N
     dtype: str = "float32",
     break_lock: bool = False,
     compact: bool = True,
@@ -77,6 +77,10 @@ def run_extract(
     started = time.perf_counter()
     clips = discover(corpus)
     extractors = [create(name, **options.get(name, {})) for name in extractor_names]
+    for extractor in list(extractors):  # per-shot extractors need shots: run them too unless asked already
+        for dependency in extractor.depends_on:
+            if dependency not in [e.name for e in extractors]:
+                extractors.insert(0, create(dependency, **options.get(dependency, {})))
     for extractor in extractors:
         extractor.random_weights = random_weights and bool(extractor.weight_names)
     described = [provenance(e) for e in extractors]  # fails here, before any work, when weights are missing

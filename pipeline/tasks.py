@@ -5,17 +5,19 @@ reused for every clip that worker handles.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 from extractors import create
-from extractors.base import Extractor
+from extractors.base import Extractor, FeatureBlock
 from pipeline.corpus import ClipSource
-from pipeline.decode import decode
-from pipeline.errors import ClipError, one_line
+from pipeline.decode import DecodedClip, decode
+from pipeline.errors import ClipError, MvfxError, one_line
 from pipeline.probe import ClipInfo, probe
+from stores import open_store
 from stores.zarr_store import StagedPart, stage_part
 
 _WORKER_EXTRACTORS: dict[tuple, Extractor] = {}
@@ -86,30 +88,70 @@ def _limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+@dataclass
+class Prepared:
+    """A clip probed and decoded, waiting for its extractors."""
+
+    task: ClipTask
+    result: ClipResult
+    info: ClipInfo | None = None
+    decoded: DecodedClip | None = None
+    started: float = 0.0
+
+
+def prepare_clip(task: ClipTask) -> Prepared:
+    """Probe and decode (the I/O- and FFmpeg-bound half; safe to run in a helper thread)."""
+    clip = task.clip
+    prepared = Prepared(task, ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": clip.path, "status": "failed"}),
+                        started=time.perf_counter())
+    try:
+        prepared.info = probe(clip.path)
+    except ClipError as exc:
+        prepared.result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
+        return prepared
+    prepared.result.record = {"clip_id": clip.clip_id, **prepared.info.as_record()}
+    wanted = [(spec, input_of(spec)) for spec in task.extractors]
+    present = {"audio": prepared.info.has_audio, "video": prepared.info.has_video}
+    try:
+        prepared.decoded = decode(
+            prepared.info,
+            {i for _, (modality, i) in wanted if modality == "audio" and present["audio"]},
+            {i for _, (modality, i) in wanted if modality == "video" and present["video"]},
+        )
+    except ClipError as exc:
+        prepared.result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
+    return prepared
+
+
+def finish_clip(prepared: Prepared) -> ClipResult:
+    """Run every extractor on a prepared clip (the compute-bound half); never raises for a bad clip."""
+    task, result, info = prepared.task, prepared.result, prepared.info
+    if info is not None and prepared.decoded is not None:
+        extractors = [worker_extractor(s, task.device, task.threads) for s in task.extractors]
+        runnable = [e for e in extractors if _has_input(e, info, result)]
+        context: dict[str, FeatureBlock] = {}
+        for extractor in sorted(runnable, key=lambda e: bool(e.depends_on)):  # dependencies (e.g. shots) first
+            block = _extract_one(extractor, prepared.decoded, info, task, result, _context(extractor, context, task, result.clip_id))
+            if block is not None:
+                context[extractor.name] = block
+        result.record["status"] = result.status
+    result.seconds = time.perf_counter() - prepared.started
+    return result
+
+
 def process_clip(task: ClipTask) -> ClipResult:
     """Probe, decode once and extract every requested feature of one clip; never raises for a bad clip."""
-    start = time.perf_counter()
-    clip = task.clip
-    result = ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": clip.path, "status": "failed"})
-    try:
-        info = probe(clip.path)
-    except ClipError as exc:
-        result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
-        result.seconds = time.perf_counter() - start
-        return result
-    result.record = {"clip_id": clip.clip_id, **info.as_record()}
-    extractors = [worker_extractor(s, task.device, task.threads) for s in task.extractors]
-    runnable = [e for e in extractors if _has_input(e, info, result)]
-    try:
-        decoded = decode(info, {e.input for e in runnable if e.modality == "audio"}, {e.input for e in runnable if e.modality == "video"})
-    except ClipError as exc:
-        result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
-        runnable = []
-    for extractor in runnable:
-        _extract_one(extractor, decoded, info, task, result)
-    result.record["status"] = result.status
-    result.seconds = time.perf_counter() - start
-    return result
+    return finish_clip(prepare_clip(task))
+
+
+process_clip.stages = (prepare_clip, finish_clip)  # lets an executor overlap decoding with extraction
+
+
+@functools.lru_cache(maxsize=None)
+def input_of(spec: ExtractorSpec) -> tuple[str, object]:
+    """(modality, input spec) of an extractor, without setting it up."""
+    extractor = create(spec.name, **dict(spec.config))
+    return extractor.modality, extractor.input
 
 
 def _has_input(extractor: Extractor, info: ClipInfo, result: ClipResult) -> bool:
@@ -121,23 +163,42 @@ def _has_input(extractor: Extractor, info: ClipInfo, result: ClipResult) -> bool
     return present
 
 
-def _extract_one(extractor: Extractor, decoded, info: ClipInfo, task: ClipTask, result: ClipResult) -> None:
+def _context(extractor: Extractor, made: dict, task: ClipTask, clip_id: str) -> dict | None:
+    """The rows ``extractor`` depends on: made for this clip in this task, else committed earlier in the store."""
+    if not extractor.depends_on:
+        return None
+    context = {}
+    for name in extractor.depends_on:
+        if name in made:
+            context[name] = made[name]
+            continue
+        try:
+            context[name] = FeatureBlock(*open_store(task.store).read(name, clip_id))
+        except MvfxError:
+            pass  # the extractor reports what it misses
+    return context
+
+
+def _extract_one(
+    extractor: Extractor, decoded, info: ClipInfo, task: ClipTask, result: ClipResult, context: dict | None
+) -> FeatureBlock | None:
     data = decoded.audio.get(extractor.input) if extractor.modality == "audio" else decoded.video.get(extractor.input)
     try:
-        block = extractor.extract(data, info)
+        block = extractor.extract(data, info, context) if extractor.depends_on else extractor.extract(data, info)
         if block.values.shape[1] != extractor.dim:
             raise ValueError(f"{extractor.name} produced {block.values.shape[1]} columns, declared {extractor.dim}")
         if len(block.values) == 0:
             raise ClipError("extract", f"{info.path}: no {extractor.name} rows (clip too short?)")
     except ClipError as exc:
         result.failures.append(Failure(extractor.name, exc.stage, "ClipError", exc.message))
-        return
+        return None
     except Exception as exc:  # an extractor bug or odd input must not stop the corpus
         result.failures.append(Failure(extractor.name, "extract", type(exc).__name__, f"{info.path}: {one_line(exc)}"))
-        return
+        return None
     try:
         result.staged.append(stage_part(
             task.store, extractor.name, result.clip_id, block.values, block.times, task.dtype, result.record
         ))
     except OSError as exc:
         result.failures.append(Failure(extractor.name, "store", type(exc).__name__, f"{task.store}: {one_line(exc)}"))
+    return block

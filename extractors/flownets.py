@@ -1,0 +1,161 @@
+"""FlowNetS optical flow (Dosovitskiy et al. 2015) as a motion descriptor (EmoMV).
+
+Frames are sampled at ``fps`` (4 by default) and scaled to 512 x 384 (any
+multiple of 64 works); each row describes the flow between two consecutive
+sampled frames, over [t_k, t_k+1]. The network is the published FlowNetS
+("simple": the two RGB frames stacked as 6 channels, a 10-layer encoder, a
+refinement decoder with skip connections predicting flow at 1/4
+resolution), laid out as in ClementPinard/FlowNetPytorch (no batch norm)
+so that its Flying Chairs checkpoint loads with strict keys. Inputs are RGB
+in [0, 1] minus (0.411, 0.432, 0.45); predicted flow is multiplied by
+div_flow = 20 and upsampled to the input size.
+Row: mean flow magnitude (pixels at the network's input size), an 8-bin
+histogram of flow direction weighted by magnitude (sums to 1), and the
+encoder's globally averaged deepest features (conv6_1, 1024-d).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.frame_cnn import unwrap_state_dict
+from extractors.registry import register
+from extractors.torch_device import auto_batch_size, autocast, resolve_device
+from extractors.weights import load_checkpoint, load_state_dict_strict, require
+from pipeline.decode import Frames, VideoSpec
+from pipeline.errors import ClipError
+from pipeline.probe import ClipInfo
+
+FLOW_MEAN = np.array([0.411, 0.432, 0.45], np.float32)
+DIV_FLOW = 20.0
+ANGLE_BINS = 8
+
+
+def build_flownets():
+    """The FlowNetS network (torch.nn.Module); forward(x [B, 6, H, W]) -> (flow2 [B, 2, H/4, W/4], conv6_1 features)."""
+    import torch
+    from torch import nn
+
+    def conv(c_in, c_out, k=3, stride=1):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, bias=True), nn.LeakyReLU(0.1, inplace=True))
+
+    def deconv(c_in, c_out):
+        return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.LeakyReLU(0.1, inplace=True))
+
+    def predict_flow(c_in):
+        return nn.Conv2d(c_in, 2, 3, 1, 1, bias=False)
+
+    def up_flow():
+        return nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
+
+    class FlowNetS(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2, self.conv3 = conv(6, 64, 7, 2), conv(64, 128, 5, 2), conv(128, 256, 5, 2)
+            self.conv3_1, self.conv4, self.conv4_1 = conv(256, 256), conv(256, 512, stride=2), conv(512, 512)
+            self.conv5, self.conv5_1 = conv(512, 512, stride=2), conv(512, 512)
+            self.conv6, self.conv6_1 = conv(512, 1024, stride=2), conv(1024, 1024)
+            self.deconv5, self.deconv4 = deconv(1024, 512), deconv(1026, 256)
+            self.deconv3, self.deconv2 = deconv(770, 128), deconv(386, 64)
+            self.predict_flow6, self.predict_flow5 = predict_flow(1024), predict_flow(1026)
+            self.predict_flow4, self.predict_flow3, self.predict_flow2 = predict_flow(770), predict_flow(386), predict_flow(194)
+            self.upsampled_flow6_to_5, self.upsampled_flow5_to_4 = up_flow(), up_flow()
+            self.upsampled_flow4_to_3, self.upsampled_flow3_to_2 = up_flow(), up_flow()
+
+        def forward(self, x):
+            c2 = self.conv2(self.conv1(x))
+            c3 = self.conv3_1(self.conv3(c2))
+            c4 = self.conv4_1(self.conv4(c3))
+            c5 = self.conv5_1(self.conv5(c4))
+            c6 = self.conv6_1(self.conv6(c5))
+            flow, features = self.predict_flow6(c6), c6
+            for skip, up, dec, pred in (
+                (c5, self.upsampled_flow6_to_5, self.deconv5, self.predict_flow5),
+                (c4, self.upsampled_flow5_to_4, self.deconv4, self.predict_flow4),
+                (c3, self.upsampled_flow4_to_3, self.deconv3, self.predict_flow3),
+                (c2, self.upsampled_flow3_to_2, self.deconv2, self.predict_flow2),
+            ):
+                size = skip.shape[2:]
+                merged = torch.cat([skip, dec(features)[..., : size[0], : size[1]], up(flow)[..., : size[0], : size[1]]], dim=1)
+                flow, features = pred(merged), merged
+            return flow, c6
+
+    return FlowNetS()
+
+
+def flow_statistics(flow: np.ndarray) -> np.ndarray:
+    """[2, H, W] flow -> mean magnitude and the magnitude-weighted 8-bin direction histogram (sums to 1)."""
+    dx, dy = flow
+    magnitude = np.hypot(dx, dy)
+    angle = np.mod(np.arctan2(dy, dx), 2 * np.pi)
+    bins = np.minimum((angle / (2 * np.pi) * ANGLE_BINS).astype(np.int64), ANGLE_BINS - 1)
+    hist = np.bincount(bins.ravel(), weights=magnitude.ravel(), minlength=ANGLE_BINS)
+    total = hist.sum()
+    return np.concatenate([[magnitude.mean()], hist / total if total > 0 else hist])
+
+
+@dataclass(frozen=True)
+class FlowNetSConfig(Config):
+    fps: float = 4.0
+    width: int = 512
+    height: int = 384
+    batch_size: int = 0
+    precision: str = "auto"
+
+
+@register
+class FlowNetS(Extractor):
+    name = "flownets"
+    version = "1"
+    modality = "video"
+    summary = "FlowNetS optical flow between consecutive frames (4 fps): magnitude, direction histogram, encoder features"
+    config_class = FlowNetSConfig
+    libraries = ("torch",)
+    weight_names = ("flownets",)
+
+    @property
+    def input(self) -> VideoSpec:
+        if self.config.width % 64 or self.config.height % 64:
+            raise ValueError("flownets width and height must be multiples of 64")
+        return VideoSpec(fps=self.config.fps, size=(self.config.width, self.config.height))
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid("window", 1.0 / self.config.fps, 1.0 / self.config.fps)
+
+    @property
+    def feature_names(self) -> list[str]:
+        sectors = [f"flow_direction_{round(360 * i / ANGLE_BINS):03d}" for i in range(ANGLE_BINS)]
+        return ["flow_magnitude_mean", *sectors, *(f"flownets_conv6_{i:04d}" for i in range(1024))]
+
+    def setup(self, device: str = "cpu") -> None:
+        import torch
+
+        super().setup(resolve_device(device))
+        torch.manual_seed(0)
+        self.model = build_flownets()
+        if not self.random_weights:
+            path, _ = require("flownets")
+            load_state_dict_strict(self.model, unwrap_state_dict(load_checkpoint(path, "FlowNetS")), "FlowNetS")
+        self.model.to(self.device).eval()
+
+    def extract(self, data: Frames, info: ClipInfo) -> FeatureBlock:
+        import torch
+
+        if len(data.images) < 2:
+            raise ClipError("extract", f"{info.path}: flownets needs two frames; the clip is shorter than 1/fps")
+        pixels = (data.images.astype(np.float32) / 255.0 - FLOW_MEAN).transpose(0, 3, 1, 2)
+        pairs = np.concatenate([pixels[:-1], pixels[1:]], axis=1)  # [N-1, 6, H, W]
+        batch_size = auto_batch_size(self.config.batch_size, self.device, 4, 300.0)
+        rows = []
+        with torch.inference_mode(), autocast(self.device, self.config.precision):
+            for start in range(0, len(pairs), batch_size):
+                flow, features = self.model(torch.as_tensor(pairs[start : start + batch_size]).to(self.device))
+                flow = torch.nn.functional.interpolate(DIV_FLOW * flow.float(), scale_factor=4, mode="bilinear", align_corners=False)
+                pooled = features.float().mean(dim=(2, 3)).cpu().numpy()
+                stats = np.stack([flow_statistics(f) for f in flow.cpu().numpy()])
+                rows.append(np.concatenate([stats, pooled], axis=1))
+        times = np.stack([data.times[:-1, 0], data.times[1:, 0]], axis=1)
+        return FeatureBlock(np.concatenate(rows), times)

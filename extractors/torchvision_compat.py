@@ -1,0 +1,71 @@
+"""Import torchvision on CPU-only torch even when its wheel's compiled operators cannot load.
+
+The torchvision wheel that matches torch 2.13 on PyPI is built against CUDA;
+next to the CPU build of torch its ``_C.so`` fails to load, and then
+``import torchvision`` stops at ``register_fake("torchvision::nms")`` because
+the operator was never defined. When (and only when) that happens, this
+module defines the two operators torchvision registers unconditionally,
+``nms`` (with a plain torch implementation, used by YOLO post-processing)
+and ``qnms`` (schema only), and imports torchvision again. Models,
+transforms and ``ops.nms`` then work; ops that need the compiled kernels
+(roi_align, deform_conv2d, image decoding) stay unavailable, and mvfx does
+not use them. ``torchvision.extension._has_ops`` is pointed at the Python
+operators so that ``ops.nms`` accepts them. With a matching torchvision (e.g. on a CUDA machine) nothing
+is patched.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+PATCHED = False
+
+
+def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression: indices of kept boxes, highest score first (torchvision semantics)."""
+    order = scores.argsort(descending=True)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    keep = []
+    while order.numel():
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest])).clamp(min=0)
+        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest])).clamp(min=0)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        order = rest[iou <= iou_threshold]
+    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
+
+
+def _define_operators() -> None:
+    global PATCHED
+    library = torch.library.Library("torchvision", "DEF")  # noqa: F841  (kept alive below)
+    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    library.impl("nms", nms_reference, "CPU")
+    _LIBRARIES.append(library)
+    PATCHED = True
+
+
+_LIBRARIES: list = []
+
+
+def import_torchvision():
+    """``torchvision``, made importable next to a CPU-only torch if its compiled ops cannot load."""
+    try:
+        import torchvision
+    except RuntimeError as exc:
+        if "torchvision::nms" not in str(exc):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        _define_operators()
+        import torchvision
+
+        # ops.nms asks whether the compiled ops loaded; the Python ones stand in now. Ops without a
+        # Python version still fail, with "no such operator torchvision::<name>".
+        torchvision.extension._has_ops = lambda: True
+    return torchvision

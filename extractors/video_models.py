@@ -1,0 +1,227 @@
+"""Clip-level action features: SlowFast R50 8x8 and I3D R50 (Kinetics-400, pytorchvideo).
+
+Frames are decoded at 30 fps with a short side of 256 px. A window of 64
+frames (2.13 s; stride configurable, non-overlapping by default) is sampled
+the way pytorchvideo evaluates these models (UniformTemporalSubsample:
+``linspace(0, 63, n)`` truncated to integers):
+- SlowFast: 32 frames for the fast pathway, and ``linspace(0, 31, 8)`` of
+  those for the slow pathway (alpha 4); centre crop 256;
+- I3D R50: 8 frames; centre crop 224;
+both scaled to [0, 1] and normalised with mean 0.45, std 0.225. Features are
+the head's input (the pooled 2304-d SlowFast vector: 2048 slow + 256 fast;
+the pooled 2048-d I3D vector); the ``*_logits`` variants store the 400
+Kinetics class probabilities instead. ``per_shot=true`` gives one row per
+shot from the ``shots`` extractor, the frames spread over the shot (MuVi's
+action features per scene).
+
+Memory: a clip is held decoded at 30 fps (a 3-minute clip at 256 x 455 is
+about 1.9 GB); very long videos are better cut first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+
+import numpy as np
+
+from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.frame_cnn import centre_crop_normalise, unwrap_state_dict
+from extractors.registry import register
+from extractors.torch_device import auto_batch_size, autocast, resolve_device
+from extractors.weights import load_checkpoint, load_state_dict_strict, require
+from pipeline.decode import Frames, VideoSpec
+from pipeline.errors import ClipError
+from pipeline.probe import ClipInfo
+
+KINETICS_MEAN = np.full(3, 0.45, np.float32)
+KINETICS_STD = np.full(3, 0.225, np.float32)
+
+
+def uniform_subsample(n_available: int, n: int) -> np.ndarray:
+    """pytorchvideo's UniformTemporalSubsample indices: linspace(0, T-1, n) truncated."""
+    return np.linspace(0, n_available - 1, n).astype(np.int64)
+
+
+def slowfast_indices(window: int = 64, fast: int = 32, alpha: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Frame offsets within a window for the fast and the slow pathway."""
+    fast_idx = uniform_subsample(window, fast)
+    return fast_idx, fast_idx[uniform_subsample(fast, fast // alpha)]
+
+
+def kinetics_classes() -> list[str]:
+    text = files("extractors").joinpath("data/kinetics400_classes.txt").read_text()
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+@dataclass(frozen=True)
+class VideoModelConfig(Config):
+    fps: float = 30.0
+    window_frames: int = 64
+    stride_frames: int = 64
+    short_side: int = 256
+    per_shot: bool = False
+    batch_size: int = 0  # windows per forward pass; 0: automatic
+    precision: str = "auto"
+
+
+class _KineticsVideoModel(Extractor):
+    modality = "video"
+    config_class = VideoModelConfig
+    libraries = ("torch", "torchvision", "pytorchvideo")
+    crop: int
+    feature_dim: int
+    logits = False
+    mb_per_window: float
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        return ("shots",) if self.config.per_shot else ()
+
+    @property
+    def input(self) -> VideoSpec:
+        return VideoSpec(fps=self.config.fps, short_side=self.config.short_side)
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        if self.config.per_shot:
+            return TimeGrid("window", None, None)
+        c = self.config
+        return TimeGrid("window", c.window_frames / c.fps, c.stride_frames / c.fps)
+
+    @property
+    def feature_names(self) -> list[str]:
+        if self.logits:
+            return kinetics_classes()
+        return [f"{self.name}_{i:04d}" for i in range(self.feature_dim)]
+
+    def build(self):
+        raise NotImplementedError
+
+    def setup(self, device: str = "cpu") -> None:
+        import torch
+
+        from extractors.torchvision_compat import import_torchvision
+
+        import_torchvision()  # before pytorchvideo imports it
+        super().setup(resolve_device(device))
+        torch.manual_seed(0)
+        self.model = self.build()
+        if not self.random_weights:
+            path, _ = require(self.weight_names[0])
+            load_state_dict_strict(self.model, unwrap_state_dict(load_checkpoint(path, self.name)), self.name)
+        self.model.to(self.device).eval()
+        self._pooled = None
+        self.model.blocks[-1].proj.register_forward_hook(self._keep_head_input)
+
+    def _keep_head_input(self, module, inputs, output) -> None:
+        self._pooled = inputs[0].mean(dim=(1, 2, 3))  # [B, T, H, W, C] -> [B, C]
+
+    def windows(self, n_frames: int) -> list[tuple[int, int]]:
+        """(start, stop) frame ranges: full windows every stride; a short clip gets one window over all of it."""
+        c = self.config
+        if n_frames <= c.window_frames:
+            return [(0, n_frames)]
+        return [(s, s + c.window_frames) for s in range(0, n_frames - c.window_frames + 1, c.stride_frames)]
+
+    def spans(self, data: Frames, context: dict | None) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """Frame ranges to run and the [start, end] seconds of each row."""
+        if not self.config.per_shot:
+            ranges = self.windows(len(data.images))
+            return ranges, np.array([[data.times[a, 0], data.times[b - 1, 1]] for a, b in ranges])
+        shots = (context or {}).get("shots")
+        if shots is None:
+            raise ClipError("extract", f"{self.name}: per-shot mode needs the shots extractor's rows")
+        starts = data.times[:, 0]
+        ranges = [(int(np.searchsorted(starts, a)), max(int(np.searchsorted(starts, b)), int(np.searchsorted(starts, a)) + 1))
+                  for a, b in shots.times]
+        return [(a, min(b, len(starts))) for a, b in ranges], shots.times
+
+    def extract(self, data: Frames, info: ClipInfo, context: dict | None = None) -> FeatureBlock:
+        import torch
+
+        if len(data.images) == 0:
+            raise ClipError("extract", f"{info.path}: no frames for {self.name}")
+        ranges, times = self.spans(data, context)
+        batch_size = auto_batch_size(self.config.batch_size, self.device, 1, self.mb_per_window)
+        rows = []
+        with torch.inference_mode(), autocast(self.device, self.config.precision):
+            for start in range(0, len(ranges), batch_size):
+                clips = [self.clip_tensor(data.images[a:b]) for a, b in ranges[start : start + batch_size]]
+                logits = self.forward(clips)
+                out = torch.softmax(logits.float(), dim=1) if self.logits else self._pooled
+                rows.append(out.float().cpu().numpy())
+        return FeatureBlock(np.concatenate(rows), times)
+
+    def clip_tensor(self, frames: np.ndarray) -> np.ndarray:
+        """[T, H, W, 3] uint8 -> [3, T, crop, crop] normalised."""
+        return centre_crop_normalise(frames, self.crop, KINETICS_MEAN, KINETICS_STD).transpose(1, 0, 2, 3)
+
+
+class _SlowFast(_KineticsVideoModel):
+    version = "1"
+    weight_names = ("slowfast_r50_k400",)
+    crop = 256
+    feature_dim = 2304
+    mb_per_window = 400.0
+
+    def build(self):
+        from pytorchvideo.models.hub import slowfast_r50
+
+        return slowfast_r50(pretrained=False)
+
+    def forward(self, clips: list[np.ndarray]):
+        import torch
+
+        fast_idx, slow_idx = slowfast_indices(64, 32, 4)
+        fast, slow = [], []
+        for clip in clips:
+            idx = uniform_subsample(clip.shape[1], 64)  # windows shorter than 64 frames repeat frames
+            fast.append(clip[:, idx[fast_idx]])
+            slow.append(clip[:, idx[slow_idx]])
+        to = lambda xs: torch.as_tensor(np.stack(xs)).to(self.device)  # noqa: E731
+        return self.model([to(slow), to(fast)])  # a fresh list each call: the model edits it in place
+
+
+@register
+class SlowFastR50(_SlowFast):
+    name = "slowfast_r50"
+    summary = "SlowFast R50 8x8 (Kinetics-400): 2304-d pooled features per 64-frame window (30 fps)"
+
+
+@register
+class SlowFastR50Logits(_SlowFast):
+    name = "slowfast_r50_logits"
+    summary = "SlowFast R50 8x8: the 400 Kinetics class probabilities per window"
+    logits = True
+
+
+class _I3D(_KineticsVideoModel):
+    version = "1"
+    weight_names = ("i3d_r50_k400",)
+    crop = 224
+    feature_dim = 2048
+    mb_per_window = 200.0
+
+    def build(self):
+        from pytorchvideo.models.hub import i3d_r50
+
+        return i3d_r50(pretrained=False)
+
+    def forward(self, clips: list[np.ndarray]):
+        import torch
+
+        batch = np.stack([clip[:, uniform_subsample(clip.shape[1], 8)] for clip in clips])
+        return self.model(torch.as_tensor(batch).to(self.device))
+
+
+@register
+class I3D(_I3D):
+    name = "i3d"
+    summary = "I3D R50 8x8 (pytorchvideo, Kinetics-400): 2048-d per 64-frame window, or per shot"
+
+
+@register
+class I3DLogits(_I3D):
+    name = "i3d_logits"
+    summary = "I3D R50: the 400 Kinetics class probabilities per window or per shot"
+    logits = True
