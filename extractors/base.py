@@ -61,6 +61,7 @@ class Extractor(ABC):
     nan_allowed: ClassVar[bool] = False
     libraries: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into provenance
     weight_names: ClassVar[tuple[str, ...]] = ()  # entries of extractors.weights.REGISTRY it loads
+    storage_dtype: ClassVar[str | None] = None  # e.g. "uint8" for image crops; None: the run's --dtype
     random_weights: bool = False  # set by the runner for --random-weights
 
     def __init__(self, **overrides: Any) -> None:

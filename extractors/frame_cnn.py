@@ -32,8 +32,8 @@ def centre_crop_normalise(frames: np.ndarray, crop: int, mean: np.ndarray, std: 
 
 
 def unwrap_state_dict(checkpoint) -> dict:
-    """The tensors of a checkpoint saved as a bare state dict or under 'state_dict' / 'model_state'."""
-    for key in ("state_dict", "model_state", "model"):
+    """The tensors of a checkpoint saved as a bare state dict or under 'state_dict', 'model_state', 'model' or 'net'."""
+    for key in ("state_dict", "model_state", "model", "net"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             return checkpoint[key]
     return checkpoint

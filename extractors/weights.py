@@ -37,6 +37,7 @@ class WeightFile:
     licence: str
     approx_mb: float
     source: str  # who published it, and how it was converted if it was
+    convert: str | None = None  # "ultralytics": a pickled model, turned into a plain state dict on import/fetch
 
 
 REGISTRY: dict[str, WeightFile] = {}
@@ -127,6 +128,33 @@ register_weights(WeightFile(
 ))
 
 
+register_weights(WeightFile(
+    name="vgg19_fer2013",
+    extractors=("face_expression",),
+    filename="PrivateTest_model.t7",
+    url="https://github.com/WuJie1010/Facial-Expression-Recognition.Pytorch",
+    sha256=None,
+    licence="MIT (WuJie1010/Facial-Expression-Recognition.Pytorch)",
+    approx_mb=80,
+    source="VGG19 with batch norm trained on FER2013 (private test accuracy 73.1%), the checkpoint the common "
+    "FER2013 PyTorch models publish; {'net': state_dict, 'acc', 'epoch'}; keys features.*, classifier.*",
+))
+for _size, _mb in (("n", 5.3), ("s", 18), ("m", 50)):
+    register_weights(WeightFile(
+        name=f"yolov5{_size}u",
+        extractors=("yolov5",),
+        filename=f"yolov5{_size}u.pt",
+        url=f"https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov5{_size}u.pt",
+        sha256=None,
+        licence="AGPL-3.0 (Ultralytics)",
+        approx_mb=_mb,
+        source=f"Ultralytics YOLOv5{_size}u (COCO, 80 classes; anchor-free head). The release file is a pickled "
+        "model: `mvfx weights import/fetch` unpickles it once, on your command, and keeps a plain state dict "
+        "that extraction loads with weights_only=True",
+        convert="ultralytics",
+    ))
+
+
 def mvfx_home() -> Path:
     return Path(os.environ.get("MVFX_HOME", Path.home() / ".cache" / "mvfx"))
 
@@ -184,6 +212,25 @@ def require(name: str) -> tuple[Path, str]:
     )
 
 
+def converted_path(name: str) -> Path:
+    """Where the plain state dict of a converted file (``convert`` set) is kept."""
+    return cached_path(name).with_name(entry(name).filename + ".state_dict.pth")
+
+
+def _convert(name: str) -> None:
+    """Turn a pickled Ultralytics model into a plain state dict, once, at the user's import or fetch."""
+    if entry(name).convert != "ultralytics":
+        return
+    import torch
+
+    from extractors.torchvision_compat import import_torchvision
+
+    import_torchvision()
+    checkpoint = torch.load(cached_path(name), map_location="cpu", weights_only=False)  # the user chose this file
+    model = checkpoint.get("ema") or checkpoint["model"]
+    torch.save({k: v.float() for k, v in model.float().state_dict().items()}, converted_path(name))
+
+
 def import_file(name: str, source: Path, force: bool = False) -> str:
     """Copy a user's file into the cache after checking its hash; returns the sha256."""
     e = entry(name)
@@ -202,6 +249,7 @@ def import_file(name: str, source: Path, force: bool = False) -> str:
     os.replace(tmp, cached_path(name))
     if e.sha256 is None or force:
         _recorded_hash(name).write_text(digest + "\n")
+    _convert(name)
     return digest
 
 
@@ -237,6 +285,7 @@ def fetch(name: str, on_progress: Callable[[int, int | None], None] | None = Non
     os.replace(part, cached_path(name))
     if e.sha256 is None:
         _recorded_hash(name).write_text(digest + "\n")
+    _convert(name)
     return digest
 
 

@@ -90,8 +90,9 @@ def run_extract(
     }
     summary = RunSummary(clips=len(clips))
     with open_writer(store, break_lock=break_lock) as writer:
+        dtypes = {e.name: e.storage_dtype or dtype for e in extractors}
         for description in described:
-            writer.register_extractor(description, dtype=dtype)
+            writer.register_extractor(description, dtype=dtypes[description["extractor"]])
         done = {e.name: writer.done(e.name) for e in extractors}
         todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []
         for clip in clips:
@@ -102,7 +103,8 @@ def run_extract(
         gpu = device != "cpu" and any(e.weight_names for e in extractors)
         executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None)
         threads = 1 if executor.description != "in-process" else local_cores()
-        tasks = [ClipTask(clip, missing, str(writer.path), dtype, device, threads) for clip, missing in todo]
+        task_dtypes = tuple(sorted(dtypes.items()))
+        tasks = [ClipTask(clip, missing, str(writer.path), task_dtypes, device, threads) for clip, missing in todo]
         summary.executor = executor.description
         if on_start:
             on_start(len(tasks), executor.description)

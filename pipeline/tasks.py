@@ -37,7 +37,7 @@ class ClipTask:
     clip: ClipSource
     extractors: tuple[ExtractorSpec, ...]
     store: str
-    dtype: str = "float32"
+    dtypes: tuple[tuple[str, str], ...] = ()  # (extractor, storage dtype); float32 when absent
     device: str = "cpu"
     threads: int = 1
 
@@ -197,7 +197,8 @@ def _extract_one(
         return None
     try:
         result.staged.append(stage_part(
-            task.store, extractor.name, result.clip_id, block.values, block.times, task.dtype, result.record
+            task.store, extractor.name, result.clip_id, block.values, block.times,
+            dict(task.dtypes).get(extractor.name, "float32"), result.record
         ))
     except OSError as exc:
         result.failures.append(Failure(extractor.name, "store", type(exc).__name__, f"{task.store}: {one_line(exc)}"))
