@@ -21,6 +21,7 @@ from stores.base import FeatureStore, Location
 from stores.hdf5_store import Hdf5FeatureStore, encode_attrs, write_h5_table
 from stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS, chunk_rows
 from stores.tables import write_zarr_table
+from stores.zarr_store import FEATURE_COMPRESSORS
 
 SLAB_ROWS = 1 << 16
 
@@ -109,7 +110,7 @@ def import_hdf5(h5_path: str | Path, zarr_path: str | Path) -> None:
             group.require_group("parts")
 
             def create(key, shape, dtype, chunks, group=group):
-                return group.create_array(key, shape=shape, dtype=dtype, chunks=chunks)
+                return group.create_array(key, shape=shape, dtype=dtype, chunks=chunks, compressors=FEATURE_COMPRESSORS)
 
             group.attrs.update(_copy_features(src, name, create))
     finally:

@@ -1,0 +1,1 @@
+"""Throughput and scaling measurements (`make bench`); not part of `make test`."""

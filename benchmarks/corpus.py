@@ -1,0 +1,61 @@
+"""A benchmark corpus: 30-second H.264 + AAC clips at 640x360 and 1280x720, made fast and cached.
+
+Frames pan across a large noisy texture (so the encoder sees motion and
+detail, like real footage) with a slowly changing brightness and a hard
+cut every few seconds; x264 "veryfast", yuv420p, 24 fps; AAC stereo
+44.1 kHz music-like audio (chords, beat, noise). Made once under
+benchmarks/work/ and reused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.demo_corpus import write_mp4
+
+FPS = 24
+SAMPLE_RATE = 44100
+
+
+def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    small = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8)
+    big = cv2.resize(small, (width * 2, height * 2), interpolation=cv2.INTER_CUBIC)
+    return np.clip(big.astype(np.int16) + rng.integers(-12, 12, big.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+
+
+def _frames(width: int, height: int, seconds: float, rng: np.random.Generator):
+    textures = [_texture(width, height, rng) for _ in range(3)]
+    n = int(seconds * FPS)
+    cut_every = int(rng.uniform(2, 5) * FPS)
+    for i in range(n):
+        texture = textures[(i // cut_every) % len(textures)]
+        x = int((i * 3) % width)
+        y = int(height / 2 + height / 2 * np.sin(i / 40))
+        gain = 0.8 + 0.2 * np.sin(i / 30)
+        yield (texture[y : y + height, x : x + width] * gain).astype(np.uint8)
+
+
+def _audio(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    root = rng.uniform(110, 220)
+    chord = sum(np.sin(2 * np.pi * root * r * t) for r in (1, 1.26, 1.5)) / 3
+    beat = np.sin(2 * np.pi * 60 * t) * np.exp(-20 * (t % (60 / rng.uniform(70, 150))))
+    mono = 0.3 * chord * (0.6 + 0.4 * np.sin(t / 3)) + 0.3 * beat + 0.02 * rng.standard_normal(len(t))
+    return np.stack([mono, 0.9 * mono]).astype(np.float32)
+
+
+def make_corpus(root: Path, n_clips: int, size: tuple[int, int], seconds: float = 30.0, seed: int = 0) -> Path:
+    """``root`` holding ``n_clips`` clips of ``size``; existing complete clips are kept."""
+    root.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    for k in range(n_clips):
+        path = root / f"bench_{width}x{height}_{k:03d}.mp4"
+        if path.exists():
+            continue
+        rng = np.random.default_rng([seed, width, k])
+        tmp = path.with_suffix(".partial.mp4")
+        write_mp4(tmp, _frames(width, height, seconds, rng), FPS, _audio(seconds, rng), SAMPLE_RATE)
+        tmp.rename(path)
+    return root

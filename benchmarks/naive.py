@@ -1,0 +1,60 @@
+"""The naive way a researcher writes extraction: for each extractor, for each clip, decode it whole, extract, save .npy.
+
+Video is decoded with OpenCV (every frame, then subsampled), audio with PyAV
+(OpenCV has no audio); each extractor decodes the clip again. The
+extractors themselves are mvfx's, so the comparison measures the plumbing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+import extractors
+from pipeline.decode import Frames, target_times
+from pipeline.probe import probe
+
+
+def _video(path: str, spec, duration: float) -> Frames:
+    """Read every frame with OpenCV, keep the ones on the extractor's grid."""
+    capture = cv2.VideoCapture(path)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    spans = target_times(spec, duration)
+    wanted = {min(int(start * fps), int(duration * fps) - 1): k for k, (start, _) in enumerate(spans)}
+    picked, index = {}, 0
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        if index in wanted:
+            h, w = bgr.shape[:2]
+            scale = spec.short_side / min(h, w)
+            small = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            picked[wanted[index]] = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        index += 1
+    capture.release()
+    order = sorted(picked)
+    return Frames(np.stack([picked[k] for k in order]), spans[order])
+
+
+def _audio(path: str, rate: int) -> np.ndarray:
+    with av.open(path) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks = [f.to_ndarray()[0] for frame in container.decode(audio=0) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray()[0] for f in resampler.resample(None)]
+    return np.concatenate(chunks)
+
+
+def run_naive(clips: list[str], names: list[str], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        extractor = extractors.create(name)
+        extractor.random_weights = True
+        extractor.setup("cpu")
+        for path in clips:
+            info = probe(path)
+            data = _video(path, extractor.input, info.duration_s) if extractor.modality == "video" else _audio(path, extractor.input.sample_rate)
+            block = extractor.extract(data, info)
+            np.save(out / f"{Path(path).stem}.{name}.npy", block.values)

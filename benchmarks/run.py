@@ -1,0 +1,250 @@
+"""`make bench`: decode limit, mvfx end to end, the naive way, per-extractor speed, scaling, store I/O.
+
+Every figure is the median of 3 runs (min and max kept). Results go to
+benchmarks/results/<machine>-<date>.json and .md (the table the README shows).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.corpus import make_corpus
+from benchmarks.naive import run_naive
+from pipeline.decode import AudioSpec, VideoSpec, decode
+from pipeline.executor import local_cores
+from pipeline.probe import probe
+from pipeline.run import run_extract
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+RUNS = 3
+CHEAP = ["colour", "emobase", "logmel_phase"]
+NAIVE_SET = CHEAP + ["vggish"]
+SIZES = {"640x360": (24, (640, 360)), "1280x720": (16, (1280, 720))}
+NAIVE_CLIPS = 4
+SCALING_CLIPS = 12
+PER_EXTRACTOR = ["colour", "emobase", "emobase_lld", "logmel_phase", "vggish", "resnet50", "places365", "slowfast_r50",
+                 "i3d", "shots", "flownets", "yolov5", "faces", "face_expression"]
+
+
+def timed(fn, runs: int = RUNS) -> dict:
+    """Median, min and max wall seconds of ``fn()`` over ``runs`` runs."""
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "runs": seconds}
+
+
+def _decode_needed(path: str) -> int:
+    info = probe(path)
+    d = decode(info, {AudioSpec(16000), AudioSpec(22050)}, {VideoSpec(fps=2.0, short_side=144)})
+    return sum(len(f.images) for f in d.video.values())
+
+
+def decode_limit(clips: list[str]) -> None:
+    with ProcessPoolExecutor(local_cores()) as pool:
+        list(pool.map(_decode_needed, clips))
+
+
+def mvfx_run(corpus: Path, names: list[str], store: Path, **kwargs) -> None:
+    shutil.rmtree(store, ignore_errors=True)
+    summary = run_extract(str(corpus), str(store), names, random_weights=True, **kwargs)
+    assert summary.ok, summary.failures
+
+
+def media_seconds(clips: list[str]) -> float:
+    return sum(probe(c).duration_s for c in clips)
+
+
+def bench_pipeline(results: dict) -> None:
+    for label, (n, size) in SIZES.items():
+        corpus = make_corpus(WORK / label, n, size)
+        clips = sorted(str(p) for p in corpus.glob("*.mp4"))
+        seconds = media_seconds(clips)
+        frames_total = sum(probe(c).fps * probe(c).duration_s for c in clips)
+        limit = timed(lambda: decode_limit(clips))
+        e2e = timed(lambda: mvfx_run(corpus, CHEAP, WORK / "store.zarr"))
+        subset = _subset(label, clips[:NAIVE_CLIPS], "naive")
+        naive = timed(lambda: run_naive(clips[:NAIVE_CLIPS], NAIVE_SET, WORK / "naive-out"))
+        e2e4 = timed(lambda: mvfx_run(subset, NAIVE_SET, WORK / "store4.zarr", workers=1))
+        results["pipeline"][label] = {
+            "clips": len(clips), "media_seconds": seconds, "video_frames": frames_total,
+            "decode_limit": {**limit, "clips_per_s": len(clips) / limit["median"], "frames_per_s": frames_total / limit["median"]},
+            "mvfx_cheap": {**e2e, "clips_per_s": len(clips) / e2e["median"], "x_realtime": seconds / e2e["median"],
+                           "overhead_vs_limit": e2e["median"] / limit["median"] - 1},
+            "naive_4_extractors": {**naive, "clips": NAIVE_CLIPS, "s_per_clip": naive["median"] / NAIVE_CLIPS},
+            "mvfx_4_extractors_in_process": {**e2e4, "clips": NAIVE_CLIPS, "s_per_clip": e2e4["median"] / NAIVE_CLIPS},
+            "speedup_over_naive": naive["median"] / e2e4["median"],
+        }
+        print(json.dumps({label: results["pipeline"][label]["speedup_over_naive"]}), flush=True)
+
+
+def bench_extractors(results: dict) -> None:
+    corpus = make_corpus(WORK / "short", 1, (640, 360), seconds=10.0, seed=5)
+    seconds = media_seconds(sorted(str(p) for p in corpus.glob("*.mp4")))
+    options = {"flownets": {"width": "256", "height": "192"}}
+    for name in PER_EXTRACTOR:
+        mvfx_run(corpus, [name], WORK / "one.zarr", workers=1, options=options)  # warm-up: model set-up excluded
+        t = timed(lambda: mvfx_run(corpus, [name], WORK / "one.zarr", workers=1, options=options))
+        results["extractors"][name] = {**t, "clips_per_s": 1 / t["median"], "x_realtime": seconds / t["median"],
+                                       "device": "cpu", "options": options.get(name, {})}
+        print(name, f"{seconds / t['median']:.1f}x real time", flush=True)
+
+
+def _cli_cluster(workers: int):
+    from dask.distributed import Client
+
+    dask = str(Path(sys.executable).parent / "dask")
+    port = 8786 + os.getpid() % 1000
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet)]
+    procs += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard"], **quiet) for _ in range(workers)]
+    with Client(address, timeout="30s") as client:
+        client.wait_for_workers(workers, timeout=60)
+    return address, procs
+
+
+def _subset(label: str, clips: list[str], name: str) -> Path:
+    """A folder of symlinks to some clips of a corpus."""
+    folder = WORK / f"{label}-{name}"
+    folder.mkdir(exist_ok=True)
+    for c in clips:
+        if not (folder / Path(c).name).exists():
+            os.symlink(c, folder / Path(c).name)
+    return folder
+
+
+def bench_scaling(results: dict) -> None:
+    from dask.distributed import LocalCluster
+
+    corpus = _subset("640x360", sorted(str(p) for p in (WORK / "640x360").glob("*.mp4"))[:SCALING_CLIPS], "scaling")
+    runs = {}
+    runs["in-process (pipelined)"] = timed(lambda: mvfx_run(corpus, CHEAP, WORK / "s.zarr", workers=1))
+    for n in (1, 2):
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            runs[f"local dask, {n} worker(s)"] = timed(lambda: mvfx_run(corpus, CHEAP, WORK / "s.zarr", scheduler=cluster.scheduler_address))
+    address, procs = _cli_cluster(2)
+    try:
+        runs["dask cluster, 2 x 1 worker"] = timed(lambda: mvfx_run(corpus, CHEAP, WORK / "s.zarr", scheduler=address))
+    finally:
+        for p in procs:
+            p.terminate()
+    base = runs["local dask, 1 worker(s)"]["median"]
+    results["scaling"] = {k: {**v, "speedup_vs_1_worker": base / v["median"]} for k, v in runs.items()}
+
+
+def bench_store(results: dict) -> None:
+    from stores import open_store
+    from stores.exchange import export_hdf5
+
+    store = WORK / "store.zarr"
+    mvfx_run(WORK / "640x360", CHEAP, store)
+    zarr_store = open_store(store)
+    raw = sum(zarr_store.read(e, c)[0].nbytes for e in CHEAP for c in zarr_store.clip_ids(e))
+    h5 = WORK / "store.h5"
+
+    def read_all(s):
+        for e in CHEAP:
+            for c in s.clip_ids(e):
+                s.read(e, c)
+
+    blocks = {e: {c: zarr_store.read(e, c) for c in zarr_store.clip_ids(e)} for e in CHEAP}
+
+    def write_zarr_store():
+        from stores import open_writer
+        from stores.zarr_store import stage_part
+
+        target = WORK / "w.zarr"
+        shutil.rmtree(target, ignore_errors=True)
+        with open_writer(target) as writer:
+            for e in CHEAP:
+                writer.register_extractor(zarr_store.attrs(e))
+                for c, (values, times) in blocks[e].items():
+                    writer.commit(stage_part(target, e, c, values, times, "float32"))
+            writer.compact()
+
+    write_zarr = timed(write_zarr_store)
+    write_h5 = timed(lambda: export_hdf5(open_store(store), h5))
+    read_zarr = timed(lambda: read_all(open_store(store)))
+    read_h5 = timed(lambda: read_all(open_store(h5)))
+    first = zarr_store.clip_ids("emobase")[0]
+    one_clip = timed(lambda: open_store(store).read("emobase", first), runs=5)
+    one_extractor = timed(lambda: [open_store(store).read("emobase", c) for c in zarr_store.clip_ids("emobase")])
+    disk = lambda p: sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file()) if Path(p).is_dir() else Path(p).stat().st_size  # noqa: E731
+    mb = raw / 2**20
+    results["store"] = {
+        "raw_float32_mb": mb,
+        "zarr_mb": disk(store) / 2**20, "hdf5_mb": disk(h5) / 2**20,
+        "zarr_compression": raw / disk(store), "hdf5_compression": raw / disk(h5),
+        "zarr_write_mb_s": mb / write_zarr["median"], "hdf5_export_mb_s": mb / write_h5["median"],
+        "zarr_read_mb_s": mb / read_zarr["median"], "hdf5_read_mb_s": mb / read_h5["median"],
+        "one_clip_read_ms": 1000 * one_clip["median"], "one_extractor_whole_store_read_s": one_extractor["median"],
+        "timings": {"write_zarr": write_zarr, "export_hdf5": write_h5, "read_zarr": read_zarr, "read_hdf5": read_h5},
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']} ({results['cores']} cores, {results['python']}, torch {results['torch']}), "
+             f"{results['date']}; medians of {RUNS} runs (min-max).", "",
+             "| corpus | decode limit | mvfx colour+emobase+logmel_phase | overhead vs limit | naive, 4 extractors | mvfx, same 4 | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for label, p in results["pipeline"].items():
+        lim, e2e = p["decode_limit"], p["mvfx_cheap"]
+        lines.append(
+            f"| {p['clips']} x 30 s {label} | {lim['clips_per_s']:.2f} clips/s, {lim['frames_per_s']:.0f} frames/s "
+            f"({lim['min']:.1f}-{lim['max']:.1f} s) | {e2e['clips_per_s']:.2f} clips/s, {e2e['x_realtime']:.0f}x real time "
+            f"({e2e['min']:.1f}-{e2e['max']:.1f} s) | {100 * e2e['overhead_vs_limit']:+.0f}% | "
+            f"{p['naive_4_extractors']['s_per_clip']:.2f} s/clip | {p['mvfx_4_extractors_in_process']['s_per_clip']:.2f} s/clip | "
+            f"{p['speedup_over_naive']:.1f}x |")
+    lines += ["", "| extractor (CPU, random weights, one 10 s 640x360 clip, decode included) | x real time | clips/s | min-max s |", "|---|---|---|---|"]
+    for name, e in results["extractors"].items():
+        lines.append(f"| {name} | {e['x_realtime']:.1f} | {e['clips_per_s']:.2f} | {e['min']:.1f}-{e['max']:.1f} |")
+    lines += ["", f"| workers ({SCALING_CLIPS} x 30 s 640x360, cheap extractors) | seconds | speed-up vs 1 Dask worker |", "|---|---|---|"]
+    for name, s in results["scaling"].items():
+        lines.append(f"| {name} | {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) | {s['speedup_vs_1_worker']:.2f}x |")
+    st = results["store"]
+    lines += ["", "| store | Zarr | HDF5 |", "|---|---|---|",
+              f"| size (raw float32 {st['raw_float32_mb']:.1f} MB) | {st['zarr_mb']:.1f} MB ({st['zarr_compression']:.2f}x) | {st['hdf5_mb']:.1f} MB ({st['hdf5_compression']:.2f}x) |",
+              f"| write | {st['zarr_write_mb_s']:.1f} MB/s (stage, commit, compact) | {st['hdf5_export_mb_s']:.1f} MB/s (export from Zarr) |",
+              f"| read all clips | {st['zarr_read_mb_s']:.1f} MB/s | {st['hdf5_read_mb_s']:.1f} MB/s |",
+              f"| one clip (emobase) | {st['one_clip_read_ms']:.1f} ms | |",
+              f"| one extractor, whole store (emobase) | {st['one_extractor_whole_store_read_s']:.2f} s | |"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import torch
+
+    WORK.mkdir(exist_ok=True)
+    os.environ.setdefault("MVFX_HOME", str(WORK / "home"))
+    results = {"machine": f"{platform.machine()}-{local_cores()}c", "cores": local_cores(), "python": platform.python_version(),
+               "torch": torch.__version__, "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d"),
+               "pipeline": {}, "extractors": {}}
+    started = time.perf_counter()
+    for step in (bench_pipeline, bench_scaling, bench_store, bench_extractors):
+        print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)
+        step(results)
+    results["total_seconds"] = time.perf_counter() - started
+    out = HERE / "results" / f"{results['machine']}-{results['date']}"
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
+    table = markdown(results)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"wrote {out}.json and .md in {results['total_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
