@@ -31,15 +31,24 @@ from pipeline.probe import ClipInfo
 
 
 def offline_ultralytics():
-    """Import ultralytics with every online feature off and its settings in a writable folder."""
+    """Import ultralytics with every online feature off and its settings in a writable folder.
+
+    Importing ultralytics also rewrites process-wide display settings (NumPy's
+    float format, pandas' column limit); they are put back as they were.
+    """
+    import pandas as pd
+
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(mvfx_home() / "ultralytics"))
     os.environ.setdefault("YOLO_VERBOSE", "False")
     from extractors.torchvision_compat import import_torchvision
 
     import_torchvision()
+    numpy_options, pandas_columns = np.get_printoptions(), pd.get_option("display.max_columns")
     import ultralytics
 
+    np.set_printoptions(**numpy_options)
+    pd.set_option("display.max_columns", pandas_columns)
     return ultralytics
 
 

@@ -101,6 +101,14 @@ def test_yolo_post_processing_with_a_head_biased_to_person():
     assert row[1:].sum() == 0
 
 
+def test_importing_ultralytics_leaves_numpy_printing_alone():
+    from extractors.yolo import offline_ultralytics
+
+    before = np.get_printoptions()
+    offline_ultralytics()
+    assert np.get_printoptions() == before and str(np.array([0.0, 0.5])) == "[0.  0.5]"
+
+
 def test_letterbox_keeps_aspect_and_pads_grey():
     out = letterbox(np.zeros((360, 640, 3), np.uint8), 640)
     assert out.shape == (640, 640, 3) and (out[:140] == 114).all() and (out[140:500] == 0).all()
