@@ -23,6 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
+	rm -rf $(DEMO)
 	$(BIN)/mvfx demo-corpus $(DEMO)/corpus --clips 36 --seconds 10 --seed 0
 	$(BIN)/mvfx extract $(DEMO)/corpus --store $(DEMO)/features.zarr --extractors colour,emobase,logmel_phase
 	$(BIN)/mvfx store info $(DEMO)/features.zarr

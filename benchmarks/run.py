@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 
 from benchmarks.corpus import make_corpus
 from benchmarks.naive import run_naive

@@ -133,6 +133,21 @@ class Extractor(ABC):
         }
 
 
+class FrameSampled:
+    """Input and time grid of extractors that take frames at ``config.fps`` scaled to ``config.short_side``.
+
+    Put it before ``Extractor`` in the bases: ``class Colour(FrameSampled, Extractor)``.
+    """
+
+    @property
+    def input(self) -> VideoSpec:
+        return VideoSpec(fps=self.config.fps, short_side=self.config.short_side)
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid("frame", 1.0 / self.config.fps, 1.0 / self.config.fps)
+
+
 def coerce_overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
     """Convert string values (from the CLI) to the config field's type; reject unknown keys."""
     hints = typing.get_type_hints(config_class)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.base import Config, Extractor, FeatureBlock, FrameSampled
 from extractors.registry import register
-from pipeline.decode import Frames, VideoSpec
+from pipeline.decode import Frames
 from pipeline.probe import ClipInfo
 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
@@ -37,7 +37,7 @@ class ColourConfig(Config):
 
 
 @register
-class Colour(Extractor):
+class Colour(FrameSampled, Extractor):
     name = "colour"
     version = "1"
     modality = "video"
@@ -46,13 +46,6 @@ class Colour(Extractor):
     config_class = ColourConfig
     SCALARS = ("value_mean", "value_std", "lighting_key", "luma_mean", "saturation_mean", "chromatic_fraction")
 
-    @property
-    def input(self) -> VideoSpec:
-        return VideoSpec(fps=self.config.fps, short_side=self.config.short_side)
-
-    @property
-    def time_grid(self) -> TimeGrid:
-        return TimeGrid("frame", 1.0 / self.config.fps, 1.0 / self.config.fps)
 
     @property
     def feature_names(self) -> list[str]:

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.base import Config, Extractor, FeatureBlock, FrameSampled
 from extractors.frame_cnn import unwrap_state_dict
 from extractors.registry import register
 from extractors.torch_device import auto_batch_size, batched_forward, resolve_device
 from extractors.weights import load_checkpoint, load_state_dict_strict, require
-from pipeline.decode import Frames, VideoSpec
+from pipeline.decode import Frames
 from pipeline.errors import ClipError
 from pipeline.probe import ClipInfo
 
@@ -108,18 +108,10 @@ class FacesConfig(Config):
     short_side: int = 360
 
 
-class _FaceExtractor(Extractor):
+class _FaceExtractor(FrameSampled, Extractor):
     modality = "video"
     config_class = FacesConfig
     libraries = ("opencv-python",)
-
-    @property
-    def input(self) -> VideoSpec:
-        return VideoSpec(fps=self.config.fps, short_side=self.config.short_side)
-
-    @property
-    def time_grid(self) -> TimeGrid:
-        return TimeGrid("frame", 1.0 / self.config.fps, 1.0 / self.config.fps)
 
 
 @register

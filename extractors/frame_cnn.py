@@ -12,11 +12,11 @@ from importlib.resources import files
 
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.base import Config, Extractor, FeatureBlock, FrameSampled
 from extractors.registry import register
 from extractors.torch_device import auto_batch_size, batched_forward, resolve_device
 from extractors.weights import load_checkpoint, load_state_dict_strict, require
-from pipeline.decode import Frames, VideoSpec
+from pipeline.decode import Frames
 from pipeline.probe import ClipInfo
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -48,7 +48,7 @@ class FrameCnnConfig(Config):
     precision: str = "auto"
 
 
-class _ResNet50(Extractor):
+class _ResNet50(FrameSampled, Extractor):
     """torchvision ResNet-50 over sampled frames; subclasses choose the head and the checkpoint."""
 
     modality = "video"
@@ -56,13 +56,6 @@ class _ResNet50(Extractor):
     libraries = ("torch", "torchvision")
     n_classes = 1000
 
-    @property
-    def input(self) -> VideoSpec:
-        return VideoSpec(fps=self.config.fps, short_side=self.config.short_side)
-
-    @property
-    def time_grid(self) -> TimeGrid:
-        return TimeGrid("frame", 1.0 / self.config.fps, 1.0 / self.config.fps)
 
     def setup(self, device: str = "cpu") -> None:
         import torch

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
+from extractors.base import Config, Extractor, FeatureBlock, FrameSampled
 from extractors.registry import register
 from extractors.torch_device import auto_batch_size, autocast, resolve_device
 from extractors.weights import converted_path, load_checkpoint, load_state_dict_strict, mvfx_home, require
-from pipeline.decode import Frames, VideoSpec
+from pipeline.decode import Frames
 from pipeline.errors import MvfxError
 from pipeline.probe import ClipInfo
 
@@ -84,7 +84,7 @@ class YoloConfig(Config):
 
 
 @register
-class Yolov5(Extractor):
+class Yolov5(FrameSampled, Extractor):
     name = "yolov5"
     version = "1"
     modality = "video"
@@ -98,13 +98,6 @@ class Yolov5(Extractor):
             raise ValueError(f"yolov5 size must be n, s or m, not {self.config.size!r}")
         return (f"yolov5{self.config.size}u",)
 
-    @property
-    def input(self) -> VideoSpec:
-        return VideoSpec(fps=self.config.fps, short_side=self.config.short_side)
-
-    @property
-    def time_grid(self) -> TimeGrid:
-        return TimeGrid("frame", 1.0 / self.config.fps, 1.0 / self.config.fps)
 
     @property
     def feature_names(self) -> list[str]:

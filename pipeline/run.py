@@ -6,6 +6,7 @@ earlier run did not finish (or what failed).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def run_extract(
             writer.register_extractor(description, dtype=dtypes[description["extractor"]])
         done = {e.name: writer.done(e.name) for e in extractors}
         todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []
-        for clip in clips:
+        for clip in _changed_since_extraction(clips, writer, summary):
             missing = tuple(specs[e.name] for e in extractors if clip.clip_id not in done[e.name])
             summary.pairs_skipped += len(extractors) - len(missing)
             if missing:
@@ -123,6 +124,27 @@ def run_extract(
             writer.compact()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _changed_since_extraction(clips: list[ClipSource], writer, summary: RunSummary) -> list[ClipSource]:
+    """Clips safe to plan; a file whose size differs from what the store recorded is reported, not mixed in.
+
+    (A size check costs nothing; hashing a whole corpus on every resume would.)
+    """
+    records = writer.clip_records()
+    keep = []
+    for clip in clips:
+        recorded = records.get(clip.clip_id, {}).get("size_bytes") or 0
+        size = os.path.getsize(clip.path) if os.path.isfile(clip.path) else recorded
+        if recorded and size != recorded:
+            message = (f"{clip.path}: file changed since it was extracted into this store ({recorded} -> {size} bytes); "
+                       "extract into a new store")
+            writer.add_failure(clip.clip_id, "*", "plan", "ClipChanged", message)
+            summary.failures.append((clip.clip_id, Failure("*", "plan", "ClipChanged", message)))
+            summary.clips_failed += 1
+        else:
+            keep.append(clip)
+    return keep
 
 
 def _lost_task(task: ClipTask, exc: BaseException) -> ClipResult:

@@ -197,6 +197,9 @@ class ZarrStoreWriter(ZarrFeatureStore):
     def known_clips(self) -> set[str]:
         return set(self._clips)
 
+    def clip_records(self) -> dict[str, dict]:
+        return dict(self._clips)
+
     def set_clip(self, record: dict) -> None:
         self._clips[record["clip_id"]] = record
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from pipeline.demo_corpus import write_demo_corpus
-from pipeline.run import run_extract
 from stores import open_store
 
 MVFX = [sys.executable, "-m", "cli"]

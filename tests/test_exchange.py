@@ -4,7 +4,6 @@ import sys
 
 import h5py
 import numpy as np
-import pytest
 import zarr
 
 from stores import Hdf5FeatureStore, open_store

@@ -38,6 +38,23 @@ def test_resume_does_no_repeated_work(demo_corpus, demo_store):
     np.testing.assert_array_equal(open_store(demo_store).read("emobase", "clip_003")[0], before)
 
 
+def test_a_clip_file_that_changed_since_extraction_is_reported_not_mixed_in(demo_corpus, tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(demo_corpus, corpus)
+    store = tmp_path / "s.zarr"
+    assert run_extract(str(corpus), str(store), ["colour"], workers=1).ok
+    before = open_store(store).read("colour", "clip_002")[0]
+    shutil.copyfile(demo_corpus / "clip_003.mp4", corpus / "clip_002.mp4")  # same id, other content
+    summary = run_extract(str(corpus), str(store), ["colour", "emobase"], workers=1)
+    assert not summary.ok and summary.clips_failed == 1
+    failure = open_store(store).failures().set_index("clip_id").loc["clip_002"]
+    assert failure["stage"] == "plan" and "file changed since it was extracted" in failure["message"]
+    np.testing.assert_array_equal(open_store(store).read("colour", "clip_002")[0], before)
+    assert "clip_002" not in open_store(store).clip_ids("emobase") and len(open_store(store).clip_ids("emobase")) == 5
+
+
 def test_a_new_extractor_is_added_to_an_existing_store(demo_corpus, demo_store):
     summary = run_extract(str(demo_corpus), str(demo_store), ["colour", "emobase_lld"], workers=1)
     assert summary.pairs_done == 6 and summary.pairs_skipped == 6

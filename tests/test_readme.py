@@ -1,7 +1,6 @@
 """The README's reading example must work exactly as written."""
 import re
 
-import pytest
 
 from tests.conftest import REPO
 
