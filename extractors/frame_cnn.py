@@ -7,6 +7,7 @@ standard evaluation transform (Resize(256), CenterCrop(224), Normalize).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -104,6 +105,7 @@ class ResNet50(_ResNet50):
         self.model.fc = torch.nn.Identity()  # the global-average-pooled 2048-d features
 
 
+@functools.lru_cache(maxsize=1)
 def places365_categories() -> tuple[list[str], np.ndarray]:
     """The 365 category names (without the '/a/' prefix) and an indoor mask, in model output order."""
     lines = [line.split() for line in files("extractors").joinpath("data/places365_io.txt").read_text().splitlines()

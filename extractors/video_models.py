@@ -19,6 +19,7 @@ about 1.9 GB); very long videos are better cut first.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -48,6 +49,7 @@ def slowfast_indices(window: int = 64, fast: int = 32, alpha: int = 4) -> tuple[
     return fast_idx, fast_idx[uniform_subsample(fast, fast // alpha)]
 
 
+@functools.lru_cache(maxsize=1)
 def kinetics_classes() -> list[str]:
     text = files("extractors").joinpath("data/kinetics400_classes.txt").read_text()
     return [line for line in text.splitlines() if line and not line.startswith("#")]
@@ -91,7 +93,7 @@ class _KineticsVideoModel(Extractor):
     @property
     def feature_names(self) -> list[str]:
         if self.logits:
-            return kinetics_classes()
+            return list(kinetics_classes())  # a copy: the cached list must not be edited
         return [f"{self.name}_{i:04d}" for i in range(self.feature_dim)]
 
     def build(self):

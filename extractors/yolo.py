@@ -15,6 +15,7 @@ plotting (the only code that fetches fonts).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -24,7 +25,13 @@ import numpy as np
 from extractors.base import Config, Extractor, FeatureBlock, FrameSampled
 from extractors.registry import register
 from extractors.torch_device import auto_batch_size, autocast, resolve_device
-from extractors.weights import converted_path, load_checkpoint, load_state_dict_strict, mvfx_home, require
+from extractors.weights import (
+    converted_path,
+    load_checkpoint,
+    load_state_dict_strict,
+    mvfx_home,
+    require,
+)
 from pipeline.decode import Frames
 from pipeline.errors import MvfxError
 from pipeline.probe import ClipInfo
@@ -52,6 +59,7 @@ def offline_ultralytics():
     return ultralytics
 
 
+@functools.lru_cache(maxsize=1)
 def coco_names() -> list[str]:
     offline_ultralytics()
     from ultralytics.utils import ROOT, YAML
