@@ -48,6 +48,8 @@ def main() -> None:
       mvfx demo-corpus demo/corpus            # small labelled synthetic corpus
       mvfx extract demo/corpus --store demo/features.zarr --extractors colour,emobase
       mvfx store info demo/features.zarr
+      mvfx train lasso demo/features.zarr --labels demo/corpus/annotations.csv -f emobase --out demo/runs/lasso
+      mvfx weights list                       # pretrained files: what is there, how to get the rest
     """
 
 
