@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.dataset import standardise
+from heads.dataset import scale, scaling
 from heads.torch_fit import FitConfig, fit
 
 
@@ -41,25 +41,28 @@ class LateFusionClassifier(nn.Module):
         return self.classifier(torch.cat([p(x) for p, x in zip(self.projections, xs)], dim=1))
 
 
-def _tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
-    return [torch.as_tensor(a, dtype=torch.float32) for a in arrays]
+def _inputs(features: list[np.ndarray], rows: np.ndarray, stats: list) -> list[torch.Tensor]:
+    return [torch.as_tensor(scale(f[rows], st)) for f, st in zip(features, stats)]
 
 
-def fit_predict_proba(
-    features: list[np.ndarray], y: np.ndarray, train: np.ndarray, val: np.ndarray, test: np.ndarray,
-    n_classes: int, cfg: FusionConfig,
-) -> tuple[np.ndarray, LateFusionClassifier]:
-    """Train on ``train`` rows (early stopping on ``val``), return class probabilities of ``test`` rows."""
-    scaled = [standardise(f[train], f[val], f[test]) for f in features]
-    x_train, x_val, x_test = (_tensors([s[i] for s in scaled]) for i in range(3))
+def fit_fusion(
+    features: list[np.ndarray], y: np.ndarray, train: np.ndarray, val: np.ndarray, n_classes: int, cfg: FusionConfig,
+) -> tuple[LateFusionClassifier, list]:
+    """A classifier trained on ``train`` rows (early stopping on ``val``) and its per-modality scaling."""
+    stats = [scaling(f[train]) for f in features]
+    x_train, x_val = _inputs(features, train, stats), _inputs(features, val, stats)
     y_train, y_val = torch.as_tensor(y[train]), torch.as_tensor(y[val])
     torch.manual_seed(cfg.seed)
     model = LateFusionClassifier([f.shape[1] for f in features], n_classes, cfg)
     loss = nn.functional.cross_entropy
     fit(model, len(train), lambda b: loss(model([x[b] for x in x_train]), y_train[b]),
         lambda: float(loss(model(x_val), y_val)), FitConfig(cfg.lr, cfg.batch_size, cfg.max_epochs, cfg.patience, cfg.seed))
+    return model, stats
+
+
+def predict_proba(model: LateFusionClassifier, features: list[np.ndarray], rows: np.ndarray, stats: list) -> np.ndarray:
     with torch.no_grad():
-        return torch.softmax(model(x_test), dim=1).numpy(), model
+        return torch.softmax(model(_inputs(features, rows, stats)), dim=1).numpy()
 
 
 def inner_validation(train: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

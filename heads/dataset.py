@@ -38,7 +38,8 @@ def check_weights(store: FeatureStore, extractors: list[str]) -> list[str]:
 
 def build(store: FeatureStore, extractors: list[str], golds: dict[str, Gold]) -> list[ClipData]:
     """One ClipData per clip that has labels and every extractor; steps with missing features dropped."""
-    durations = dict(zip(store.clips()["clip_id"], store.clips()["duration_s"]))
+    table = store.clips()
+    durations = dict(zip(table["clip_id"], table["duration_s"]))
     available = set.intersection(*(set(store.clip_ids(e)) for e in extractors))
     clips = []
     for clip_id in sorted(set(golds) & available):
@@ -78,7 +79,12 @@ def pooled(store: FeatureStore, extractor: str, clip_ids: list[str]) -> np.ndarr
     return np.stack([np.nanmean(store.read(extractor, c)[0].astype(np.float64), axis=0) for c in clip_ids]).astype(np.float32)
 
 
-def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Scale by the training rows' mean and std (NaN treated as the mean)."""
-    mean, std = np.nanmean(train, axis=0), np.nanstd(train, axis=0) + 1e-6
-    return [np.nan_to_num((x - mean) / std) for x in (train, *others)]
+def scaling(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of the training rows (NaN ignored): fitted on training data only."""
+    return np.nanmean(train, axis=0), np.nanstd(train, axis=0) + 1e-6
+
+
+def scale(x: np.ndarray, stats) -> np.ndarray:
+    """Standardise with ``scaling``'s statistics; NaN (e.g. no face) becomes the training mean, 0."""
+    mean, std = (np.asarray(a) for a in stats)
+    return np.nan_to_num((x - mean) / std).astype(np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.dataset import ClipData
+from heads.dataset import ClipData, scale, scaling
 from heads.torch_fit import FitConfig, fit
 
 FUSIONS = ("none", "early", "late", "pair")
@@ -75,13 +75,12 @@ class Standardiser:
     def __init__(self, clips: list[ClipData], groups: list[list[str]]) -> None:
         self.stats = []
         for group in groups:
-            x = np.concatenate([np.concatenate([c.features[e] for e in group], axis=1) for c in clips])
-            self.stats.append((x.mean(axis=0), x.std(axis=0) + 1e-6))
+            self.stats.append(scaling(np.concatenate([np.concatenate([c.features[e] for e in group], axis=1) for c in clips])))
 
     def inputs(self, clips: list[ClipData], groups: list[list[str]], seq_len: int) -> list[torch.Tensor]:
         out = []
-        for group, (mean, std) in zip(groups, self.stats):
-            per_clip = [windows((np.concatenate([c.features[e] for e in group], axis=1) - mean) / std, seq_len) for c in clips]
+        for group, stats in zip(groups, self.stats):
+            per_clip = [windows(scale(np.concatenate([c.features[e] for e in group], axis=1), stats), seq_len) for c in clips]
             out.append(torch.as_tensor(np.concatenate(per_clip), dtype=torch.float32))
         return out
 

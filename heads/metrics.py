@@ -51,7 +51,12 @@ def average_precision(relevant: np.ndarray) -> float:
 
 def classification_scores(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, macro F1, one-vs-rest ROC AUC (binary: AUC of the positive class) and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        roc_auc_score,
+    )
 
     pred = proba.argmax(axis=1)
     present = np.unique(y)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from heads.classify import FusionConfig, fit_predict_proba, inner_validation
+from heads.classify import FusionConfig, fit_fusion, inner_validation, predict_proba
 from heads.dataset import check_weights, pooled
 from heads.metrics import classification_scores, mean_std
 from heads.pairs import read_class_labels
@@ -59,7 +59,11 @@ def train_fusion(
     oof = {name: np.zeros((len(y), len(classes))) for name in [*members, "ensemble"]}
     fold_rows, tested = [], np.zeros(len(y), bool)
     for fold, (train, val, test) in enumerate(_folds(y, table["split"] if use_split else None, folds, seed)):
-        probas = [fit_predict_proba([features[e] for e in s], y, train, val, test, len(classes), cfg)[0] for s in feature_sets]
+        probas = []
+        for member in feature_sets:
+            inputs = [features[e] for e in member]
+            model, stats = fit_fusion(inputs, y, train, val, len(classes), cfg)
+            probas.append(predict_proba(model, inputs, test, stats))
         for name, proba in zip(members, probas):
             oof[name][test] = proba
         oof["ensemble"][test] = np.mean(probas, axis=0)
@@ -88,13 +92,11 @@ def train_fusion(
     title = f"{main}: accuracy {metrics['pooled'][main]['accuracy']:.2f}, macro F1 {metrics['pooled'][main]['f1']:.2f}"
     confusion_plot(out_dir / "confusion.png", np.array(metrics["pooled"][main]["confusion"]), classes, title)
     roc_plot(out_dir / "roc.png", y[tested], oof[main][tested], classes, f"{main}: one-vs-rest ROC (out of fold)")
-    everything = np.arange(len(y))
-    fit_rows, val_rows = inner_validation(everything, y, seed)
-    standardiser = {e: (np.nanmean(f[fit_rows], axis=0).tolist(), (np.nanstd(f[fit_rows], axis=0) + 1e-6).tolist())
-                    for e, f in features.items()}
-    torch.save({"members": feature_sets, "classes": classes, "standardiser": standardiser, "state_dicts": [
-        fit_predict_proba([features[e] for e in s], y, fit_rows, val_rows, val_rows, len(classes), cfg)[1].state_dict()
-        for s in feature_sets]}, out_dir / "model.pt")
+    fit_rows, val_rows = inner_validation(np.arange(len(y)), y, seed)
+    finals = [fit_fusion([features[e] for e in member], y, fit_rows, val_rows, len(classes), cfg) for member in feature_sets]
+    torch.save({"members": feature_sets, "classes": classes,
+                "standardiser": [[[a.tolist() for a in st] for st in stats] for _, stats in finals],
+                "state_dicts": [model.state_dict() for model, _ in finals]}, out_dir / "model.pt")
     metrics["seconds"] = time.perf_counter() - started
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

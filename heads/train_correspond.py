@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from heads.correspond import CorrespondConfig, CorrespondenceModel
-from heads.dataset import check_weights, pooled
+from heads.dataset import check_weights, pooled, scale, scaling
 from heads.metrics import average_precision, classification_scores, hit_at_k, mean_std
 from heads.plots import confusion_plot, roc_plot
 from heads.torch_fit import FitConfig, fit
@@ -42,18 +42,10 @@ class PairData:
         p = self.pairs.iloc[rows]
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         return (
-            as_t(_scale(self.video[rows], stats["video"])), as_t(_scale(self.music[rows], stats["music"])),
+            as_t(scale(self.video[rows], stats["video"])), as_t(scale(self.music[rows], stats["music"])),
             torch.as_tensor(p["match"].to_numpy()), torch.as_tensor([self.emotions.index(x) for x in p["video_label"]]),
             torch.as_tensor([self.emotions.index(x) for x in p["music_label"]]),
         )
-
-
-def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.nanmean(x, axis=0), np.nanstd(x, axis=0) + 1e-6
-
-
-def _scale(x: np.ndarray, stats) -> np.ndarray:
-    return np.nan_to_num((x - np.asarray(stats[0])) / np.asarray(stats[1]))
 
 
 def load_pairs(store, pairs_csv: str, video_extractor: str, music_extractor: str) -> PairData:
@@ -68,7 +60,7 @@ def load_pairs(store, pairs_csv: str, video_extractor: str, music_extractor: str
 
 
 def fit_correspond(data: PairData, train: np.ndarray, val: np.ndarray, cfg: CorrespondConfig):
-    stats = {"video": _stats(data.video[train]), "music": _stats(data.music[train])}
+    stats = {"video": scaling(data.video[train]), "music": scaling(data.music[train])}
     torch.manual_seed(cfg.seed)
     model = CorrespondenceModel(data.video.shape[1], data.music.shape[1], len(data.emotions), cfg)
     tr, va = data.tensors(train, stats), data.tensors(val, stats)
@@ -91,8 +83,8 @@ def _embed_test(model, data: PairData, rows: np.ndarray, stats: dict) -> dict:
     videos = p.drop_duplicates("video_clip").index.to_numpy()
     music = p.drop_duplicates("music_clip").index.to_numpy()
     with torch.no_grad():
-        zv = model.video(torch.as_tensor(_scale(data.video[videos], stats["video"]), dtype=torch.float32)).numpy()
-        zm = model.music(torch.as_tensor(_scale(data.music[music], stats["music"]), dtype=torch.float32)).numpy()
+        zv = model.video(torch.as_tensor(scale(data.video[videos], stats["video"]), dtype=torch.float32)).numpy()
+        zm = model.music(torch.as_tensor(scale(data.music[music], stats["music"]), dtype=torch.float32)).numpy()
         scores = model.pair_scores(torch.as_tensor(zv), torch.as_tensor(zm)).numpy()  # [videos, music]
     vl, ml = data.pairs["video_label"][videos].tolist(), data.pairs["music_label"][music].tolist()
     return {"video_to_music": retrieval_scores(scores, vl, ml), "music_to_video": retrieval_scores(scores.T, ml, vl)}
@@ -180,7 +172,7 @@ def embed_store(store, model: CorrespondenceModel, saved: dict) -> dict[str, dic
     out = {}
     for side, tower in (("video", model.video), ("music", model.music)):
         clips = store.clip_ids(saved[f"{side}_features"])
-        x = _scale(pooled(store, saved[f"{side}_features"], clips), saved["standardiser"][side]) if clips else np.zeros((0, 1))
+        x = scale(pooled(store, saved[f"{side}_features"], clips), saved["standardiser"][side]) if clips else np.zeros((0, 1))
         with torch.no_grad():
             z = tower(torch.as_tensor(x, dtype=torch.float32)).numpy() if clips else np.zeros((0, model.cfg.embed))
         out[side] = dict(zip(clips, z))
