@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.demo_corpus import write_mp4
+from mvfx.media.encode import write_mp4
 
 FPS = 24
 SAMPLE_RATE = 44100

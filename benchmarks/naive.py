@@ -14,9 +14,9 @@ import av
 import cv2
 import numpy as np
 
-import extractors
-from pipeline.decode import Frames, VideoSpec, target_times
-from pipeline.probe import probe
+import mvfx.extractors as extractors
+from mvfx.media.decode import Frames, VideoSpec, target_times
+from mvfx.media.probe import probe
 
 
 def _video(path: str, spec, duration: float) -> Frames:
@@ -61,9 +61,8 @@ def run_naive(clips: list[str], names: list[str], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         extractor = extractors.create(name)
-        extractor.random_weights = True
-        extractor.setup("cpu")
+        extractor.setup("cpu", random_weights=True)
         for path in clips:
             info, data = load_clip(path, extractor)
-            block = extractor.extract(data, info)
+            block = extractor.extract(data, info, {})
             np.save(out / f"{Path(path).stem}.{name}.npy", block.values)

@@ -16,13 +16,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-
 from benchmarks.corpus import make_corpus
 from benchmarks.naive import run_naive
-from pipeline.decode import AudioSpec, VideoSpec, decode
-from pipeline.executor import local_cores
-from pipeline.probe import probe
-from pipeline.run import run_extract
+from mvfx.media.decode import AudioSpec, VideoSpec, decode
+from mvfx.media.probe import probe
+from mvfx.pipeline.executor import local_cores
+from mvfx.pipeline.run import run_extract
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -146,8 +145,8 @@ def bench_scaling(results: dict) -> None:
 
 
 def bench_store(results: dict) -> None:
-    from stores import open_store
-    from stores.exchange import export_hdf5
+    from mvfx.stores import open_store
+    from mvfx.stores.exchange import export_hdf5
 
     store = WORK / "store.zarr"
     mvfx_run(WORK / "640x360", CHEAP, store)
@@ -163,8 +162,8 @@ def bench_store(results: dict) -> None:
     blocks = {e: {c: zarr_store.read(e, c) for c in zarr_store.clip_ids(e)} for e in CHEAP}
 
     def write_zarr_store():
-        from stores import open_writer
-        from stores.zarr_store import stage_part
+        from mvfx.stores import open_writer
+        from mvfx.stores.zarr_store import stage_part
 
         target = WORK / "w.zarr"
         shutil.rmtree(target, ignore_errors=True)
@@ -208,7 +207,8 @@ def markdown(results: dict) -> str:
             f"({e2e['min']:.1f}-{e2e['max']:.1f} s) | {100 * e2e['overhead_vs_limit']:+.0f}% | "
             f"{p['naive_4_extractors']['s_per_clip']:.2f} s/clip | {p['mvfx_4_extractors_in_process']['s_per_clip']:.2f} s/clip | "
             f"{p['speedup_over_naive']:.1f}x |")
-    lines += ["", "| extractor (CPU, random weights, one 10 s 640x360 clip, decode included) | x real time | clips/s | min-max s |", "|---|---|---|---|"]
+    lines += ["", "| extractor (CPU, random weights, one 10 s 640x360 clip, decode included) | x real time | clips/s | min-max s |",
+              "|---|---|---|---|"]
     for name, e in results["extractors"].items():
         lines.append(f"| {name} | {e['x_realtime']:.1f} | {e['clips_per_s']:.2f} | {e['min']:.1f}-{e['max']:.1f} |")
     lines += ["", f"| workers ({SCALING_CLIPS} x 30 s 640x360, cheap extractors) | seconds | speed-up vs 1 Dask worker |", "|---|---|---|"]
@@ -216,7 +216,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) | {s['speedup_vs_1_worker']:.2f}x |")
     st = results["store"]
     lines += ["", "| store | Zarr | HDF5 |", "|---|---|---|",
-              f"| size (raw float32 {st['raw_float32_mb']:.1f} MB) | {st['zarr_mb']:.1f} MB ({st['zarr_compression']:.2f}x) | {st['hdf5_mb']:.1f} MB ({st['hdf5_compression']:.2f}x) |",
+              f"| size (raw float32 {st['raw_float32_mb']:.1f} MB) | {st['zarr_mb']:.1f} MB ({st['zarr_compression']:.2f}x) "
+              f"| {st['hdf5_mb']:.1f} MB ({st['hdf5_compression']:.2f}x) |",
               f"| write | {st['zarr_write_mb_s']:.1f} MB/s (stage, commit, compact) | {st['hdf5_export_mb_s']:.1f} MB/s (export from Zarr) |",
               f"| read all clips | {st['zarr_read_mb_s']:.1f} MB/s | {st['hdf5_read_mb_s']:.1f} MB/s |",
               f"| one clip (emobase) | {st['one_clip_read_ms']:.1f} ms | |",

@@ -2,29 +2,43 @@
 
 An extractor declares its name, version, output dimension and feature
 names, the single input it consumes (an ``AudioSpec`` or ``VideoSpec``), its
-time grid, and its configuration as a dataclass. ``setup(device)`` runs once
-per worker; ``extract`` turns one clip's decoded input into a FeatureBlock.
+time grid, and its configuration as a frozen dataclass that validates itself
+when it is built (so a bad ``-o`` value fails before any work). ``setup``
+runs once per worker; ``extract(data, info, context)`` turns one clip's
+decoded input into a FeatureBlock, ``context`` holding the blocks of the
+extractors it ``depends_on`` (e.g. ``shots`` for per-shot I3D).
+
+An extractor is rebuilt from what a store recorded with
+``registry.from_description(store.attrs(name))``: its ``config`` round-trips
+through ``Config.as_dict`` / ``Config.from_dict``, as lhotse's feature
+extractors do.
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.decode import AudioSpec, Frames, VideoSpec
-from pipeline.probe import ClipInfo
+from mvfx.media.decode import AudioSpec, Frames, VideoSpec
+from mvfx.media.probe import ClipInfo
 
 
 @dataclass
 class FeatureBlock:
-    """One clip's features: ``values`` [T, D] float32, ``times`` [T, 2] start/end seconds."""
+    """One clip's features: ``values`` [T, D] float32, ``times`` [T, 2] start/end seconds.
+
+    ``detail`` is side data for dependent extractors of the same clip (e.g. every
+    face box per frame); it is never stored.
+    """
 
     values: np.ndarray
     times: np.ndarray
+    detail: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.values = np.ascontiguousarray(self.values, dtype=np.float32)
@@ -45,9 +59,127 @@ class TimeGrid:
         return dataclasses.asdict(self)
 
 
+class OptionError(ValueError):
+    """An extractor option with a value it cannot take: ``field``, ``value`` and what is allowed."""
+
+    def __init__(self, field_name: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{field_name}={value!r}: {allowed}")
+        self.field_name, self.value, self.allowed = field_name, value, allowed
+
+
+def option(default: Any, *, minimum: float | None = None, above: float | None = None,
+           choices: Sequence[Any] | None = None, multiple_of: int | None = None) -> Any:
+    """A config field with its allowed values declared as data (checked by ``Config.__post_init__``).
+
+    ``minimum``: value >= minimum; ``above``: value > above; ``choices``: one of them;
+    ``multiple_of``: an integer multiple. ``None`` is allowed where the type allows it.
+    """
+    rules = {"minimum": minimum, "above": above, "choices": tuple(choices) if choices else None, "multiple_of": multiple_of}
+    return field(default=default, metadata={"rules": {k: v for k, v in rules.items() if v is not None}})
+
+
 @dataclass(frozen=True)
 class Config:
-    """Base of every extractor's configuration dataclass."""
+    """Base of every extractor's configuration: typed fields whose values are checked when built."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.name, value, hints[f.name])
+            if value is not None:
+                _check_rules(f.name, value, f.metadata.get("rules", {}))
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields (override); raise ``OptionError``."""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Build from options (CLI strings are converted to each field's type) or a recorded config."""
+        return cls(**coerce_overrides(cls, values))
+
+    @classmethod
+    def allowed(cls, name: str) -> str:
+        """What a field takes, in words (for help and errors)."""
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)
+        return _describe(typing.get_type_hints(cls)[name], f.metadata.get("rules", {}))
+
+
+def _base_type(hint: Any) -> tuple[type, bool]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), type(None) in typing.get_args(hint)
+
+
+def _describe(hint: Any, rules: dict) -> str:
+    target, optional = _base_type(hint)
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(target, str(target))
+    parts = [f"one of {', '.join(map(str, rules['choices']))}"] if "choices" in rules else [words]
+    if "minimum" in rules:
+        parts.append(f">= {rules['minimum']:g}")
+    if "above" in rules:
+        parts.append(f"> {rules['above']:g}")
+    if "multiple_of" in rules:
+        parts.append(f"a multiple of {rules['multiple_of']}")
+    return " ".join(parts) + (" (or none)" if optional else "")
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    target, optional = _base_type(hint)
+    if value is None:
+        if not optional:
+            raise OptionError(name, value, f"must be {_describe(hint, {})}")
+        return
+    ok = isinstance(value, target) and not (target is int and isinstance(value, bool))
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if target in (int, float) and ok and not np.isfinite(value):
+        ok = False
+    if not ok:
+        raise OptionError(name, value, f"must be {_describe(hint, {})}")
+
+
+def _check_rules(name: str, value: Any, rules: dict) -> None:
+    if "choices" in rules and value not in rules["choices"]:
+        raise OptionError(name, value, f"must be one of {', '.join(map(str, rules['choices']))}")
+    if "minimum" in rules and value < rules["minimum"]:
+        raise OptionError(name, value, f"must be >= {rules['minimum']:g}")
+    if "above" in rules and value <= rules["above"]:
+        raise OptionError(name, value, f"must be > {rules['above']:g}")
+    if "multiple_of" in rules and value % rules["multiple_of"]:
+        raise OptionError(name, value, f"must be a multiple of {rules['multiple_of']}")
+
+
+def coerce_overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Convert string values (from the CLI) to the config field's type; reject unknown keys."""
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    out = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise KeyError(f"unknown option {key!r}; known: {', '.join(sorted(fields))}")
+        out[key] = _coerce(key, value, hints[key]) if isinstance(value, str) else value
+    return out
+
+
+def _coerce(name: str, text: str, hint: Any) -> Any:
+    target, optional = _base_type(hint)
+    lowered = text.strip().lower()
+    if lowered in ("none", "null") and optional:
+        return None
+    if target is bool:
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise OptionError(name, text, "must be true or false")
+    try:
+        return target(text)
+    except ValueError:
+        raise OptionError(name, text, f"must be {_describe(hint, {})}") from None
 
 
 class Extractor(ABC):
@@ -60,13 +192,13 @@ class Extractor(ABC):
     config_class: ClassVar[type[Config]] = Config
     nan_allowed: ClassVar[bool] = False
     libraries: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into provenance
-    weight_names: ClassVar[tuple[str, ...]] = ()  # entries of extractors.weights.REGISTRY it loads
+    weight_files: ClassVar[tuple[str, ...]] = ()  # every weights-registry entry this extractor may load
     storage_dtype: ClassVar[str | None] = None  # e.g. "uint8" for image crops; None: the run's --dtype
-    random_weights: bool = False  # set by the runner for --random-weights
 
     def __init__(self, **overrides: Any) -> None:
-        self.config = self.config_class(**coerce_overrides(self.config_class, overrides))
+        self.config = self.config_class.from_dict(overrides)
         self.device = "cpu"
+        self.random_weights = False
 
     # --- declared as data -------------------------------------------------
     @property
@@ -86,8 +218,13 @@ class Extractor(ABC):
         return len(self.feature_names)
 
     @property
+    def weight_names(self) -> tuple[str, ...]:
+        """The registry entries this configuration loads (default: all of ``weight_files``)."""
+        return self.weight_files
+
+    @property
     def depends_on(self) -> tuple[str, ...]:
-        """Extractors whose rows for the same clip this one reads (passed to ``extract`` as ``context``)."""
+        """Extractors whose blocks for the same clip this one reads from ``context``."""
         return ()
 
     @property
@@ -96,23 +233,25 @@ class Extractor(ABC):
         return (self.dim,)
 
     # --- running ------------------------------------------------------------
-    def setup(self, device: str = "cpu") -> None:
-        """Load models etc. once per worker; the base only remembers the device."""
+    def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        """Load models etc. once per worker; ``random_weights`` builds seeded random networks (tests, dry runs)."""
         self.device = device
+        self.random_weights = random_weights and bool(self.weight_names)
 
     @abstractmethod
-    def extract(self, data: np.ndarray | Frames, info: ClipInfo) -> FeatureBlock: ...
+    def extract(self, data: np.ndarray | Frames, info: ClipInfo, context: dict[str, FeatureBlock]) -> FeatureBlock:
+        """One clip's features from its decoded input; ``context`` maps ``depends_on`` names to their blocks."""
 
-    def weights_provenance(self) -> dict:
+    def weights_provenance(self, random_weights: bool = False) -> dict:
         """``weights``: "none", "random" or the main file's sha256; ``weights_files``: every file's sha256.
 
         Raises a one-line MvfxError naming the file and how to get it when one is missing.
         """
-        from extractors.weights import require
+        from mvfx.extractors.weights import require
 
         if not self.weight_names:
             return {"weights": "none", "weights_files": {}}
-        if self.random_weights:
+        if random_weights:
             return {"weights": "random", "weights_files": {}}
         files = {name: "sha256:" + require(name)[1] for name in self.weight_names}
         return {"weights": files[self.weight_names[0]], "weights_files": files}
@@ -128,7 +267,7 @@ class Extractor(ABC):
             "feature_names": self.feature_names,
             "time_grid": self.time_grid.as_dict(),
             "input": {"kind": type(self.input).__name__, **dataclasses.asdict(self.input)},
-            "config": dataclasses.asdict(self.config),
+            "config": self.config.as_dict(),
             "nan_allowed": self.nan_allowed,
         }
 
@@ -148,26 +287,16 @@ class FrameSampled:
         return TimeGrid("frame", 1.0 / self.config.fps, 1.0 / self.config.fps)
 
 
-def coerce_overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Convert string values (from the CLI) to the config field's type; reject unknown keys."""
-    hints = typing.get_type_hints(config_class)
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    out = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise KeyError(f"unknown option {key!r}; known: {', '.join(sorted(fields))}")
-        out[key] = _coerce(value, hints[key]) if isinstance(value, str) else value
-    return out
+def single_threaded_blas():
+    """Context: numpy's BLAS on one thread, so a matrix product sums in the same order whatever the executor.
 
+    OpenBLAS splits products differently on 1 and 2 threads (measured: log-mel values differ by up to
+    5e-5 between an in-process run and a Dask worker). Extractors whose numpy code multiplies matrices
+    use this and give bitwise the same features on any executor and worker count.
+    """
+    from threadpoolctl import threadpool_limits
 
-def _coerce(text: str, hint: Any) -> Any:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    target = args[0] if args else hint
-    if text.lower() in ("none", "null") and type(None) in typing.get_args(hint):
-        return None
-    if target is bool:
-        return text.lower() in ("1", "true", "yes", "on")
-    return target(text)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def fixed_windows(duration: float, window: float, hop: float) -> np.ndarray:

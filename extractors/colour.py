@@ -18,22 +18,22 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, FrameSampled
-from extractors.registry import register
-from pipeline.decode import Frames
-from pipeline.probe import ClipInfo
+from mvfx.extractors.base import Config, Extractor, FeatureBlock, FrameSampled, option
+from mvfx.extractors.registry import register
+from mvfx.media.decode import Frames
+from mvfx.media.probe import ClipInfo
 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @dataclass(frozen=True)
 class ColourConfig(Config):
-    fps: float = 2.0
-    short_side: int = 144
-    hue_bins: int = 18
-    saturation_bins: int = 8
-    min_saturation: float = 0.1
-    min_value: float = 0.1
+    fps: float = option(2.0, above=0)
+    short_side: int = option(144, minimum=8)
+    hue_bins: int = option(18, minimum=1)
+    saturation_bins: int = option(8, minimum=1)
+    min_saturation: float = option(0.1, minimum=0)
+    min_value: float = option(0.1, minimum=0)
 
 
 @register
@@ -54,7 +54,7 @@ class Colour(FrameSampled, Extractor):
         sat = [f"saturation_{i / sb:.3f}_{(i + 1) / sb:.3f}" for i in range(sb)]
         return hue + sat + list(self.SCALARS)
 
-    def extract(self, data: Frames, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         rows = [self.frame_features(img) for img in data.images]
         values = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
         return FeatureBlock(values, data.times)

@@ -14,22 +14,22 @@ from dataclasses import dataclass
 import numpy as np
 import opensmile
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid, fixed_windows
-from extractors.registry import register
-from pipeline.decode import AudioSpec
-from pipeline.probe import ClipInfo
+from mvfx.extractors.base import Config, Extractor, FeatureBlock, TimeGrid, fixed_windows, option
+from mvfx.extractors.registry import register
+from mvfx.media.decode import AudioSpec
+from mvfx.media.probe import ClipInfo
 
 
 @dataclass(frozen=True)
 class EmobaseConfig(Config):
-    window_s: float = 0.5
-    hop_s: float | None = None  # None: equal to the window (non-overlapping)
-    sample_rate: int = 16000
+    window_s: float = option(0.5, minimum=0.05)  # openSMILE's emobase needs a few 10 ms frames per window
+    hop_s: float | None = option(None, above=0)  # None: equal to the window (non-overlapping)
+    sample_rate: int = option(16000, minimum=8000)
 
 
 @dataclass(frozen=True)
 class EmobaseLldConfig(Config):
-    sample_rate: int = 16000
+    sample_rate: int = option(16000, minimum=8000)
 
 
 class _OpenSmileExtractor(Extractor):
@@ -39,8 +39,8 @@ class _OpenSmileExtractor(Extractor):
     libraries = ("opensmile",)
     feature_level: opensmile.FeatureLevel
 
-    def setup(self, device: str = "cpu") -> None:
-        super().setup(device)
+    def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        super().setup(device, random_weights)
         self.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.emobase, feature_level=self.feature_level)
 
     @property
@@ -71,7 +71,7 @@ class Emobase(_OpenSmileExtractor):
     def time_grid(self) -> TimeGrid:
         return TimeGrid("window", self.config.window_s, self.hop)
 
-    def extract(self, data: np.ndarray, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: np.ndarray, info: ClipInfo, context: dict) -> FeatureBlock:
         sr = self.config.sample_rate
         spans = fixed_windows(len(data) / sr, self.config.window_s, self.hop)
         # The openSMILE call that Smile.process_signal wraps, without its per-call pandas index building
@@ -93,7 +93,7 @@ class EmobaseLld(_OpenSmileExtractor):
     def time_grid(self) -> TimeGrid:
         return TimeGrid("window", 0.025, 0.010)
 
-    def extract(self, data: np.ndarray, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: np.ndarray, info: ClipInfo, context: dict) -> FeatureBlock:
         frame = self.smile.process_signal(data, self.config.sample_rate)
         starts = frame.index.get_level_values("start").total_seconds().to_numpy()
         ends = frame.index.get_level_values("end").total_seconds().to_numpy()

@@ -19,17 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
-from extractors.frame_cnn import unwrap_state_dict
-from extractors.registry import register
-from extractors.torch_device import auto_batch_size, autocast, resolve_device
-from extractors.weights import load_checkpoint, load_state_dict_strict, require
-from pipeline.decode import Frames, VideoSpec
-from pipeline.errors import ClipError
-from pipeline.probe import ClipInfo
+from mvfx.extractors.base import FeatureBlock, TimeGrid, option
+from mvfx.extractors.registry import register
+from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.media.decode import Frames, VideoSpec
+from mvfx.media.errors import ClipError
+from mvfx.media.probe import ClipInfo
 
-FLOW_MEAN = np.array([0.411, 0.432, 0.45], np.float32)
-DIV_FLOW = 20.0
 ANGLE_BINS = 8
 
 
@@ -97,28 +93,26 @@ def flow_statistics(flow: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class FlowNetSConfig(Config):
-    fps: float = 4.0
-    width: int = 512
-    height: int = 384
-    batch_size: int = 0
-    precision: str = "auto"
+class FlowNetSConfig(TorchConfig):
+    fps: float = option(4.0, above=0)
+    width: int = option(512, minimum=64, multiple_of=64)
+    height: int = option(384, minimum=64, multiple_of=64)
 
 
 @register
-class FlowNetS(Extractor):
+class FlowNetS(TorchExtractor):
     name = "flownets"
     version = "1"
     modality = "video"
     summary = "FlowNetS optical flow between consecutive frames (4 fps): magnitude, direction histogram, encoder features"
     config_class = FlowNetSConfig
     libraries = ("torch",)
-    weight_names = ("flownets",)
+    weight_files = ("flownets",)
+    cpu_batch_size = 4
+    mb_per_item = 300.0
 
     @property
     def input(self) -> VideoSpec:
-        if self.config.width % 64 or self.config.height % 64:
-            raise ValueError("flownets width and height must be multiples of 64")
         return VideoSpec(fps=self.config.fps, size=(self.config.width, self.config.height))
 
     @property
@@ -130,30 +124,23 @@ class FlowNetS(Extractor):
         sectors = [f"flow_direction_{round(360 * i / ANGLE_BINS):03d}" for i in range(ANGLE_BINS)]
         return ["flow_magnitude_mean", *sectors, *(f"flownets_conv6_{i:04d}" for i in range(1024))]
 
-    def setup(self, device: str = "cpu") -> None:
-        import torch
+    def build(self):
+        return build_flownets()
 
-        super().setup(resolve_device(device))
-        torch.manual_seed(0)
-        self.model = build_flownets()
-        if not self.random_weights:
-            path, _ = require("flownets")
-            load_state_dict_strict(self.model, unwrap_state_dict(load_checkpoint(path, "FlowNetS")), "FlowNetS")
-        self.model.to(self.device).eval()
-
-    def extract(self, data: Frames, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         import torch
 
         if len(data.images) < 2:
             raise ClipError("extract", f"{info.path}: flownets needs two frames; the clip is shorter than 1/fps")
-        pixels = (data.images.astype(np.float32) / 255.0 - FLOW_MEAN).transpose(0, 3, 1, 2)
+        prep = self.weights_entry.preprocessing
+        pixels = (data.images.astype(np.float32) / 255.0 - np.asarray(prep["mean"], np.float32)).transpose(0, 3, 1, 2)
         pairs = np.concatenate([pixels[:-1], pixels[1:]], axis=1)  # [N-1, 6, H, W]
-        batch_size = auto_batch_size(self.config.batch_size, self.device, 4, 300.0)
         rows = []
-        with torch.inference_mode(), autocast(self.device, self.config.precision):
-            for start in range(0, len(pairs), batch_size):
-                flow, features = self.model(torch.as_tensor(pairs[start : start + batch_size]).to(self.device))
-                flow = torch.nn.functional.interpolate(DIV_FLOW * flow.float(), scale_factor=4, mode="bilinear", align_corners=False)
+        with self.inference():
+            for start in range(0, len(pairs), self.batch_size):
+                flow, features = self.model(self.to_device(pairs[start : start + self.batch_size]))
+                flow = torch.nn.functional.interpolate(prep["div_flow"] * flow.float(), scale_factor=4, mode="bilinear",
+                                                       align_corners=False)
                 pooled = features.float().mean(dim=(2, 3)).cpu().numpy()
                 stats = np.stack([flow_statistics(f) for f in flow.cpu().numpy()])
                 rows.append(np.concatenate([stats, pooled], axis=1))

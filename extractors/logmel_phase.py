@@ -17,18 +17,18 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
-from extractors.registry import register
-from pipeline.decode import AudioSpec
-from pipeline.probe import ClipInfo
+from mvfx.extractors.base import Config, Extractor, FeatureBlock, TimeGrid, option, single_threaded_blas
+from mvfx.extractors.registry import register
+from mvfx.media.decode import AudioSpec
+from mvfx.media.probe import ClipInfo
 
 
 @dataclass(frozen=True)
 class LogMelPhaseConfig(Config):
-    sample_rate: int = 22050
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
+    sample_rate: int = option(22050, minimum=8000)
+    n_fft: int = option(2048, minimum=16)
+    hop_length: int = option(512, minimum=1)
+    n_mels: int = option(128, minimum=1)
 
 
 @register
@@ -40,8 +40,8 @@ class LogMelPhase(Extractor):
     summary = "2-channel log-mel (dB) + mel-band phase, 128 bins, n_fft 2048, hop 512 @ 22.05 kHz"
     config_class = LogMelPhaseConfig
 
-    def setup(self, device: str = "cpu") -> None:
-        super().setup(device)
+    def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        super().setup(device, random_weights)
         c = self.config
         self.mel_basis = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels).astype(np.float32)
 
@@ -63,13 +63,15 @@ class LogMelPhase(Extractor):
     def value_shape(self) -> tuple[int, ...]:
         return (2, self.config.n_mels)
 
-    def extract(self, data: np.ndarray, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: np.ndarray, info: ClipInfo, context: dict) -> FeatureBlock:
         c = self.config
         if len(data) < c.n_fft:
             data = np.pad(data, (0, c.n_fft - len(data)))
         spec = librosa.stft(data, n_fft=c.n_fft, hop_length=c.hop_length, center=False)  # [F, T] complex
-        mel_complex = self.mel_basis @ spec
-        log_mel = 10.0 * np.log10(np.maximum(self.mel_basis @ (np.abs(spec) ** 2), 1e-10))
+        with single_threaded_blas():  # the same sums on every executor (see single_threaded_blas)
+            mel_complex = self.mel_basis @ spec
+            mel_power = self.mel_basis @ (np.abs(spec) ** 2)
+        log_mel = 10.0 * np.log10(np.maximum(mel_power, 1e-10))
         values = np.concatenate([log_mel.T, np.angle(mel_complex).T], axis=1)
         starts = np.arange(spec.shape[1]) * c.hop_length / c.sample_rate
         times = np.stack([starts, starts + c.n_fft / c.sample_rate], axis=1)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from extractors.base import Extractor
-from pipeline.errors import MvfxError
+from mvfx.extractors.base import Extractor, OptionError
+from mvfx.media.errors import MvfxError
 
 _REGISTRY: dict[str, type[Extractor]] = {}
 E = TypeVar("E", bound=type[Extractor])
@@ -30,9 +30,22 @@ def get_class(name: str) -> type[Extractor]:
 
 
 def create(name: str, **config: Any) -> Extractor:
-    """An extractor instance with its configuration (string values are coerced)."""
+    """An extractor instance with its configuration (CLI strings are converted); one-line error on a bad option."""
     cls = get_class(name)
     try:
         return cls(**config)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise MvfxError(f"extractor {name}: {exc}") from None
+    except OptionError as exc:
+        given = config.get(exc.field_name, exc.value)
+        raise MvfxError(f"option {name}.{exc.field_name}={given}: {exc.allowed}") from None
+    except KeyError as exc:
+        raise MvfxError(f"extractor {name}: {exc.args[0]}") from None
+
+
+def from_description(description: dict) -> Extractor:
+    """The extractor that a store's provenance (``store.attrs(name)``) describes, with its recorded config."""
+    return create(description["extractor"], **description.get("config", {}))
+
+
+def users_of(weight_name: str) -> list[str]:
+    """Extractors that may load a weights-registry entry (derived from each class's ``weight_files``)."""
+    return [name for name, cls in sorted(_REGISTRY.items()) if weight_name in cls.weight_files]

@@ -8,22 +8,23 @@ these rows instead of detecting again.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
-from extractors.registry import register
-from pipeline.decode import Frames, VideoSpec
-from pipeline.probe import ClipInfo
+from mvfx.extractors.base import Config, Extractor, FeatureBlock, TimeGrid, option
+from mvfx.extractors.registry import register
+from mvfx.media.decode import Frames, VideoSpec
+from mvfx.media.probe import ClipInfo
 
 
 @dataclass(frozen=True)
 class ShotsConfig(Config):
-    threshold: float = 27.0
-    min_shot_s: float = 0.6
-    fps: float = 25.0
-    short_side: int = 144
+    threshold: float = option(27.0, above=0)
+    min_shot_s: float = option(0.6, minimum=0)
+    fps: float = option(25.0, above=0)
+    short_side: int = option(144, minimum=8)
 
 
 @register
@@ -59,9 +60,9 @@ class Shots(Extractor):
         cuts += detector.post_process(FrameTimecode(max(len(frames.images) - 1, 0), c.fps))
         return [float(frames.times[cut.frame_num, 0]) for cut in cuts if 0 < cut.frame_num < len(frames.times)]
 
-    def extract(self, data: Frames, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         end = float(data.times[-1, 1]) if len(data.times) else 0.0
         edges = [0.0, *self.cut_times(data), end]
-        spans = np.array([[a, b] for a, b in zip(edges[:-1], edges[1:]) if b > a])
+        spans = np.array([[a, b] for a, b in itertools.pairwise(edges) if b > a])
         values = np.stack([np.arange(len(spans)), spans[:, 1] - spans[:, 0]], axis=1)
         return FeatureBlock(values, spans)

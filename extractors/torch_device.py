@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
-
-from pipeline.errors import MvfxError
+from mvfx.media.errors import MvfxError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -61,15 +59,3 @@ def autocast(device: str, precision: str):
     if precision == "fp16" and kind == "cpu":
         raise MvfxError("fp16 autocast needs CUDA; use bf16 on the CPU")
     return torch.autocast(kind, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def batched_forward(forward, items: np.ndarray, batch_size: int, device: str, precision: str, dim: int) -> np.ndarray:
-    """Run ``forward(tensor on device) -> tensor`` over ``items`` in batches; float32 numpy out."""
-    import torch
-
-    out = []
-    with torch.inference_mode(), autocast(device, precision):
-        for start in range(0, len(items), batch_size):
-            batch = torch.as_tensor(np.ascontiguousarray(items[start : start + batch_size])).to(device, non_blocking=True)
-            out.append(forward(batch).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)

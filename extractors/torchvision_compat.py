@@ -42,7 +42,7 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
 
 def _define_operators() -> None:
     global PATCHED
-    library = torch.library.Library("torchvision", "DEF")  # noqa: F841  (kept alive below)
+    library = torch.library.Library("torchvision", "DEF")
     library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     library.impl("nms", nms_reference, "CPU")

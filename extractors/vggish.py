@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
-from extractors.registry import register
-from extractors.torch_device import auto_batch_size, batched_forward, resolve_device
-from extractors.weights import load_checkpoint, load_state_dict_strict, require
-from pipeline.decode import AudioSpec
-from pipeline.probe import ClipInfo
+from mvfx.extractors.base import FeatureBlock, TimeGrid, option, single_threaded_blas
+from mvfx.extractors.registry import register
+from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weights import require
+from mvfx.media.decode import AudioSpec
+from mvfx.media.errors import MvfxError
+from mvfx.media.probe import ClipInfo
 
 SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms
@@ -67,29 +68,30 @@ def log_mel_examples(audio: np.ndarray, hop_s: float = EXAMPLE_S) -> np.ndarray:
         audio = np.pad(audio, (0, MIN_SAMPLES - len(audio)))
     window = 0.5 - 0.5 * np.cos(2 * np.pi / WINDOW * np.arange(WINDOW))  # periodic Hann
     spectrum = np.abs(np.fft.rfft(frames(audio, WINDOW, HOP) * window, FFT))
-    log_mel = np.log(spectrum @ mel_matrix() + LOG_OFFSET)
+    with single_threaded_blas():  # the same sums on every executor
+        log_mel = np.log(spectrum @ mel_matrix() + LOG_OFFSET)
     examples = frames(log_mel, EXAMPLE_FRAMES, int(round(hop_s * SAMPLE_RATE / HOP)))  # [N, 64, 96]
     return examples.transpose(0, 2, 1).copy()  # C-contiguous and writable
 
 
 @dataclass(frozen=True)
-class VggishConfig(Config):
-    hop_s: float = EXAMPLE_S
-    pooling: str = "none"  # "none": one row per example; "mean": one clip-level row
-    batch_size: int = 0  # 0: automatic
-    precision: str = "auto"
+class VggishConfig(TorchConfig):
+    hop_s: float = option(EXAMPLE_S, minimum=HOP / SAMPLE_RATE)  # at least one 10 ms log-mel frame
+    pooling: str = option("none", choices=("none", "mean"))  # "none": one row per example; "mean": one clip row
 
 
 @register
-class Vggish(Extractor):
+class Vggish(TorchExtractor):
     name = "vggish"
     version = "1"
     modality = "audio"
     summary = "VGGish AudioSet embedding, 128-d per 0.96 s example (raw, before PCA)"
     config_class = VggishConfig
     libraries = ("torch", "torchvggish")
-    weight_names: tuple[str, ...] = ("vggish",)
+    weight_files: tuple[str, ...] = ("vggish",)
     postprocess = False
+    cpu_batch_size = 64
+    mb_per_item = 2.0
 
     @property
     def input(self) -> AudioSpec:
@@ -105,19 +107,13 @@ class Vggish(Extractor):
     def feature_names(self) -> list[str]:
         return [f"{self.name}_{i:03d}" for i in range(128)]
 
-    def setup(self, device: str = "cpu") -> None:
-        import torch
+    def build(self):
         from torchvggish.torchvggish import VGG, make_layers
 
-        if self.config.pooling not in ("none", "mean"):
-            raise ValueError(f"pooling must be 'none' or 'mean', not {self.config.pooling!r}")
-        super().setup(resolve_device(device))
-        torch.manual_seed(0)  # --random-weights: the same random network on every worker and run
-        self.model = VGG(make_layers(), postprocess=False)
-        if not self.random_weights:
-            path, _ = require("vggish")
-            load_state_dict_strict(self.model, load_checkpoint(path, "VGGish"), "VGGish")
-        self.model.to(self.device).eval()
+        return VGG(make_layers(), postprocess=False)
+
+    def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        super().setup(device, random_weights)
         if self.postprocess:
             self.pca_matrix, self.pca_means = self._pca_params()
 
@@ -132,8 +128,6 @@ class Vggish(Extractor):
         with np.load(path, allow_pickle=False) as params:
             matrix, means = params["pca_eigen_vectors"], params["pca_means"].reshape(-1)
         if matrix.shape != (128, 128) or means.shape != (128,):
-            from pipeline.errors import MvfxError
-
             raise MvfxError(f"{path}: PCA parameters have shapes {matrix.shape} and {means.shape}, expected (128, 128) and (128,)")
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         return as_tensor(matrix), as_tensor(means)
@@ -145,8 +139,7 @@ class Vggish(Extractor):
             emb = self.model(batch[:, None].float())
             return self.quantise(emb.float()) if self.postprocess else emb
 
-        batch_size = auto_batch_size(self.config.batch_size, self.device, 64, 2.0)
-        return batched_forward(forward, examples.astype(np.float32), batch_size, self.device, self.config.precision, 128)
+        return self.run_batches(forward, examples.astype(np.float32), 128)
 
     def quantise(self, emb):
         """AudioSet post-processing: PCA (with whitening), clip to [-2, 2], 8-bit quantisation."""
@@ -155,7 +148,7 @@ class Vggish(Extractor):
         projected = (emb - self.pca_means) @ self.pca_matrix.T
         return torch.round((torch.clamp(projected, -2.0, 2.0) + 2.0) * (255.0 / 4.0))
 
-    def extract(self, data: np.ndarray, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: np.ndarray, info: ClipInfo, context: dict) -> FeatureBlock:
         values = self.embed(log_mel_examples(data, self.config.hop_s))
         starts = np.arange(len(values)) * self.config.hop_s
         times = np.stack([starts, starts + EXAMPLE_S], axis=1)
@@ -168,5 +161,5 @@ class Vggish(Extractor):
 class VggishPca(Vggish):
     name = "vggish_pca"
     summary = "VGGish AudioSet embedding after PCA + 8-bit quantisation (AudioSet release format)"
-    weight_names = ("vggish", "vggish_pca")
+    weight_files = ("vggish", "vggish_pca")
     postprocess = True

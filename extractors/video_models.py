@@ -19,23 +19,17 @@ about 1.9 GB); very long videos are better cut first.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from importlib.resources import files
 
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, TimeGrid
-from extractors.frame_cnn import centre_crop_normalise, unwrap_state_dict
-from extractors.registry import register
-from extractors.torch_device import auto_batch_size, autocast, resolve_device
-from extractors.weights import load_checkpoint, load_state_dict_strict, require
-from pipeline.decode import Frames, VideoSpec
-from pipeline.errors import ClipError
-from pipeline.probe import ClipInfo
-
-KINETICS_MEAN = np.full(3, 0.45, np.float32)
-KINETICS_STD = np.full(3, 0.225, np.float32)
+from mvfx.extractors.base import FeatureBlock, TimeGrid, option
+from mvfx.extractors.image_ops import centre_crop_normalise
+from mvfx.extractors.registry import register
+from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.media.decode import Frames, VideoSpec
+from mvfx.media.errors import ClipError
+from mvfx.media.probe import ClipInfo
 
 
 def uniform_subsample(n_available: int, n: int) -> np.ndarray:
@@ -49,31 +43,23 @@ def slowfast_indices(window: int = 64, fast: int = 32, alpha: int = 4) -> tuple[
     return fast_idx, fast_idx[uniform_subsample(fast, fast // alpha)]
 
 
-@functools.lru_cache(maxsize=1)
-def kinetics_classes() -> list[str]:
-    text = files("extractors").joinpath("data/kinetics400_classes.txt").read_text()
-    return [line for line in text.splitlines() if line and not line.startswith("#")]
-
-
 @dataclass(frozen=True)
-class VideoModelConfig(Config):
-    fps: float = 30.0
-    window_frames: int = 64
-    stride_frames: int = 64
-    short_side: int = 256
+class VideoModelConfig(TorchConfig):
+    fps: float = option(30.0, above=0)
+    window_frames: int = option(64, minimum=1)
+    stride_frames: int = option(64, minimum=1)
+    short_side: int = option(256, minimum=1)
     per_shot: bool = False
-    batch_size: int = 0  # windows per forward pass; 0: automatic
-    precision: str = "auto"
+    # batch_size (inherited) counts windows per forward pass
 
 
-class _KineticsVideoModel(Extractor):
+class _KineticsVideoModel(TorchExtractor):
     modality = "video"
     config_class = VideoModelConfig
     libraries = ("torch", "torchvision", "pytorchvideo")
-    crop: int
     feature_dim: int
     logits = False
-    mb_per_window: float
+    cpu_batch_size = 1
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -93,25 +79,18 @@ class _KineticsVideoModel(Extractor):
     @property
     def feature_names(self) -> list[str]:
         if self.logits:
-            return list(kinetics_classes())  # a copy: the cached list must not be edited
+            return self.weights_entry.category_names()
         return [f"{self.name}_{i:04d}" for i in range(self.feature_dim)]
 
-    def build(self):
-        raise NotImplementedError
+    @property
+    def crop(self) -> int:
+        return self.weights_entry.preprocessing["crop"]
 
-    def setup(self, device: str = "cpu") -> None:
-        import torch
-
-        from extractors.torchvision_compat import import_torchvision
+    def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        from mvfx.extractors.torchvision_compat import import_torchvision
 
         import_torchvision()  # before pytorchvideo imports it
-        super().setup(resolve_device(device))
-        torch.manual_seed(0)
-        self.model = self.build()
-        if not self.random_weights:
-            path, _ = require(self.weight_names[0])
-            load_state_dict_strict(self.model, unwrap_state_dict(load_checkpoint(path, self.name)), self.name)
-        self.model.to(self.device).eval()
+        super().setup(device, random_weights)
         self._pooled = None
         self.model.blocks[-1].proj.register_forward_hook(self._keep_head_input)
 
@@ -130,7 +109,7 @@ class _KineticsVideoModel(Extractor):
         if not self.config.per_shot:
             ranges = self.windows(len(data.images))
             return ranges, np.array([[data.times[a, 0], data.times[b - 1, 1]] for a, b in ranges])
-        shots = (context or {}).get("shots")
+        shots = context.get("shots")
         if shots is None:
             raise ClipError("extract", f"{self.name}: per-shot mode needs the shots extractor's rows")
         starts = data.times[:, 0]
@@ -138,17 +117,16 @@ class _KineticsVideoModel(Extractor):
                   for a, b in shots.times]
         return [(a, min(b, len(starts))) for a, b in ranges], shots.times
 
-    def extract(self, data: Frames, info: ClipInfo, context: dict | None = None) -> FeatureBlock:
+    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         import torch
 
         if len(data.images) == 0:
             raise ClipError("extract", f"{info.path}: no frames for {self.name}")
         ranges, times = self.spans(data, context)
-        batch_size = auto_batch_size(self.config.batch_size, self.device, 1, self.mb_per_window)
         rows = []
-        with torch.inference_mode(), autocast(self.device, self.config.precision):
-            for start in range(0, len(ranges), batch_size):
-                clips = [self.clip_tensor(data.images[a:b]) for a, b in ranges[start : start + batch_size]]
+        with self.inference():
+            for start in range(0, len(ranges), self.batch_size):
+                clips = [self.clip_tensor(data.images[a:b]) for a, b in ranges[start : start + self.batch_size]]
                 logits = self.forward(clips)
                 out = torch.softmax(logits.float(), dim=1) if self.logits else self._pooled
                 rows.append(out.float().cpu().numpy())
@@ -156,15 +134,15 @@ class _KineticsVideoModel(Extractor):
 
     def clip_tensor(self, frames: np.ndarray) -> np.ndarray:
         """[T, H, W, 3] uint8 -> [3, T, crop, crop] normalised."""
-        return centre_crop_normalise(frames, self.crop, KINETICS_MEAN, KINETICS_STD).transpose(1, 0, 2, 3)
+        prep = self.weights_entry.preprocessing
+        return centre_crop_normalise(frames, self.crop, prep["mean"], prep["std"]).transpose(1, 0, 2, 3)
 
 
 class _SlowFast(_KineticsVideoModel):
     version = "1"
-    weight_names = ("slowfast_r50_k400",)
-    crop = 256
+    weight_files = ("slowfast_r50_k400",)
     feature_dim = 2304
-    mb_per_window = 400.0
+    mb_per_item = 400.0
 
     def build(self):
         from pytorchvideo.models.hub import slowfast_r50
@@ -172,7 +150,6 @@ class _SlowFast(_KineticsVideoModel):
         return slowfast_r50(pretrained=False)
 
     def forward(self, clips: list[np.ndarray]):
-        import torch
 
         fast_idx, slow_idx = slowfast_indices(64, 32, 4)
         fast, slow = [], []
@@ -180,8 +157,7 @@ class _SlowFast(_KineticsVideoModel):
             idx = uniform_subsample(clip.shape[1], 64)  # windows shorter than 64 frames repeat frames
             fast.append(clip[:, idx[fast_idx]])
             slow.append(clip[:, idx[slow_idx]])
-        to = lambda xs: torch.as_tensor(np.stack(xs)).to(self.device)  # noqa: E731
-        return self.model([to(slow), to(fast)])  # a fresh list each call: the model edits it in place
+        return self.model([self.to_device(np.stack(slow)), self.to_device(np.stack(fast))])  # a fresh list each call: the model edits it in place
 
 
 @register
@@ -199,10 +175,9 @@ class SlowFastR50Logits(_SlowFast):
 
 class _I3D(_KineticsVideoModel):
     version = "1"
-    weight_names = ("i3d_r50_k400",)
-    crop = 224
+    weight_files = ("i3d_r50_k400",)
     feature_dim = 2048
-    mb_per_window = 200.0
+    mb_per_item = 200.0
 
     def build(self):
         from pytorchvideo.models.hub import i3d_r50
@@ -210,10 +185,9 @@ class _I3D(_KineticsVideoModel):
         return i3d_r50(pretrained=False)
 
     def forward(self, clips: list[np.ndarray]):
-        import torch
 
         batch = np.stack([clip[:, uniform_subsample(clip.shape[1], 8)] for clip in clips])
-        return self.model(torch.as_tensor(batch).to(self.device))
+        return self.model(self.to_device(batch))
 
 
 @register

@@ -13,24 +13,33 @@ while loading) and mapped onto our modules with strict key and shape checks.
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
-from pipeline.errors import MvfxError
+from mvfx.media.errors import MvfxError
+from mvfx.media.hashing import file_sha256
 
 CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class WeightFile:
+    """One published weight file, with what a user needs to get it and what a model needs to use it.
+
+    As torchvision's ``Weights`` do, an entry carries the preprocessing its network
+    was trained with (``preprocessing``: e.g. crop, mean, std) and the names of its
+    outputs (``categories``: a data file shipped in ``mvfx.extractors/data``).
+    Which extractors load a file is declared by the extractors (``weight_files``).
+    """
+
     name: str
-    extractors: tuple[str, ...]
     filename: str
     url: str
     sha256: str | None  # hex digest, or the 8-hex torch.hub prefix where that is all that is published; None: none
@@ -38,9 +47,28 @@ class WeightFile:
     approx_mb: float
     source: str  # who published it, and how it was converted if it was
     convert: str | None = None  # "ultralytics": a pickled model, turned into a plain state dict on import/fetch
+    preprocessing: dict = field(default_factory=dict)
+    categories: str | None = None  # data file with one output name per line, in output order
+    category_columns: int = 1  # whitespace-separated columns per line (Places365: name, indoor/outdoor)
+
+    def category_lines(self) -> list[str]:
+        """The data file's lines in model output order (``#`` lines are comments)."""
+        if self.categories is None:
+            return []
+        text = files("mvfx.extractors").joinpath(f"data/{self.categories}").read_text()
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+    def category_names(self) -> list[str]:
+        """Output names in model order: whole lines, or the first column where the file has more (Places365)."""
+        lines = self.category_lines()
+        return [line.split()[0] for line in lines] if self.category_columns > 1 else lines
 
 
 REGISTRY: dict[str, WeightFile] = {}
+# torchvision's evaluation transform for ImageNet-trained ResNets: Resize(256), CenterCrop(224), Normalize.
+IMAGENET_PREPROCESSING = {"resize": 256, "crop": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+# pytorchvideo's Kinetics models: frames in [0, 1], mean 0.45, std 0.225.
+KINETICS_PREPROCESSING = {"resize": 256, "mean": (0.45, 0.45, 0.45), "std": (0.225, 0.225, 0.225)}
 
 
 def register_weights(entry: WeightFile) -> WeightFile:
@@ -50,7 +78,6 @@ def register_weights(entry: WeightFile) -> WeightFile:
 
 register_weights(WeightFile(
     name="vggish",
-    extractors=("vggish", "vggish_pca"),
     filename="vggish-10086976.pth",
     url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
     sha256="10086976245803799d9194e9a73d9b6c1549c71d1b80106f5cade5608a561f4b",
@@ -61,7 +88,6 @@ register_weights(WeightFile(
 ))
 register_weights(WeightFile(
     name="vggish_pca",
-    extractors=("vggish_pca",),
     filename="vggish_pca_params.npz",
     url="https://storage.googleapis.com/audioset/vggish_pca_params.npz",
     sha256=None,
@@ -74,17 +100,16 @@ register_weights(WeightFile(
 
 register_weights(WeightFile(
     name="resnet50_imagenet",
-    extractors=("resnet50",),
     filename="resnet50-0676ba61.pth",
     url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
     sha256="0676ba61",
     licence="BSD-3-Clause (torchvision)",
     approx_mb=98,
     source="torchvision ResNet50_Weights.IMAGENET1K_V1 (ImageNet-1k, top-1 76.13); keys match torchvision.models.resnet50",
+    preprocessing=IMAGENET_PREPROCESSING,
 ))
 register_weights(WeightFile(
     name="places365_resnet50",
-    extractors=("places365",),
     filename="resnet50_places365.pth.tar",
     url="http://places2.csail.mit.edu/models_places365/resnet50_places365.pth.tar",
     sha256=None,
@@ -92,10 +117,12 @@ register_weights(WeightFile(
     approx_mb=97,
     source="CSAILVision Places365-CNN ResNet-50; a {'state_dict': ...} checkpoint saved under DataParallel: "
     "the 'module.' prefix is stripped and the keys map 1:1 onto torchvision's resnet50 with a 365-way fc",
+    preprocessing=IMAGENET_PREPROCESSING,
+    categories="places365_io.txt",
+    category_columns=2,
 ))
 register_weights(WeightFile(
     name="slowfast_r50_k400",
-    extractors=("slowfast_r50", "slowfast_r50_logits"),
     filename="SLOWFAST_8x8_R50.pyth",
     url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
     sha256=None,
@@ -103,10 +130,11 @@ register_weights(WeightFile(
     approx_mb=265,
     source="pytorchvideo model zoo SlowFast R50 8x8, Kinetics-400 (top-1 76.9); {'model_state': ...} for "
     "pytorchvideo.models.hub.slowfast_r50",
+    preprocessing=KINETICS_PREPROCESSING | {"crop": 256},
+    categories="kinetics400_classes.txt",
 ))
 register_weights(WeightFile(
     name="i3d_r50_k400",
-    extractors=("i3d", "i3d_logits"),
     filename="I3D_8x8_R50.pyth",
     url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth",
     sha256=None,
@@ -114,10 +142,11 @@ register_weights(WeightFile(
     approx_mb=215,
     source="pytorchvideo model zoo I3D R50 8x8 (ResNet-50 inflated, 2048-d), Kinetics-400 (top-1 73.3); "
     "{'model_state': ...} for pytorchvideo.models.hub.i3d_r50",
+    preprocessing=KINETICS_PREPROCESSING | {"crop": 224},
+    categories="kinetics400_classes.txt",
 ))
 register_weights(WeightFile(
     name="flownets",
-    extractors=("flownets",),
     filename="flownets_EPE1.951.pth.tar",
     url="https://drive.google.com/drive/folders/16eo3p9dO_vmssxRoZCmWkTpNjKRzJzn5",
     sha256=None,
@@ -125,12 +154,12 @@ register_weights(WeightFile(
     approx_mb=148,
     source="FlowNetS (Dosovitskiy et al. 2015) trained on Flying Chairs by ClementPinard/FlowNetPytorch "
     "(EPE 1.951, no batch norm); {'state_dict': ..., 'div_flow': 20}; the URL is the release folder",
+    preprocessing={"mean": (0.411, 0.432, 0.45), "div_flow": 20.0},
 ))
 
 
 register_weights(WeightFile(
     name="vgg19_fer2013",
-    extractors=("face_expression",),
     filename="PrivateTest_model.t7",
     url="https://github.com/WuJie1010/Facial-Expression-Recognition.Pytorch",
     sha256=None,
@@ -138,11 +167,11 @@ register_weights(WeightFile(
     approx_mb=80,
     source="VGG19 with batch norm trained on FER2013 (private test accuracy 73.1%), the checkpoint the common "
     "FER2013 PyTorch models publish; {'net': state_dict, 'acc', 'epoch'}; keys features.*, classifier.*",
+    preprocessing={"grey_size": 48, "crop": 44, "scale": 1 / 255},
 ))
 for _size, _mb in (("n", 5.3), ("s", 18), ("m", 50)):
     register_weights(WeightFile(
         name=f"yolov5{_size}u",
-        extractors=("yolov5",),
         filename=f"yolov5{_size}u.pt",
         url=f"https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov5{_size}u.pt",
         sha256=None,
@@ -174,12 +203,39 @@ def cached_path(name: str) -> Path:
     return cache_dir() / entry(name).filename
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+def _digest_key(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _digest_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".digest.json")
+
+
+def remember_digest(path: Path, digest: str) -> None:
+    """Record a file's sha256 with its size and modification time (skipped on a read-only cache)."""
+    try:
+        _digest_sidecar(path).write_text(json.dumps(_digest_key(path) | {"sha256": digest}))
+    except OSError:
+        pass
+
+
+def cached_digest(path: Path) -> str:
+    """sha256 of a cached file, re-hashed only when its size or modification time changed.
+
+    The digest is kept beside the file (``<file>.digest.json``), so listing weights or
+    setting up a worker does not hash hundreds of megabytes every time.
+    """
+    key = _digest_key(path)
+    try:
+        saved = json.loads(_digest_sidecar(path).read_text())
+        if {k: saved.get(k) for k in key} == key:
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = file_sha256(path)
+    remember_digest(path, digest)
+    return digest
 
 
 def _recorded_hash(name: str) -> Path:
@@ -191,7 +247,7 @@ def status(name: str) -> tuple[str, str | None]:
     path = cached_path(name)
     if not path.is_file():
         return "missing", None
-    digest = file_sha256(path)
+    digest = cached_digest(path)
     expected = entry(name).sha256
     if expected is None:
         recorded = _recorded_hash(name).read_text().strip() if _recorded_hash(name).is_file() else digest
@@ -223,7 +279,7 @@ def _convert(name: str) -> None:
         return
     import torch
 
-    from extractors.torchvision_compat import import_torchvision
+    from mvfx.extractors.torchvision_compat import import_torchvision
 
     import_torchvision()
     checkpoint = torch.load(cached_path(name), map_location="cpu", weights_only=False)  # the user chose this file
@@ -247,6 +303,7 @@ def import_file(name: str, source: Path, force: bool = False) -> str:
     tmp = cached_path(name).with_suffix(".importing")
     shutil.copyfile(source, tmp)
     os.replace(tmp, cached_path(name))
+    remember_digest(cached_path(name), digest)
     if e.sha256 is None or force:
         _recorded_hash(name).write_text(digest + "\n")
     _convert(name)
@@ -283,36 +340,8 @@ def fetch(name: str, on_progress: Callable[[int, int | None], None] | None = Non
         part.unlink()
         raise MvfxError(f"downloaded {e.filename} has sha256 {digest[:16]}..., expected {e.sha256[:16]}...; deleted")
     os.replace(part, cached_path(name))
+    remember_digest(cached_path(name), digest)
     if e.sha256 is None:
         _recorded_hash(name).write_text(digest + "\n")
     _convert(name)
     return digest
-
-
-def load_checkpoint(path: Path, what: str):
-    """``torch.load(weights_only=True)``: tensors and plain containers only, never code."""
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MvfxError(f"{path}: refused to load as {what} weights (not a plain tensor checkpoint: {first})") from None
-
-
-def load_state_dict_strict(module, state_dict: dict, what: str, rename: Callable[[str], str] | None = None) -> None:
-    """Copy ``state_dict`` into ``module`` after checking every key and shape; one-line error on the first mismatch."""
-    if rename is not None:
-        state_dict = {rename(k): v for k, v in state_dict.items()}
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
-        raise MvfxError(f"{what} checkpoint does not fit the model: {first} ({len(missing)} missing, {len(unexpected)} unexpected)")
-    for key, tensor in expected.items():
-        if tuple(state_dict[key].shape) != tuple(tensor.shape):
-            raise MvfxError(f"{what} checkpoint does not fit the model: {key} has shape {tuple(state_dict[key].shape)}, expected {tuple(tensor.shape)}")
-    module.load_state_dict(state_dict, strict=True)

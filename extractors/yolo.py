@@ -22,19 +22,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from extractors.base import Config, Extractor, FeatureBlock, FrameSampled
-from extractors.registry import register
-from extractors.torch_device import auto_batch_size, autocast, resolve_device
-from extractors.weights import (
-    converted_path,
-    load_checkpoint,
-    load_state_dict_strict,
-    mvfx_home,
-    require,
-)
-from pipeline.decode import Frames
-from pipeline.errors import MvfxError
-from pipeline.probe import ClipInfo
+from mvfx.extractors.base import FeatureBlock, FrameSampled, option
+from mvfx.extractors.registry import register
+from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weights import converted_path, mvfx_home, require
+from mvfx.media.decode import Frames
+from mvfx.media.errors import MvfxError
+from mvfx.media.probe import ClipInfo
 
 
 def offline_ultralytics():
@@ -48,7 +42,7 @@ def offline_ultralytics():
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(mvfx_home() / "ultralytics"))
     os.environ.setdefault("YOLO_VERBOSE", "False")
-    from extractors.torchvision_compat import import_torchvision
+    from mvfx.extractors.torchvision_compat import import_torchvision
 
     import_torchvision()
     numpy_options, pandas_columns = np.get_printoptions(), pd.get_option("display.max_columns")
@@ -80,32 +74,30 @@ def letterbox(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class YoloConfig(Config):
-    size: str = "n"  # n, s or m
-    fps: float = 2.0
-    short_side: int = 360
-    imgsz: int = 640
-    conf: float = 0.25
-    iou: float = 0.45
-    batch_size: int = 0
-    precision: str = "auto"
+class YoloConfig(TorchConfig):
+    size: str = option("n", choices=("n", "s", "m"))
+    fps: float = option(2.0, above=0)
+    short_side: int = option(360, minimum=32)
+    imgsz: int = option(640, minimum=32, multiple_of=32)  # the network's stride
+    conf: float = option(0.25, minimum=0)
+    iou: float = option(0.45, minimum=0)
 
 
 @register
-class Yolov5(FrameSampled, Extractor):
+class Yolov5(FrameSampled, TorchExtractor):
     name = "yolov5"
     version = "1"
     modality = "video"
     summary = "YOLOv5 (COCO): per class, detections above the confidence threshold and their highest confidence"
     config_class = YoloConfig
     libraries = ("torch", "ultralytics")
+    weight_files = ("yolov5nu", "yolov5su", "yolov5mu")
+    cpu_batch_size = 8
+    mb_per_item = 80.0
 
     @property
     def weight_names(self) -> tuple[str, ...]:
-        if self.config.size not in ("n", "s", "m"):
-            raise ValueError(f"yolov5 size must be n, s or m, not {self.config.size!r}")
         return (f"yolov5{self.config.size}u",)
-
 
     @property
     def feature_names(self) -> list[str]:
@@ -115,35 +107,30 @@ class Yolov5(FrameSampled, Extractor):
     def value_shape(self) -> tuple[int, ...]:
         return (80, 2)
 
-    def setup(self, device: str = "cpu") -> None:
-        import torch
-
+    def build(self):
         offline_ultralytics()
         from ultralytics.nn.tasks import DetectionModel
 
-        super().setup(resolve_device(device))
-        torch.manual_seed(0)
-        self.model = DetectionModel(f"yolov5{self.config.size}u.yaml", nc=80, verbose=False)
-        if not self.random_weights:
-            require(self.weight_names[0])
-            state = converted_path(self.weight_names[0])
-            if not state.is_file():
-                raise MvfxError(f"{state} is missing: run `mvfx weights import {self.weight_names[0]} FILE` again to convert it")
-            load_state_dict_strict(self.model, load_checkpoint(state, "YOLOv5"), "YOLOv5")
-        self.model.to(self.device).eval()
+        return DetectionModel(f"yolov5{self.config.size}u.yaml", nc=80, verbose=False)
+
+    def weights_path(self):
+        """The plain state dict that `mvfx weights import/fetch` converted from the pickled release file."""
+        require(self.weight_names[0])
+        state = converted_path(self.weight_names[0])
+        if not state.is_file():
+            raise MvfxError(f"{state} is missing: run `mvfx weights import {self.weight_names[0]} FILE` again to convert it")
+        return state
 
     def detect(self, frames: np.ndarray) -> list[np.ndarray]:
         """Per frame an [n, 6] array (x1, y1, x2, y2, confidence, class) in letterboxed pixels."""
-        import torch
         from ultralytics.utils.nms import non_max_suppression
 
         c = self.config
-        batch_size = auto_batch_size(c.batch_size, self.device, 8, 80.0)
         out = []
-        with torch.inference_mode(), autocast(self.device, c.precision):
-            for start in range(0, len(frames), batch_size):
-                batch = np.stack([letterbox(f, c.imgsz) for f in frames[start : start + batch_size]])
-                x = torch.as_tensor(batch).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        with self.inference():
+            for start in range(0, len(frames), self.batch_size):
+                batch = np.stack([letterbox(f, c.imgsz) for f in frames[start : start + self.batch_size]])
+                x = self.to_device(batch).permute(0, 3, 1, 2).float().div(255)
                 prediction = self.model(x)
                 prediction = prediction[0] if isinstance(prediction, (list, tuple)) else prediction
                 kept = non_max_suppression(prediction.float(), conf_thres=c.conf, iou_thres=c.iou, max_det=300)
@@ -159,7 +146,7 @@ class Yolov5(FrameSampled, Extractor):
             row[k, 1] = max(row[k, 1], confidence)
         return row
 
-    def extract(self, data: Frames, info: ClipInfo) -> FeatureBlock:
+    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         rows = [self.histogram(d).reshape(-1) for d in self.detect(data.images)]
         values = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
         return FeatureBlock(values, data.times)

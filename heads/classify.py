@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.dataset import scale, scaling
-from heads.torch_fit import FitConfig, fit
+from mvfx.heads.dataset import scale, scaling
+from mvfx.heads.torch_fit import FitConfig, fit
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class FusionConfig:
     batch_size: int = 32
     max_epochs: int = 400
     patience: int = 30
+    class_weights: str = "none"  # "balanced": n / (classes x count) per class in the loss
     seed: int = 0
 
 
@@ -54,7 +55,14 @@ def fit_fusion(
     y_train, y_val = torch.as_tensor(y[train]), torch.as_tensor(y[val])
     torch.manual_seed(cfg.seed)
     model = LateFusionClassifier([f.shape[1] for f in features], n_classes, cfg)
-    loss = nn.functional.cross_entropy
+    weight = None
+    if cfg.class_weights == "balanced":
+        counts = np.bincount(y[train], minlength=n_classes).astype(np.float32)
+        weight = torch.as_tensor(len(train) / (n_classes * np.maximum(counts, 1)))
+
+    def loss(logits, target):
+        return nn.functional.cross_entropy(logits, target, weight=weight)
+
     fit(model, len(train), lambda b: loss(model([x[b] for x in x_train]), y_train[b]),
         lambda: float(loss(model(x_val), y_val)), FitConfig(cfg.lr, cfg.batch_size, cfg.max_epochs, cfg.patience, cfg.seed))
     return model, stats

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heads.align import align
-from heads.labels import Gold
-from pipeline.errors import MvfxError
-from stores.base import FeatureStore
+from mvfx.heads.align import align
+from mvfx.heads.labels import Gold
+from mvfx.media.errors import MvfxError, MvfxWarning
+from mvfx.stores.base import FeatureStore
 
 
 @dataclass
@@ -21,8 +21,24 @@ class ClipData:
     gold: Gold
 
 
-class RandomWeightsWarning(UserWarning):
+class RandomWeightsWarning(MvfxWarning):
     """Features made with --random-weights: useful to test plumbing, meaningless as results."""
+
+
+class UnmatchedLabelsWarning(MvfxWarning):
+    """Label rows whose clip has none of the requested features: left out of training, and said so."""
+
+
+def matched_clips(labelled: list[str], available: set[str], what: str) -> list[str]:
+    """The labelled clips that have features, sorted; warns with the counts and the first unmatched ids."""
+    labelled = sorted(set(labelled))
+    matched = [c for c in labelled if c in available]
+    unmatched = [c for c in labelled if c not in available]
+    if unmatched:
+        warnings.warn(UnmatchedLabelsWarning(
+            f"labels: {len(labelled)} clips, {len(matched)} with {what} features; left out {len(unmatched)}: "
+            f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"), stacklevel=2)
+    return matched
 
 
 def check_weights(store: FeatureStore, extractors: list[str]) -> list[str]:
@@ -42,10 +58,11 @@ def build(store: FeatureStore, extractors: list[str], golds: dict[str, Gold]) ->
     durations = dict(zip(table["clip_id"], table["duration_s"]))
     available = set.intersection(*(set(store.clip_ids(e)) for e in extractors))
     clips = []
-    for clip_id in sorted(set(golds) & available):
+    for clip_id in matched_clips(list(golds), available, ", ".join(extractors)):
         gold = golds[clip_id]
         grid = gold.times.copy()
-        grid[:, 1] = np.minimum(grid[:, 1], durations.get(clip_id, np.inf))
+        duration = durations.get(clip_id) or np.inf  # 0 or missing: unknown (imported by an older mvfx), not empty
+        grid[:, 1] = np.minimum(grid[:, 1], duration)
         features = {e: align(*store.read(e, clip_id), grid) for e in extractors}
         keep = np.all([np.isfinite(f).all(axis=1) for f in features.values()], axis=0) & np.isfinite(gold.value)
         if keep.any():

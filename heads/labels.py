@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heads.metrics import ccc, pearson
-from pipeline.errors import MvfxError
-
-TARGETS = ("arousal", "valence")
+from mvfx.heads.metrics import ccc, pearson
+from mvfx.media.errors import MvfxError
 
 
 @dataclass
@@ -59,15 +57,15 @@ def inter_rater_agreement(ratings: np.ndarray) -> float:
 
 def read_labels(path: str | Path, target: str, where: dict[str, str] | None = None) -> dict[str, Gold]:
     """Gold standard per clip from a CSV of annotator time series or of clip-level values."""
-    if target not in TARGETS:
-        raise MvfxError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
     try:
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError) as exc:
         raise MvfxError(f"{path}: cannot read labels ({exc})") from None
     missing = {"clip_id", target} - set(table.columns)
     if missing:
-        raise MvfxError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        raise MvfxError(f"{path}: missing column(s) {', '.join(sorted(missing))}; columns: {', '.join(map(str, table.columns))}")
+    if not pd.api.types.is_numeric_dtype(table[target]):
+        raise MvfxError(f"{path}: column {target!r} is not numeric; a regression target must be")
     for column, value in (where or {}).items():
         if column not in table.columns:
             raise MvfxError(f"{path}: no column {column!r} to select on")

@@ -11,7 +11,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heads.dataset import ClipData, stack
+from mvfx.heads.dataset import ClipData, stack
 
 TOP_COEFFICIENTS = 25
 
@@ -40,7 +40,7 @@ def feature_names(store, extractors: list[str]) -> list[str]:
 
 def write_lasso_outputs(out: Path, names: list[str], coefs: list[np.ndarray], final_model) -> list[dict]:
     """coefficients.csv/.png (mean ± std over folds, largest |mean| first) and model.npz; returns the top rows."""
-    from heads.plots import coefficients_plot
+    from mvfx.heads.plots import coefficients_plot
 
     stacked = np.stack(coefs)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)

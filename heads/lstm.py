@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.dataset import ClipData, scale, scaling
-from heads.torch_fit import FitConfig, fit
+from mvfx.heads.dataset import ClipData, scale, scaling
+from mvfx.heads.torch_fit import FitConfig, fit
 
 FUSIONS = ("none", "early", "late", "pair")
 

@@ -50,7 +50,8 @@ def average_precision(relevant: np.ndarray) -> float:
 
 
 def classification_scores(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, macro F1, one-vs-rest ROC AUC (binary: AUC of the positive class) and the confusion matrix."""
+    """Accuracy, macro F1 (the mean of every class's F1, two classes included), one-vs-rest ROC AUC (binary:
+    AUC of the second class, which equals the macro one-vs-rest AUC) and the confusion matrix."""
     from sklearn.metrics import (
         accuracy_score,
         confusion_matrix,
@@ -62,10 +63,9 @@ def classification_scores(y: np.ndarray, proba: np.ndarray, classes: list[str]) 
     present = np.unique(y)
     if len(classes) == 2:
         auc = roc_auc_score(y, proba[:, 1]) if len(present) == 2 else float("nan")
-        f1 = f1_score(y, pred, zero_division=0)
     else:
         auc = roc_auc_score(y, proba, multi_class="ovr", labels=range(len(classes))) if len(present) == len(classes) else float("nan")
-        f1 = f1_score(y, pred, average="macro", labels=range(len(classes)), zero_division=0)
+    f1 = f1_score(y, pred, average="macro", labels=range(len(classes)), zero_division=0)
     return {
         "accuracy": float(accuracy_score(y, pred)),
         "f1": float(f1),

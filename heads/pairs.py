@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import MvfxError
+from mvfx.media.errors import MvfxError
 
 ALLOWED_MISMATCHES = frozenset(
     frozenset(p)
@@ -38,7 +38,7 @@ PAIR_COLUMNS = ["video_clip", "music_clip", "video_label", "music_label", "match
 def build_pairs(labels: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Pairs table (PAIR_COLUMNS) from a labels table with clip_id, label[, split]."""
     rng = random.Random(seed)
-    labels = labels.assign(split=labels["split"] if "split" in labels else "all")
+    labels = labels.assign(split=labels.get("split", "all"))
     rows: list[dict] = []
     for split in sorted(labels["split"].astype(str).unique()):
         rows.extend(_split_pairs(labels[labels["split"].astype(str) == split], split, rng, len(rows)))

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heads.dataset import ClipData, fold_splits
-from heads.metrics import mean_std, regression_scores
+from mvfx.heads.dataset import ClipData, fold_splits
+from mvfx.heads.metrics import mean_std, regression_scores
 
 METRICS = ("ccc", "pearson", "rmse")
 FitPredict = Callable[[list[ClipData], list[ClipData], int], dict[str, np.ndarray]]
@@ -37,13 +37,13 @@ def cross_validate(clips: list[ClipData], k: int, seed: int, fit_predict: FitPre
         train, test = [clips[i] for i in train_idx], [clips[i] for i in test_idx]
         assert not {c.clip_id for c in train} & {c.clip_id for c in test}
         predictions = fit_predict(train, test, fold)
-        per_clip = {c.clip_id: regression_scores(c.target, predictions[c.clip_id]) for c in test}
-        result.folds.append({
-            "fold": fold,
-            "test_clips": [c.clip_id for c in test],
-            **{m: float(np.nanmean([s[m] for s in per_clip.values()])) for m in METRICS},
-            "per_clip": per_clip,
-        })
+        row = {"fold": fold, "test_clips": [c.clip_id for c in test]}
+        if all(len(c.target) > 1 for c in test):  # time series: the mean of each test clip's scores
+            per_clip = {c.clip_id: regression_scores(c.target, predictions[c.clip_id]) for c in test}
+            row |= {m: float(np.nanmean([s[m] for s in per_clip.values()])) for m in METRICS} | {"per_clip": per_clip}
+        else:  # one value per clip: scores over the fold's test clips (a clip alone has no r or CCC)
+            row |= regression_scores(np.concatenate([c.target for c in test]), np.concatenate([predictions[c.clip_id] for c in test]))
+        result.folds.append(row)
         result.predictions.update(predictions)
         result.fold_of.update({c.clip_id: fold for c in test})
         if on_fold:
@@ -56,6 +56,7 @@ def summarise(result: CvResult, clips: list[ClipData]) -> dict:
     pooled_p = np.concatenate([result.predictions[c.clip_id] for c in clips])
     ceiling = [c.gold.agreement for c in clips]
     return {
+        "grain": "per clip" if all(len(c.target) > 1 for c in clips) else "per fold (one value per clip)",
         "aggregate": {m: mean_std([f[m] for f in result.folds]) for m in METRICS},
         "pooled": regression_scores(pooled_y, pooled_p),
         "inter_rater_ccc": mean_std(ceiling),
@@ -67,7 +68,7 @@ def summarise(result: CvResult, clips: list[ClipData]) -> dict:
 
 def write_run(out: Path, config: dict, metrics: dict, result: CvResult, clips: list[ClipData]) -> None:
     """config.json, metrics.json, predictions.csv and the trajectory + fold plots."""
-    from heads.plots import fold_scores_plot, trajectories_plot
+    from mvfx.heads.plots import fold_scores_plot, trajectories_plot
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))

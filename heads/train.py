@@ -8,13 +8,15 @@ from pathlib import Path
 
 import torch
 
-from heads import lasso, lstm
-from heads.dataset import build, check_weights
-from heads.labels import read_labels
-from heads.regression import cross_validate, summarise, write_run
-from stores import open_store
+from mvfx.heads import lasso, lstm
+from mvfx.heads.dataset import build, check_weights
+from mvfx.heads.labels import read_labels
+from mvfx.heads.regression import cross_validate, summarise, write_run
+from mvfx.heads.threads import with_training_threads
+from mvfx.stores import open_store
 
 
+@with_training_threads
 def train_regression(
     store_path: str, labels: str, extractors: list[str], target: str, out: str, model: str, folds: int = 5,
     seed: int = 0, where: dict[str, str] | None = None, fusion: str = "none", lstm_config: lstm.LstmConfig | None = None,

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from heads.classify import FusionConfig, fit_fusion, inner_validation, predict_proba
-from heads.dataset import check_weights, pooled
-from heads.metrics import classification_scores, mean_std
-from heads.pairs import read_class_labels
-from heads.plots import confusion_plot, roc_plot
-from pipeline.errors import MvfxError
-from stores import open_store
+from mvfx.heads.classify import FusionConfig, fit_fusion, inner_validation, predict_proba
+from mvfx.heads.dataset import check_weights, matched_clips, pooled
+from mvfx.heads.metrics import classification_scores, mean_std
+from mvfx.heads.pairs import read_class_labels
+from mvfx.heads.plots import confusion_plot, roc_plot
+from mvfx.heads.threads import with_training_threads
+from mvfx.media.errors import MvfxError
+from mvfx.stores import open_store
 
 CLASS_METRICS = ("accuracy", "f1", "roc_auc")
 
@@ -39,6 +40,7 @@ def _folds(y: np.ndarray, splits: pd.Series | None, k: int, seed: int):
     return folds
 
 
+@with_training_threads
 def train_fusion(
     store_path: str, labels: str, feature_sets: list[list[str]], out: str, folds: int = 6, seed: int = 0,
     use_split: bool = False, cfg: FusionConfig | None = None, on_fold=None,
@@ -51,7 +53,8 @@ def train_fusion(
     random = check_weights(store, extractors)
     table = read_class_labels(labels)
     have = set.intersection(*(set(store.clip_ids(e)) for e in extractors))
-    table = table[table["clip_id"].isin(have)].sort_values("clip_id").reset_index(drop=True)
+    keep = matched_clips(table["clip_id"].tolist(), have, ", ".join(extractors))
+    table = table[table["clip_id"].isin(keep)].sort_values("clip_id").reset_index(drop=True)
     classes = sorted(table["label"].unique())
     y = np.array([classes.index(label) for label in table["label"]])
     features = {e: pooled(store, e, table["clip_id"].tolist()) for e in extractors}

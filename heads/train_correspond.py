@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from heads.correspond import CorrespondConfig, CorrespondenceModel
-from heads.dataset import check_weights, pooled, scale, scaling
-from heads.metrics import average_precision, classification_scores, hit_at_k, mean_std
-from heads.plots import confusion_plot, roc_plot
-from heads.torch_fit import FitConfig, fit
-from pipeline.errors import MvfxError
-from stores import open_store
+from mvfx.heads.correspond import CorrespondConfig, CorrespondenceModel
+from mvfx.heads.dataset import check_weights, pooled, scale, scaling
+from mvfx.heads.metrics import average_precision, classification_scores, hit_at_k, mean_std
+from mvfx.heads.plots import confusion_plot, roc_plot
+from mvfx.heads.threads import with_training_threads
+from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.media.errors import MvfxError
+from mvfx.stores import open_store
 
 TOP_K = (1, 3, 5)
 MATCH_CLASSES = ["mismatch", "match"]
@@ -106,6 +107,7 @@ def _group_folds(data: PairData, k: int, seed: int):
         yield (*_validation_split(train, groups, seed), test)
 
 
+@with_training_threads
 def train_correspond(
     store_path: str, pairs_csv: str, video_extractor: str, music_extractor: str, out: str, folds: int = 5,
     seed: int = 0, cfg: CorrespondConfig | None = None, on_fold=None,

@@ -26,12 +26,13 @@ pre-training). Each annotator lags, biases and adds noise to the gold curve.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
+
+from mvfx.media.encode import write_mp4
 
 CLASSES = ("exciting", "fear", "neutral", "relaxation", "sad", "tension")
 SAMPLE_RATE = 44100
@@ -145,42 +146,6 @@ def _write_clip(path: Path, base: Style, seconds: float, size: tuple[int, int], 
     visual = (np.clip(base.arousal + 0.25 * motion, -1, 1), np.clip(base.valence + 0.3 * light, -1, 1))
     both = tuple(0.6 * m + 0.4 * v for m, v in zip(music, visual))
     return {"": (grid, *both), "_music": (grid, *music), "_visual": (grid, *visual)}
-
-
-def write_mp4(
-    path: str | Path,
-    frames: Iterable[np.ndarray] | None,
-    fps: int,
-    audio: np.ndarray | None = None,
-    sample_rate: int = SAMPLE_RATE,
-) -> None:
-    """Encode RGB uint8 frames (H.264, yuv420p) and/or audio [channels, samples] in [-1, 1] (AAC) to an MP4."""
-    container = av.open(str(path), mode="w")
-    vstream = None
-    if frames is not None:
-        vstream = container.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "veryfast"})
-        vstream.pix_fmt = "yuv420p"
-    astream = None
-    if audio is not None:
-        layout = "stereo" if audio.shape[0] == 2 else "mono"
-        astream = container.add_stream("aac", rate=sample_rate, layout=layout)
-    for n, rgb in enumerate(frames or ()):
-        if n == 0:
-            vstream.height, vstream.width = rgb.shape[:2]
-        for packet in vstream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-            container.mux(packet)
-    if astream is not None:
-        samples = np.asarray(audio, np.float32)
-        for start in range(0, samples.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + 1024]), format="fltp", layout=layout)
-            frame.sample_rate, frame.pts = sample_rate, start
-            for packet in astream.encode(frame):
-                container.mux(packet)
-    for stream in (vstream, astream):
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
-    container.close()
 
 
 def _slow_curve(seconds: float, rng: np.random.Generator, points_per_s: int = 50) -> np.ndarray:

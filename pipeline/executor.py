@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from pipeline.errors import MvfxError, one_line
+from mvfx.media.errors import MvfxError, one_line
 
 
 def local_cores() -> int:

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
-from extractors import create
-from extractors.base import Extractor
-from pipeline.corpus import ClipSource, discover
-from pipeline.errors import MvfxError, one_line
-from pipeline.executor import local_cores, make_executor
-from pipeline.tasks import ClipResult, ClipTask, ExtractorSpec, Failure, process_clip
-from stores import open_writer
+from mvfx.extractors import create
+from mvfx.extractors.base import Extractor
+from mvfx.media.errors import MvfxError, StoreUnwritable, is_unwritable, one_line
+from mvfx.media.names import printable
+from mvfx.pipeline.corpus import ClipSource, discover
+from mvfx.pipeline.executor import local_cores, make_executor
+from mvfx.pipeline.tasks import ClipResult, ClipTask, ExtractorSpec, Failure, process_clip
+from mvfx.stores import open_writer
 
 CHECKPOINT_EVERY_S = 10.0
 COMMON_LIBRARIES = ("mvfx", "numpy", "av", "zarr")
@@ -34,6 +35,9 @@ class RunSummary:
     seconds: float = 0.0
     executor: str = ""
     failures: list[tuple[str, Failure]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # one-line facts the user should see (e.g. a lock taken over)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (clip, the clip with the same content)
+    damaged: list[tuple[str, int, str]] = field(default_factory=list)  # (clip, damaged packets skipped, where)
 
     @property
     def ok(self) -> bool:
@@ -50,8 +54,9 @@ def library_versions(extractor: Extractor) -> dict[str, str]:
     return out
 
 
-def provenance(extractor: Extractor) -> dict:
-    return extractor.describe() | extractor.weights_provenance() | {"library_versions": library_versions(extractor)}
+def provenance(extractor: Extractor, random_weights: bool) -> dict:
+    weights = extractor.weights_provenance(random_weights)
+    return extractor.describe() | weights | {"library_versions": library_versions(extractor)}
 
 
 def run_extract(
@@ -76,54 +81,84 @@ def run_extract(
         raise MvfxError(f"{store}: only local or shared POSIX paths can be written (commits are atomic renames); "
                         "write locally, then `mvfx store export` or copy the finished store")
     started = time.perf_counter()
-    clips = discover(corpus)
-    extractors = [create(name, **options.get(name, {})) for name in extractor_names]
+    extractors = [create(name, **options.get(name, {})) for name in extractor_names]  # bad options fail before any work
     for extractor in list(extractors):  # per-shot extractors need shots: run them too unless asked already
         for dependency in extractor.depends_on:
             if dependency not in [e.name for e in extractors]:
                 extractors.insert(0, create(dependency, **options.get(dependency, {})))
-    for extractor in extractors:
-        extractor.random_weights = random_weights and bool(extractor.weight_names)
-    described = [provenance(e) for e in extractors]  # fails here, before any work, when weights are missing
-    specs = {
-        e.name: ExtractorSpec(e.name, tuple(sorted(options.get(e.name, {}).items())), e.random_weights)
-        for e in extractors
-    }
+    random = {e.name: random_weights and bool(e.weight_names) for e in extractors}
+    described = [provenance(e, random[e.name]) for e in extractors]  # fails here, before any work, when weights are missing
+    found = discover(corpus)
+    clips = found.clips
+    specs = {e.name: ExtractorSpec(e.name, tuple(sorted(options.get(e.name, {}).items())), random[e.name]) for e in extractors}
     summary = RunSummary(clips=len(clips))
-    with open_writer(store, break_lock=break_lock) as writer:
-        dtypes = {e.name: e.storage_dtype or dtype for e in extractors}
-        for description in described:
-            writer.register_extractor(description, dtype=dtypes[description["extractor"]])
-        done = {e.name: writer.done(e.name) for e in extractors}
-        todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []
-        for clip in _changed_since_extraction(clips, writer, summary):
-            missing = tuple(specs[e.name] for e in extractors if clip.clip_id not in done[e.name])
-            summary.pairs_skipped += len(extractors) - len(missing)
-            if missing:
-                todo.append((clip, missing))
-        gpu = device != "cpu" and any(e.weight_names for e in extractors)
-        executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None)
-        threads = 1 if executor.description != "in-process" else local_cores()
-        task_dtypes = tuple(sorted(dtypes.items()))
-        tasks = [ClipTask(clip, missing, str(writer.path), task_dtypes, device, threads) for clip, missing in todo]
-        summary.executor = executor.description
-        if on_start:
-            on_start(len(tasks), executor.description)
-        last_checkpoint = time.monotonic()
-        try:
-            for result in executor.map_unordered(process_clip, tasks, on_error=_lost_task):
-                _commit(writer, result, summary)
-                if on_result:
-                    on_result(result)
-                if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
-                    writer.checkpoint()
-                    last_checkpoint = time.monotonic()
-        finally:
-            executor.close()
-        if compact:
-            writer.compact()
+    try:
+        with open_writer(store, break_lock=break_lock) as writer:
+            if writer.lock.took_over:
+                summary.notices.append(f"{store}: {writer.lock.took_over}")
+            _record_discovery_problems(writer, found.problems, summary)
+            dtypes = {e.name: e.storage_dtype or dtype for e in extractors}
+            for description in described:
+                writer.register_extractor(description, dtype=dtypes[description["extractor"]])
+            done = {e.name: writer.done(e.name) for e in extractors}
+            todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []
+            for clip in _changed_since_extraction(clips, writer, summary):
+                missing = tuple(specs[e.name] for e in extractors if clip.clip_id not in done[e.name])
+                summary.pairs_skipped += len(extractors) - len(missing)
+                if missing:
+                    todo.append((clip, missing))
+            gpu = device != "cpu" and any(e.weight_names for e in extractors)
+            executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None)
+            threads = 1 if executor.description != "in-process" else local_cores()
+            task_dtypes = tuple(sorted(dtypes.items()))
+            tasks = [ClipTask(clip, missing, str(writer.path), task_dtypes, device, threads) for clip, missing in todo]
+            summary.executor = executor.description
+            if on_start:
+                on_start(len(tasks), executor.description)
+            last_checkpoint = time.monotonic()
+            try:
+                for result in executor.map_unordered(process_clip, tasks, on_error=_lost_task):
+                    _commit(writer, result, summary)
+                    if on_result:
+                        on_result(result)
+                    if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
+                        writer.checkpoint()
+                        last_checkpoint = time.monotonic()
+            finally:
+                executor.close()
+            if compact:
+                writer.compact()
+            summary.duplicates = _duplicates(writer.clip_records(), [c.clip_id for c in clips])
+    except OSError as exc:
+        if is_unwritable(exc):
+            raise StoreUnwritable.from_os_error(store, exc) from None
+        raise
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _record_discovery_problems(writer, problems: list[tuple[str, str]], summary: RunSummary) -> None:
+    """Entries named like clips that are not readable files: one failures row each (stage "discover")."""
+    for clip_id, message in problems:
+        failure = Failure("*", "discover", "NotAClip", message)
+        writer.add_failure(clip_id, failure.extractor, failure.stage, failure.error, failure.message)
+        summary.failures.append((clip_id, failure))
+        summary.clips_failed += 1
+
+
+def _duplicates(records: dict[str, dict], clip_ids: list[str]) -> list[tuple[str, str]]:
+    """(clip, first clip with the same content hash) for the corpus's clips: a symlink and its target, or copies."""
+    first: dict[str, str] = {}
+    pairs = []
+    for clip_id in sorted(clip_ids):
+        digest = records.get(clip_id, {}).get("content_hash")
+        if not digest:
+            continue
+        if digest in first:
+            pairs.append((clip_id, first[digest]))
+        else:
+            first[digest] = clip_id
+    return pairs
 
 
 def _changed_since_extraction(clips: list[ClipSource], writer, summary: RunSummary) -> list[ClipSource]:
@@ -148,12 +183,17 @@ def _changed_since_extraction(clips: list[ClipSource], writer, summary: RunSumma
 
 
 def _lost_task(task: ClipTask, exc: BaseException) -> ClipResult:
-    result = ClipResult(task.clip.clip_id, {"clip_id": task.clip.clip_id, "path": task.clip.path, "status": "failed"})
+    result = ClipResult(task.clip.clip_id, {"clip_id": task.clip.clip_id, "path": printable(task.clip.path), "status": "failed"})
     result.failures.append(Failure("*", "worker", type(exc).__name__, f"{task.clip.path}: worker lost ({one_line(exc)})"))
     return result
 
 
 def _commit(writer, result: ClipResult, summary: RunSummary) -> None:
+    unwritable = next((f for f in result.failures if f.error == "StoreUnwritable"), None)
+    if unwritable is not None:  # not the clip's fault: commit what was staged, stop; a rerun finishes the clip
+        for staged in result.staged:
+            writer.commit(staged)
+        raise StoreUnwritable.from_os_error(str(writer.path), OSError(unwritable.errno, os.strerror(unwritable.errno or 0)))
     attempted = [s.extractor for s in result.staged] + [f.extractor for f in result.failures if f.extractor != "*"]
     writer.clear_failures(result.clip_id, attempted)
     for staged in result.staged:
@@ -162,6 +202,8 @@ def _commit(writer, result: ClipResult, summary: RunSummary) -> None:
         writer.add_failure(result.clip_id, failure.extractor, failure.stage, failure.error, failure.message)
         summary.failures.append((result.clip_id, failure))
     writer.set_clip(result.record)
+    if result.record.get("damaged_packets"):
+        summary.damaged.append((result.clip_id, result.record["damaged_packets"], result.record["damaged_spans"]))
     summary.pairs_done += len(result.staged)
     summary.pairs_failed += sum(1 for f in result.failures if f.extractor != "*")
     summary.clips_failed += result.status == "failed"

@@ -11,14 +11,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from extractors import create
-from extractors.base import Extractor, FeatureBlock
-from pipeline.corpus import ClipSource
-from pipeline.decode import DecodedClip, decode
-from pipeline.errors import ClipError, MvfxError, one_line
-from pipeline.probe import ClipInfo, probe
-from stores import open_store
-from stores.zarr_store import StagedPart, stage_part
+from mvfx.extractors import create
+from mvfx.extractors.base import Extractor, FeatureBlock
+from mvfx.media.decode import DecodedClip, decode
+from mvfx.media.errors import ClipError, MvfxError, is_unwritable, one_line
+from mvfx.media.names import printable
+from mvfx.media.probe import ClipInfo, probe
+from mvfx.pipeline.corpus import ClipSource
+from mvfx.stores import StagedPart, open_store, stage_part
 
 _WORKER_EXTRACTORS: dict[tuple, Extractor] = {}
 
@@ -47,7 +47,11 @@ class Failure:
     extractor: str  # "*" when the whole clip failed
     stage: str
     error: str
-    message: str
+    message: str  # one line; names that are not UTF-8 are shown as %XX
+    errno: int | None = None  # for store errors: which OSError it was
+
+    def __post_init__(self) -> None:
+        self.message = printable(self.message)
 
 
 @dataclass
@@ -71,8 +75,7 @@ def worker_extractor(spec: ExtractorSpec, device: str, threads: int) -> Extracto
     if key not in _WORKER_EXTRACTORS:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         extractor = create(spec.name, **dict(spec.config))
-        extractor.random_weights = spec.random_weights
-        extractor.setup(device)
+        extractor.setup(device, spec.random_weights)
         _limit_threads(threads)
         _WORKER_EXTRACTORS[key] = extractor
     return _WORKER_EXTRACTORS[key]
@@ -102,14 +105,14 @@ class Prepared:
 def prepare_clip(task: ClipTask) -> Prepared:
     """Probe and decode (the I/O- and FFmpeg-bound half; safe to run in a helper thread)."""
     clip = task.clip
-    prepared = Prepared(task, ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": clip.path, "status": "failed"}),
+    prepared = Prepared(task, ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": printable(clip.path), "status": "failed"}),
                         started=time.perf_counter())
     try:
         prepared.info = probe(clip.path)
     except ClipError as exc:
         prepared.result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
         return prepared
-    prepared.result.record = {"clip_id": clip.clip_id, **prepared.info.as_record()}
+    prepared.result.record = {"clip_id": clip.clip_id, **prepared.info.as_record(), "path": printable(clip.path)}
     wanted = [(spec, input_of(spec)) for spec in task.extractors]
     present = {"audio": prepared.info.has_audio, "video": prepared.info.has_video}
     try:
@@ -120,6 +123,9 @@ def prepare_clip(task: ClipTask) -> Prepared:
         )
     except ClipError as exc:
         prepared.result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
+        return prepared
+    damage = prepared.decoded.damage
+    prepared.result.record |= {"damaged_packets": damage.packets, "damaged_spans": damage.describe()}
     return prepared
 
 
@@ -147,7 +153,7 @@ def process_clip(task: ClipTask) -> ClipResult:
 process_clip.stages = (prepare_clip, finish_clip)  # lets an executor overlap decoding with extraction
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def input_of(spec: ExtractorSpec) -> tuple[str, object]:
     """(modality, input spec) of an extractor, without setting it up."""
     extractor = create(spec.name, **dict(spec.config))
@@ -163,10 +169,8 @@ def _has_input(extractor: Extractor, info: ClipInfo, result: ClipResult) -> bool
     return present
 
 
-def _context(extractor: Extractor, made: dict, task: ClipTask, clip_id: str) -> dict | None:
+def _context(extractor: Extractor, made: dict, task: ClipTask, clip_id: str) -> dict[str, FeatureBlock]:
     """The rows ``extractor`` depends on: made for this clip in this task, else committed earlier in the store."""
-    if not extractor.depends_on:
-        return None
     context = {}
     for name in extractor.depends_on:
         if name in made:
@@ -180,11 +184,11 @@ def _context(extractor: Extractor, made: dict, task: ClipTask, clip_id: str) -> 
 
 
 def _extract_one(
-    extractor: Extractor, decoded, info: ClipInfo, task: ClipTask, result: ClipResult, context: dict | None
+    extractor: Extractor, decoded, info: ClipInfo, task: ClipTask, result: ClipResult, context: dict[str, FeatureBlock]
 ) -> FeatureBlock | None:
     data = decoded.audio.get(extractor.input) if extractor.modality == "audio" else decoded.video.get(extractor.input)
     try:
-        block = extractor.extract(data, info, context) if extractor.depends_on else extractor.extract(data, info)
+        block = extractor.extract(data, info, context)
         if block.values.shape[1] != extractor.dim:
             raise ValueError(f"{extractor.name} produced {block.values.shape[1]} columns, declared {extractor.dim}")
         if len(block.values) == 0:
@@ -200,6 +204,7 @@ def _extract_one(
             task.store, extractor.name, result.clip_id, block.values, block.times,
             dict(task.dtypes).get(extractor.name, "float32"), result.record
         ))
-    except OSError as exc:
-        result.failures.append(Failure(extractor.name, "store", type(exc).__name__, f"{task.store}: {one_line(exc)}"))
+    except OSError as exc:  # "store unwritable" stops the run (see run._commit); other errors fail this pair only
+        error = "StoreUnwritable" if is_unwritable(exc) else type(exc).__name__
+        result.failures.append(Failure(extractor.name, "store", error, f"{task.store}: {one_line(exc)}", errno=exc.errno))
     return block

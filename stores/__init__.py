@@ -1,8 +1,12 @@
 """Feature stores: Zarr v3 (default) behind one read API.
 
-    from stores import open_store
+    from mvfx.stores import open_store
     s = open_store("features.zarr")
     values, times = s.read("emobase", s.clip_ids("emobase")[0])
+
+Workers stage a clip's block with ``stage_part`` (any process may); the single
+writer from ``open_writer`` commits it. Nothing outside this package reaches
+into a backend module.
 """
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ from pathlib import Path
 
 import h5py
 
-from stores.base import FeatureStore
-from stores.hdf5_store import Hdf5FeatureStore
-from stores.zarr_store import ZarrFeatureStore, ZarrStoreWriter
+from mvfx.stores.base import FeatureStore
+from mvfx.stores.hdf5_store import Hdf5FeatureStore
+from mvfx.stores.zarr_store import StagedPart, ZarrFeatureStore, ZarrStoreWriter, stage_part
 
 
 def open_store(path: str | Path) -> FeatureStore:
@@ -28,4 +32,7 @@ def open_writer(path: str | Path, break_lock: bool = False) -> ZarrStoreWriter:
     return ZarrStoreWriter(path, break_lock=break_lock)
 
 
-__all__ = ["FeatureStore", "Hdf5FeatureStore", "ZarrFeatureStore", "ZarrStoreWriter", "open_store", "open_writer"]
+__all__ = [
+    "FeatureStore", "Hdf5FeatureStore", "StagedPart", "ZarrFeatureStore", "ZarrStoreWriter", "open_store", "open_writer",
+    "stage_part",
+]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import MvfxError
-from stores.layout import FORMAT_NAME, FORMAT_VERSION
+from mvfx.media.errors import MvfxError
+from mvfx.stores.layout import FORMAT_NAME, FORMAT_VERSION
 
 EMPTY_INDEX = {"clip_id": [], "offset": [], "count": [], "checksum": []}
 
@@ -126,12 +126,16 @@ class FeatureStore(ABC):
                 "weights": attrs.get("weights", "none"),
                 "uncompacted_parts": sum(1 for loc in index.values() if loc.part),
             }
-        return {"clips": len(self.clips()), "extractors": extractors, "failures": len(self.failures())}
+        clips = self.clips()
+        damaged = pd.to_numeric(clips.get("damaged_packets", pd.Series(dtype=float)), errors="coerce").fillna(0)
+        return {"clips": len(clips), "extractors": extractors, "failures": len(self.failures()),
+                "damaged_clips": int((damaged > 0).sum())}
 
     def verify(self) -> list[str]:
         """Every problem found: index vs arrays, shapes, time order, NaN/Inf, checksums, clips table."""
         problems = []
-        known = set(self.clips()["clip_id"])
+        known = set(self.clips()["clip_id"])  # plus records that committed parts carry (a run stopped before its table write)
+        known |= {attrs["clip_id"] for name in self.extractors() for _, attrs in self.parts(name) if attrs.get("clip")}
         for name in self.extractors():
             attrs = self.group_attrs(name)
             ci = {**EMPTY_INDEX, **attrs.get("clip_index", {})}

@@ -16,12 +16,12 @@ import h5py
 import numpy as np
 import zarr
 
-from pipeline.errors import MvfxError
-from stores.base import FeatureStore, Location
-from stores.hdf5_store import Hdf5FeatureStore, encode_attrs, write_h5_table
-from stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS, chunk_rows
-from stores.tables import write_zarr_table
-from stores.zarr_store import FEATURE_COMPRESSORS
+from mvfx.media.errors import MvfxError
+from mvfx.stores.base import FeatureStore, Location
+from mvfx.stores.hdf5_store import Hdf5FeatureStore, encode_attrs, write_h5_table
+from mvfx.stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS, chunk_rows
+from mvfx.stores.tables import write_zarr_table
+from mvfx.stores.zarr_store import FEATURE_COMPRESSORS
 
 SLAB_ROWS = 1 << 16
 

@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import MvfxError
-from stores.base import FeatureStore, Location, check_format
-from stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS
-from stores.tables import to_frame
+from mvfx.media.errors import MvfxError
+from mvfx.stores.base import FeatureStore, Location, check_format
+from mvfx.stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS
+from mvfx.stores.tables import to_frame
 
 JSON_ATTRS = "_json_attrs"
 

@@ -29,12 +29,14 @@ CLIP_COLUMNS: dict[str, str] = {
     "channels": "int32",
     "audio_codec": "str",
     "status": "str",  # ok | partial | failed
+    "damaged_packets": "int32",  # packets FFmpeg could not decode and mvfx skipped (0: an intact file)
+    "damaged_spans": "str",  # where, in seconds: "1.43-1.81;2.10-2.30"
 }
 
 FAILURE_COLUMNS: dict[str, str] = {
     "clip_id": "str",
     "extractor": "str",  # "*" when the whole clip failed (probe, decode)
-    "stage": "str",  # probe | decode | input | extract | store
+    "stage": "str",  # discover | plan | probe | decode | input | extract | store | worker | import
     "error": "str",
     "message": "str",
     "time": "str",  # ISO 8601 UTC

@@ -10,9 +10,15 @@ def to_columns(records: list[dict], schema: dict[str, str]) -> dict[str, np.ndar
     """Records -> column arrays with the schema's dtypes (strings as Python str objects)."""
     cols = {}
     for name, dtype in schema.items():
-        values = [r.get(name, "" if dtype == "str" else 0) for r in records]
+        empty = "" if dtype == "str" else 0
+        values = [empty if _missing(r.get(name)) else r[name] for r in records]
         cols[name] = np.array(values, dtype=object if dtype == "str" else dtype)
     return cols
+
+
+def _missing(value) -> bool:
+    """Absent, None or NaN: a column that older rows do not have (e.g. one added in a later format)."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def write_zarr_table(group: zarr.Group, records: list[dict], schema: dict[str, str]) -> None:

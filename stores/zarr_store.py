@@ -25,14 +25,16 @@ import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec
 
-from pipeline.errors import MvfxError
-from stores.base import EMPTY_INDEX, FeatureStore, Location, check_format, values_checksum
-from stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS, FORMAT_NAME, FORMAT_VERSION, chunk_rows
-from stores.lock import StoreLock
-from stores.tables import read_zarr_table, write_zarr_table
+from mvfx.media.errors import MvfxError, is_unwritable
+from mvfx.media.names import printable
+from mvfx.stores.base import EMPTY_INDEX, FeatureStore, Location, check_format, values_checksum
+from mvfx.stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS, FORMAT_NAME, FORMAT_VERSION, chunk_rows
+from mvfx.stores.lock import StoreLock
+from mvfx.stores.tables import read_zarr_table, write_zarr_table
 
 STAGING = ".staging"
 COMPACT_BATCH = 256
+MESSAGE_CHARS = 500  # failure messages are one line; longer ones (e.g. a column dump) are cut
 # Blosc zstd level 5 with byte shuffle: on emobase / log-mel rows 1.24x / 1.38x smaller than raw float32
 # (zarr's default zstd-0: 1.14x / 1.22x), still read at 350-700 MB/s; a codec every Zarr v3 reader has.
 FEATURE_COMPRESSORS = [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")]
@@ -43,8 +45,8 @@ def now_iso() -> str:
 
 
 def part_name(clip_id: str) -> str:
-    """Deterministic part name of a clip (clip ids may contain '/')."""
-    return hashlib.sha1(clip_id.encode()).hexdigest()[:20]
+    """Deterministic part name of a clip (clip ids may contain '/', and stray surrogates from odd file names)."""
+    return hashlib.sha1(clip_id.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
         return dict(self._clips)
 
     def set_clip(self, record: dict) -> None:
-        self._clips[record["clip_id"]] = record
+        self._clips[record["clip_id"]] = {k: printable(v) if isinstance(v, str) else v for k, v in record.items()}
 
     def clear_failures(self, clip_id: str, extractors: list[str]) -> None:
         """Forget earlier failures of a clip that is being retried (whole-clip ones included)."""
@@ -209,8 +211,11 @@ class ZarrStoreWriter(ZarrFeatureStore):
             self._failures.pop((clip_id, name), None)
 
     def add_failure(self, clip_id: str, extractor: str, stage: str, error: str, message: str) -> None:
+        """One row per (clip, extractor): the latest failure, its message cut to one line of at most 500 characters."""
+        line = printable(message).strip().splitlines()[0] if message.strip() else ""
         self._failures[(clip_id, extractor)] = {
-            "clip_id": clip_id, "extractor": extractor, "stage": stage, "error": error, "message": message, "time": now_iso(),
+            "clip_id": printable(clip_id), "extractor": extractor, "stage": stage, "error": error,
+            "message": line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 3] + "...", "time": now_iso(),
         }
 
     def checkpoint(self) -> None:
@@ -266,12 +271,17 @@ class ZarrStoreWriter(ZarrFeatureStore):
             shutil.rmtree(self.path / "features" / name / "parts" / part_id)
 
     def close(self) -> None:
+        """Persist the tables and release the lock. On a full or read-only file system the tables are
+        skipped (the committed parts carry their clip records; the next writer restores them)."""
         try:
             self.checkpoint()
+        except OSError as exc:
+            if not is_unwritable(exc):
+                raise
         finally:
             self.lock.release()
 
-    def __enter__(self) -> "ZarrStoreWriter":
+    def __enter__(self) -> ZarrStoreWriter:
         return self
 
     def __exit__(self, *exc) -> None:

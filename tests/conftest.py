@@ -5,11 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DEMO_EXTRACTORS, SHARED_DATA, tone
 
-from pipeline.demo_corpus import write_demo_corpus, write_mp4
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+from mvfx.media.encode import write_mp4
+from mvfx.pipeline.demo_corpus import write_demo_corpus
 
 
 @pytest.fixture(scope="session")
@@ -27,29 +26,15 @@ def demo_corpus(tmp_path_factory) -> Path:
     return out
 
 
-DEMO_EXTRACTORS = ["colour", "emobase", "logmel_phase"]
-
-
 @pytest.fixture(scope="session")
 def demo_store(demo_corpus, tmp_path_factory) -> Path:
     """The demo corpus extracted in-process with the three foundation extractors."""
-    from pipeline.run import run_extract
+    from mvfx.pipeline.run import run_extract
 
     path = tmp_path_factory.mktemp("stores") / "demo.zarr"
     summary = run_extract(str(demo_corpus), str(path), DEMO_EXTRACTORS, workers=1)
     assert summary.ok and summary.pairs_done == 6 * 3
     return path
-
-
-def indexed_video(path: Path, n_frames: int, fps: int, size=(64, 48)) -> None:
-    """A video whose frame i has grey level 8*i (to identify which frames were sampled)."""
-    w, h = size
-    write_mp4(path, (np.full((h, w, 3), 8 * i, np.uint8) for i in range(n_frames)), fps)
-
-
-def tone(seconds: float, sample_rate: int = 44100, hz: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    return np.stack([0.3 * np.sin(2 * np.pi * hz * t)] * 2)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +55,7 @@ def odd_corpus(tmp_path_factory, demo_corpus) -> Path:
 @pytest.fixture(scope="session")
 def heads_corpus(tmp_path_factory):
     """24 labelled 8-second clips (160x90) with emobase + colour extracted: enough to cross-validate heads."""
-    from pipeline.run import run_extract
+    from mvfx.pipeline.run import run_extract
 
     root = tmp_path_factory.mktemp("heads")
     write_demo_corpus(root / "corpus", n_clips=24, seconds=8.0, seed=1, size=(160, 90))

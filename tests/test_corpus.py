@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.corpus import discover
-from pipeline.errors import MvfxError
+from mvfx.media.errors import MvfxError
+from mvfx.pipeline.corpus import discover
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -14,7 +14,7 @@ def _touch(root: Path, *names: str) -> None:
 
 def test_folder_is_recursive_with_relative_ids(tmp_path):
     _touch(tmp_path, "a.mp4", "sub/b.webm", "sub/deeper/c.ogg", "notes.txt", ".hidden.mp4")
-    clips = discover(str(tmp_path))
+    clips = discover(str(tmp_path)).clips
     assert [c.clip_id for c in clips] == ["a", "sub/b", "sub/deeper/c"]
     assert all(Path(c.path).is_absolute() for c in clips)
 
@@ -22,19 +22,19 @@ def test_folder_is_recursive_with_relative_ids(tmp_path):
 def test_ids_are_stable_wherever_the_corpus_is_mounted(tmp_path):
     for root in (tmp_path / "one", tmp_path / "two"):
         _touch(root, "x/clip.mp4")
-    assert discover(str(tmp_path / "one"))[0].clip_id == discover(str(tmp_path / "two"))[0].clip_id == "x/clip"
+    assert discover(str(tmp_path / "one")).clips[0].clip_id == discover(str(tmp_path / "two")).clips[0].clip_id == "x/clip"
 
 
 def test_glob_ids_are_relative_to_the_fixed_prefix(tmp_path):
     _touch(tmp_path, "v/a.mp4", "v/b.mp4", "v/c.webm")
-    clips = discover(str(tmp_path / "v" / "*.mp4"))
+    clips = discover(str(tmp_path / "v" / "*.mp4")).clips
     assert [c.clip_id for c in clips] == ["a", "b"]
 
 
 def test_manifest_gives_ids_and_resolves_relative_paths(tmp_path):
     _touch(tmp_path, "media/one.mp4", "media/two.mp4")
     (tmp_path / "m.csv").write_text("clip_id,path\nfirst,media/one.mp4\n,media/two.mp4\n")
-    clips = discover(str(tmp_path / "m.csv"))
+    clips = discover(str(tmp_path / "m.csv")).clips
     assert [(c.clip_id, Path(c.path).name) for c in clips] == [("first", "one.mp4"), ("two", "two.mp4")]
 
 

@@ -1,16 +1,13 @@
 """End to end: real files -> mvfx extract -> store -> read back; failures; resume; Dask."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import DEMO_EXTRACTORS as EXTRACTORS
+from helpers import run_cli
 
-from pipeline.run import run_extract
-from stores import open_store
-
-MVFX = [sys.executable, "-m", "cli"]
-from tests.conftest import DEMO_EXTRACTORS as EXTRACTORS
+from mvfx.pipeline.run import run_extract
+from mvfx.stores import open_store
 
 
 def test_demo_corpus_extracts_every_clip_and_reads_back(demo_store):
@@ -62,9 +59,8 @@ def test_a_new_extractor_is_added_to_an_existing_store(demo_corpus, demo_store):
 
 def test_bad_clips_are_recorded_and_the_rest_succeed(odd_corpus, tmp_path):
     store = tmp_path / "odd.zarr"
-    proc = subprocess.run([*MVFX, "extract", str(odd_corpus), "--store", str(store), "-e", "colour,emobase", "-j", "1"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
+    proc = run_cli("extract", odd_corpus, "--store", store, "-e", "colour,emobase", "-j", "1")
+    assert proc.exit_code == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     s = open_store(store)
     failures = {(r.clip_id, r.extractor): r for r in s.failures().itertuples()}
@@ -99,27 +95,44 @@ def test_real_media_through_probe_decode_and_both_extractors(shared_data, tmp_pa
 
 
 def test_store_info_json_and_extractors_listing(demo_store):
-    info = json.loads(subprocess.run([*MVFX, "store", "info", str(demo_store), "--json"], capture_output=True, text=True, check=True).stdout)
+    info = json.loads(run_cli("store", "info", demo_store, "--json").stdout)
     assert info["clips"] == 6 and info["failures"] == 0
     assert info["extractors"]["emobase"] == {"dim": 988, "version": "1", "clips": 6, "rows": 48, "weights": "none", "uncompacted_parts": 0}
-    listing = json.loads(subprocess.run([*MVFX, "extractors", "--json"], capture_output=True, text=True, check=True).stdout)
+    listing = json.loads(run_cli("extractors", "--json").stdout)
     assert {e["name"] for e in listing} >= {"colour", "emobase", "emobase_lld", "logmel_phase"}
 
 
-def test_local_dask_cluster_gives_the_same_values(demo_corpus, demo_store, tmp_path):
+def test_local_dask_cluster_gives_bitwise_the_same_values(demo_corpus, demo_store, tmp_path):
+    """In-process (2 threads) and 2 single-threaded Dask workers: non-neural features are bitwise equal."""
     store = tmp_path / "dask.zarr"
-    summary = run_extract(str(demo_corpus), str(store), ["colour", "emobase"], workers=2)
+    summary = run_extract(str(demo_corpus), str(store), EXTRACTORS, workers=2)
     assert summary.ok and "dask" in summary.executor
     a, b = open_store(demo_store), open_store(store)
-    for name in ("colour", "emobase"):
+    for name in EXTRACTORS:
         for clip_id in a.clip_ids(name):
             np.testing.assert_array_equal(a.read(name, clip_id)[0], b.read(name, clip_id)[0])
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    proc = subprocess.run([*MVFX, "extract", str(tmp_path / "nowhere"), "--store", str(tmp_path / "s.zarr")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such folder" in proc.stderr
-    proc = subprocess.run([*MVFX, "extract", str(tmp_path), "--store", str(tmp_path / "s.zarr"), "-e", "nope"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown extractor 'nope'" in proc.stderr
+    proc = run_cli("extract", tmp_path / "nowhere", "--store", tmp_path / "s.zarr")
+    assert proc.exit_code == 2 and proc.stderr.strip().count("\n") == 0 and "no such folder" in proc.stderr
+    proc = run_cli("extract", tmp_path, "--store", tmp_path / "s.zarr", "-e", "nope")
+    assert proc.exit_code == 2 and "unknown extractor 'nope'" in proc.stderr
+
+
+def test_torch_features_agree_across_thread_counts_within_the_stated_tolerance():
+    """In-process runs use every core, a Dask worker one thread: float32 sums differ in order only."""
+    import torch
+    from helpers import random_extractor, random_frames
+
+    resnet = random_extractor("resnet50")
+    frames = random_frames(4, 256, 300, 2, seed=5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = resnet.extract(frames, None, {}).values
+        torch.set_num_threads(1)
+        one = resnet.extract(frames, None, {}).values
+    finally:
+        torch.set_num_threads(threads)
+    assert np.abs(two - one).max() <= 1e-5 * np.abs(two).max()

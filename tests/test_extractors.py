@@ -2,18 +2,13 @@ import librosa
 import numpy as np
 import opensmile
 import pytest
+from helpers import solid_frames
 
-import extractors
-from extractors.base import fixed_windows
-from pipeline.decode import Frames
-from pipeline.probe import ClipInfo
+import mvfx.extractors as extractors
+from mvfx.extractors.base import fixed_windows
+from mvfx.media.probe import ClipInfo
 
 INFO = ClipInfo(path="synthetic", size_bytes=1, content_hash="", duration_s=1.0, has_video=True, has_audio=True)
-
-
-def _frames(*rgb):
-    images = np.stack([np.full((24, 32, 3), c, np.uint8) for c in rgb])
-    return Frames(images, np.array([[i * 0.5, (i + 1) * 0.5] for i in range(len(rgb))]))
 
 
 def _named(extractor, row):
@@ -23,7 +18,7 @@ def _named(extractor, row):
 def test_colour_of_pure_red_green_and_grey():
     colour = extractors.create("colour")
     colour.setup()
-    block = colour.extract(_frames((255, 0, 0), (0, 255, 0), (128, 128, 128)), INFO)
+    block = colour.extract(solid_frames((255, 0, 0), (0, 255, 0), (128, 128, 128)), INFO, {})
     assert block.values.shape == (3, colour.dim) == (3, 18 + 8 + 6)
     red, green, grey = (_named(colour, r) for r in block.values)
     assert red["hue_000_020"] == 1.0 and sum(v for k, v in red.items() if k.startswith("hue_")) == 1.0
@@ -51,7 +46,7 @@ def test_emobase_equals_a_direct_opensmile_call_on_each_window():
     audio = (0.2 * np.sin(2 * np.pi * 220 * np.arange(int(1.6 * sr)) / sr) + 0.01 * rng.standard_normal(int(1.6 * sr))).astype(np.float32)
     emobase = extractors.create("emobase")
     emobase.setup()
-    block = emobase.extract(audio, INFO)
+    block = emobase.extract(audio, INFO, {})
     assert block.values.shape == (3, 988) and len(emobase.feature_names) == 988
     np.testing.assert_allclose(block.times, [[0, 0.5], [0.5, 1.0], [1.0, 1.5]])
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.emobase, feature_level=opensmile.FeatureLevel.Functionals)
@@ -65,14 +60,14 @@ def test_emobase_window_is_configurable_and_short_clips_get_one_row():
     emobase.setup()
     assert emobase.time_grid.window_s == 1.0 and emobase.time_grid.hop_s == 0.5
     np.testing.assert_allclose(fixed_windows(2.2, 1.0, 0.5), [[0, 1], [0.5, 1.5], [1, 2]])
-    short = emobase.extract(np.zeros(4000, np.float32) + 0.01, INFO)
+    short = emobase.extract(np.zeros(4000, np.float32) + 0.01, INFO, {})
     np.testing.assert_allclose(short.times, [[0, 0.25]])
 
 
 def test_emobase_lld_rows_every_10_ms():
     lld = extractors.create("emobase_lld")
     lld.setup()
-    block = lld.extract(np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1, INFO)
+    block = lld.extract(np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1, INFO, {})
     assert block.values.shape[1] == 26 and abs(len(block.values) - 98) <= 2
     np.testing.assert_allclose(np.diff(block.times[:, 0]), 0.01, atol=1e-9)
 
@@ -82,7 +77,7 @@ def test_logmel_phase_matches_librosa_melspectrogram():
     audio = np.sin(2 * np.pi * 440 * np.arange(sr) / sr).astype(np.float32)
     lm = extractors.create("logmel_phase")
     lm.setup()
-    block = lm.extract(audio, INFO)
+    block = lm.extract(audio, INFO, {})
     n_frames = 1 + (sr - 2048) // 512
     assert block.values.shape == (n_frames, 256) and lm.value_shape == (2, 128)
     reference = librosa.power_to_db(
@@ -105,7 +100,7 @@ def test_every_extractor_declares_its_contract():
 
 
 def test_unknown_option_is_a_clear_error():
-    from pipeline.errors import MvfxError
+    from mvfx.media.errors import MvfxError
 
     with pytest.raises(MvfxError, match="unknown option 'windw'"):
         extractors.create("emobase", windw="1")

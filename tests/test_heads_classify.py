@@ -1,21 +1,19 @@
 """Heads II: EmoMV pairs (property test), compact bilinear pooling, retrieval metrics, fusion and correspondence runs."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heads.correspond import CompactBilinearPooling
-from heads.metrics import average_precision, hit_at_k
-from heads.pairs import ALLOWED_MISMATCHES, build_pairs
-from heads.train_correspond import retrieval_scores
+from mvfx.heads.correspond import CompactBilinearPooling
+from mvfx.heads.metrics import average_precision, hit_at_k
+from mvfx.heads.pairs import ALLOWED_MISMATCHES, build_pairs
+from mvfx.heads.train_correspond import retrieval_scores
 
-MVFX = [sys.executable, "-m", "cli"]
 CLASSES = ["exciting", "fear", "neutral", "relaxation", "sad", "tension"]
 
 
@@ -25,7 +23,7 @@ CLASSES = ["exciting", "fear", "neutral", "relaxation", "sad", "tension"]
     seed=st.integers(0, 10_000),
 )
 def test_pair_builder_obeys_every_rule(labels, seed):
-    table = pd.DataFrame({"clip_id": [f"c{i}" for i in range(len(labels))], "label": [l for l, _ in labels], "split": [s for _, s in labels]})
+    table = pd.DataFrame({"clip_id": [f"c{i}" for i in range(len(labels))], "label": [label for label, _ in labels], "split": [s for _, s in labels]})
     pairs = build_pairs(table, seed)
     label_of, split_of = dict(zip(table.clip_id, table.label)), dict(zip(table.clip_id, table.split))
     matched, mismatched = pairs[pairs.match == 1], pairs[pairs.match == 0]
@@ -90,10 +88,9 @@ def test_retrieval_scores_on_a_hand_worked_ranking():
 # Here, 24 clips in 4 folds; threshold 0.5 for the fused model, 3x chance.
 def test_fusion_classifier_and_ensemble_beat_chance(heads_corpus):
     out = heads_corpus / "runs" / "fusion"
-    proc = subprocess.run([*MVFX, "train", "fusion", str(heads_corpus / "s.zarr"), "--labels", str(heads_corpus / "corpus" / "labels.csv"),
-                           "-f", "emobase,colour", "--ensemble", "emobase", "--ensemble", "colour", "--folds", "4", "--out", str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "fusion", str(heads_corpus / "s.zarr"), "--labels", str(heads_corpus / "corpus" / "labels.csv"),
+                           "-f", "emobase,colour", "--ensemble", "emobase", "--ensemble", "colour", "--folds", "4", "--out", str(out))
+    assert proc.exit_code == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["main"] == "ensemble" and metrics["chance_accuracy"] == pytest.approx(1 / 6)
     assert metrics["aggregate"]["emobase,colour"]["accuracy"]["mean"] > 0.5
@@ -107,22 +104,22 @@ def test_fusion_classifier_and_ensemble_beat_chance(heads_corpus):
 @pytest.fixture(scope="module")
 def pair_corpus(tmp_path_factory):
     """240 three-second clips (160x90), colour + emobase, and their EmoMV pairs (100 matched, 100 mismatched)."""
-    from heads.pairs import build_pairs, read_class_labels
-    from pipeline.demo_corpus import write_demo_corpus
-    from pipeline.run import run_extract
+    from mvfx.heads.pairs import build_pairs, read_class_labels
+    from mvfx.pipeline.demo_corpus import write_demo_corpus
+    from mvfx.pipeline.run import run_extract
 
     root = tmp_path_factory.mktemp("pairs")
     write_demo_corpus(root / "corpus", n_clips=240, seconds=3.0, seed=2, size=(160, 90))
-    assert run_extract(str(root / "corpus"), str(root / "s.zarr"), ["colour", "emobase"], workers=1).ok
+    # 2 Dask workers: bitwise the same features as in-process, 1.7x sooner
+    assert run_extract(str(root / "corpus"), str(root / "s.zarr"), ["colour", "emobase"], workers=2).ok
     build_pairs(read_class_labels(root / "corpus" / "labels.csv").drop(columns="split")).to_csv(root / "pairs.csv", index=False)
     return root
 
 
 def _correspond(root, out, *extra):
-    proc = subprocess.run([*MVFX, "train", "correspond", str(root / "s.zarr"), "--pairs", str(root / "pairs.csv"),
-                           "--video-features", "colour", "--music-features", "emobase", "--out", str(out), "--lr", "1e-3", *extra],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "correspond", str(root / "s.zarr"), "--pairs", str(root / "pairs.csv"),
+                           "--video-features", "colour", "--music-features", "emobase", "--out", str(out), "--lr", "1e-3", *extra)
+    assert proc.exit_code == 0, proc.stderr
     return json.loads((out / "metrics.json").read_text()), proc
 
 
@@ -142,15 +139,15 @@ def test_retrieval_towers_rank_same_emotion_first(pair_corpus, tmp_path):
     metrics, _ = _correspond(pair_corpus, out, "--objective", "retrieve", "--emotion-branches")
     for direction in ("video_to_music", "music_to_video"):
         assert metrics["retrieval"][direction]["top1"]["mean"] > 0.5 and metrics["retrieval"][direction]["map"]["mean"] > 0.5
-    proc = subprocess.run([*MVFX, "retrieve", str(pair_corpus / "s.zarr"), "--model", str(out), "--query", "clip_000",
-                           "--from", "video", "--top", "7"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("retrieve", str(pair_corpus / "s.zarr"), "--model", str(out), "--query", "clip_000",
+                           "--from", "video", "--top", "7")
+    assert proc.exit_code == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("│")]
     assert len(rows) == 7
     cosines = [float(r.split("│")[3]) for r in rows]
     assert cosines == sorted(cosines, reverse=True) and all(-1.0 <= c <= 1.0 for c in cosines)
     npz = tmp_path / "emb.npz"
-    subprocess.run([*MVFX, "embed", str(pair_corpus / "s.zarr"), "--model", str(out), "--out", str(npz)], check=True, capture_output=True)
+    run_cli("embed", str(pair_corpus / "s.zarr"), "--model", str(out), "--out", str(npz))
     exported = np.load(npz)
     assert exported["video_embeddings"].shape == (240, 64) and len(exported["music_clip_ids"]) == 240
     np.testing.assert_allclose(np.linalg.norm(exported["music_embeddings"], axis=1), 1.0, rtol=1e-5)

@@ -1,19 +1,16 @@
 """Heads I: EWE, metrics, alignment, folds, LASSO and LSTM (early/late/PAIR) on real cached features."""
 import json
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
-from heads.align import align
-from heads.dataset import RandomWeightsWarning, check_weights, fold_splits
-from heads.labels import ewe, inter_rater_agreement, read_labels
-from heads.lstm import windows
-from heads.metrics import ccc, pearson, rmse
-
-MVFX = [sys.executable, "-m", "cli"]
+from mvfx.heads.align import align
+from mvfx.heads.dataset import RandomWeightsWarning, check_weights, fold_splits
+from mvfx.heads.labels import ewe, inter_rater_agreement, read_labels
+from mvfx.heads.lstm import windows
+from mvfx.heads.metrics import ccc, pearson, rmse
 
 
 def test_ewe_weights_by_correlation_zeroes_negative_and_drops_constant():
@@ -91,10 +88,10 @@ def test_labels_from_the_demo_annotations(heads_corpus):
 # LASSO measured on this corpus: per-clip CCC 0.30 (seed 0) and 0.32 (seed 1); threshold 0.15.
 def test_lasso_learns_arousal_and_reports_coefficients(heads_corpus):
     out = heads_corpus / "runs" / "lasso"
-    proc = subprocess.run([*MVFX, "train", "lasso", str(heads_corpus / "s.zarr"), "--labels",
+    proc = run_cli("train", "lasso", str(heads_corpus / "s.zarr"), "--labels",
                            str(heads_corpus / "corpus" / "annotations.csv"), "-f", "emobase", "--target", "arousal",
-                           "--out", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+                           "--out", str(out))
+    assert proc.exit_code == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["aggregate"]["ccc"]["mean"] > 0.15
     assert metrics["inter_rater_ccc"]["mean"] > metrics["aggregate"]["ccc"]["mean"] - 0.3
@@ -103,31 +100,31 @@ def test_lasso_learns_arousal_and_reports_coefficients(heads_corpus):
     for name in ("config.json", "model.npz", "coefficients.csv", "coefficients.png", "trajectories.png", "folds.png", "predictions.csv"):
         assert (out / name).stat().st_size > 0
     assert "CCC" in proc.stderr and "inter-rater" in proc.stderr
-    report = subprocess.run([*MVFX, "report", str(out)], capture_output=True, text=True)
-    assert report.returncode == 0 and "lasso" in report.stdout
+    report = run_cli("report", str(out))
+    assert report.exit_code == 0 and "lasso" in report.stdout
 
 
 # PAIR LSTM measured on this corpus with the fast settings below: CCC 0.36 +- 0.18 over 3 folds; threshold 0.15.
 # (The defaults - lr 1e-4, up to 300 epochs - reach 0.50 on the 36-clip demo in 4 minutes; too slow for the suite.)
 def test_lstm_pair_fusion_learns_arousal(heads_corpus):
     corpus, out = heads_corpus / "corpus", heads_corpus / "runs" / "pair"
-    proc = subprocess.run([*MVFX, "train", "lstm", str(heads_corpus / "s.zarr"), "--labels", str(corpus / "annotations.csv"),
+    proc = run_cli("train", "lstm", str(heads_corpus / "s.zarr"), "--labels", str(corpus / "annotations.csv"),
                            "-f", "emobase,colour", "--fusion", "pair", "--pretrain-labels", f"emobase={corpus / 'annotations_music.csv'}",
                            "--pretrain-labels", f"colour={corpus / 'annotations_visual.csv'}", "--out", str(out),
-                           "--epochs", "40", "--patience", "8", "--lr", "1e-3", "--folds", "3"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+                           "--epochs", "40", "--patience", "8", "--lr", "1e-3", "--folds", "3")
+    assert proc.exit_code == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["aggregate"]["ccc"]["mean"] > 0.15
     config = json.loads((out / "config.json").read_text())
     assert config["fusion"] == "pair" and config["lstm"]["hidden"] == 256 and config["lstm"]["seq_len"] == 4
-    report = subprocess.run([*MVFX, "report", str(out)], capture_output=True, text=True)
-    assert report.returncode == 0 and "lstm (pair)" in report.stdout and "emobase,colour" in report.stdout
+    report = run_cli("report", str(out))
+    assert report.exit_code == 0 and "lstm (pair)" in report.stdout and "emobase,colour" in report.stdout
 
 
 def test_lstm_is_seeded_and_reproducible(heads_corpus):
-    from heads.dataset import build
-    from heads.lstm import LstmConfig, fit_model, predict
-    from stores import open_store
+    from mvfx.heads.dataset import build
+    from mvfx.heads.lstm import LstmConfig, fit_model, predict
+    from mvfx.stores import open_store
 
     clips = build(open_store(heads_corpus / "s.zarr"), ["colour"], read_labels(heads_corpus / "corpus" / "annotations.csv", "arousal"))
     cfg = LstmConfig(max_epochs=3, hidden=32, seed=5)
@@ -138,15 +135,15 @@ def test_lstm_is_seeded_and_reproducible(heads_corpus):
 
 @pytest.mark.parametrize("fusion, features, error", [("none", ["emobase", "colour"], "exactly one"), ("late", ["colour"], "at least two")])
 def test_fusion_needs_the_right_number_of_feature_sets(fusion, features, error):
-    from heads.lstm import input_groups
+    from mvfx.heads.lstm import input_groups
 
     with pytest.raises(ValueError, match=error):
         input_groups(features, fusion)
 
 
 def test_training_on_random_weight_features_warns(demo_corpus, heads_corpus, tmp_path, monkeypatch):
-    from pipeline.run import run_extract
-    from stores import open_store
+    from mvfx.pipeline.run import run_extract
+    from mvfx.stores import open_store
 
     monkeypatch.setenv("MVFX_HOME", str(tmp_path))
     store = tmp_path / "r.zarr"

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from helpers import indexed_video
 
-from pipeline.decode import AudioSpec, VideoSpec, decode, target_times
-from pipeline.errors import ClipError
-from pipeline.probe import probe
-from tests.conftest import indexed_video
+from mvfx.media.decode import AudioSpec, VideoSpec, decode, target_times
+from mvfx.media.errors import ClipError
+from mvfx.media.probe import probe
 
 
 def test_probe_real_webm_vp8_vorbis(shared_data):

@@ -1,8 +1,7 @@
 """The README's reading example must work exactly as written."""
 import re
 
-
-from tests.conftest import REPO
+from helpers import REPO
 
 
 def _python_block(marker: str) -> str:
@@ -21,8 +20,8 @@ def test_plain_zarr_reading_example(demo_store, capsys):
 
 
 def test_plain_h5py_reading_example(demo_store, tmp_path, capsys):
-    from stores import open_store
-    from stores.exchange import export_hdf5
+    from mvfx.stores import open_store
+    from mvfx.stores.exchange import export_hdf5
 
     h5 = tmp_path / "features.h5"
     export_hdf5(open_store(demo_store), h5)

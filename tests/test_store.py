@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.errors import MvfxError
-from stores import open_store, open_writer
-from stores.lock import StoreLocked
-from stores.zarr_store import STAGING, stage_part
+from mvfx.media.errors import MvfxError
+from mvfx.stores import open_store, open_writer
+from mvfx.stores.lock import StoreLocked
+from mvfx.stores.zarr_store import STAGING, stage_part
 
 DESC = {"extractor": "toy", "version": "1", "dim": 3, "feature_names": ["a", "b", "c"], "config": {"k": 1}, "weights": "none"}
 
@@ -43,7 +44,8 @@ def test_round_trip_through_parts_and_compacted_arrays(tmp_path, compact):
     np.testing.assert_array_equal(times, _block(1, 3)[1])
     info = s.summary()
     assert info == {"clips": 3, "failures": 0, "extractors": {"toy": {
-        "dim": 3, "version": "1", "clips": 3, "rows": 9, "weights": "none", "uncompacted_parts": 0 if compact else 3}}}
+        "dim": 3, "version": "1", "clips": 3, "rows": 9, "weights": "none", "uncompacted_parts": 0 if compact else 3}},
+        "damaged_clips": 0}
     assert s.attrs("toy")["feature_names"] == ["a", "b", "c"]
     assert s.store_attrs()["format"] == "mvfx-feature-store"
 
@@ -91,18 +93,41 @@ def test_recovery_after_a_crash_mid_compaction(tmp_path):
     assert group["features/toy/values"].shape == (5, 3)
 
 
-def test_second_writer_is_refused_and_stale_lock_needs_the_flag(tmp_path):
+def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path):
     path = tmp_path / "s.zarr"
     first = open_writer(path)
     with pytest.raises(StoreLocked, match="another mvfx run is writing this store"):
         open_writer(path)
     first.close()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (path / ".mvfx-lock").write_text('{"host": "%s", "pid": %s, "since": "then"}' % (os.uname().nodename, dead.stdout.strip()))
-    with pytest.raises(StoreLocked, match="stale lock .* --break-lock"):
-        open_writer(path)
-    open_writer(path, break_lock=True).close()
     assert not (path / ".mvfx-lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (path / ".mvfx-lock").write_text(json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "since": "then"}))
+    writer = open_writer(path)  # same host, nobody holds the OS lock: that run has ended, no flag needed
+    assert f"pid {int(dead.stdout)}" in writer.lock.took_over and "\n" not in writer.lock.took_over
+    writer.close()
+    assert not (path / ".mvfx-lock").exists()
+
+
+def test_a_lock_from_another_host_still_needs_the_flag(tmp_path):
+    path = tmp_path / "s.zarr"
+    open_writer(path).close()
+    (path / ".mvfx-lock").write_text(json.dumps({"host": "render-node-7", "pid": 4242, "since": "then"}))
+    with pytest.raises(StoreLocked, match=r"locked from another host \(pid 4242 on render-node-7.*--break-lock"):
+        open_writer(path)
+    writer = open_writer(path, break_lock=True)
+    assert "render-node-7" in writer.lock.took_over
+    writer.close()
+
+
+def test_a_killed_writer_process_releases_the_store(tmp_path):
+    """SIGKILL leaves the lock file behind; the kernel has dropped the OS lock, so the next writer proceeds."""
+    path = tmp_path / "s.zarr"
+    code = f"from mvfx.stores import open_writer; import os, signal; w = open_writer({str(path)!r}); os.kill(os.getpid(), signal.SIGKILL)"
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -9 and (path / ".mvfx-lock").exists()
+    writer = open_writer(path)
+    assert "has ended" in writer.lock.took_over
+    writer.close()
 
 
 def test_changed_extractor_config_is_refused(tmp_path):

@@ -2,15 +2,17 @@
 import numpy as np
 import pytest
 import torch
+from helpers import random_extractor
 from torchvggish.torchvggish import VGG, make_layers
 from torchvggish.vggish_input import waveform_to_examples
 
-import extractors
-from extractors import weights
-from extractors.vggish import log_mel_examples
-from pipeline.probe import ClipInfo
-from pipeline.run import run_extract
-from stores import open_store
+import mvfx.extractors as extractors
+from mvfx.extractors import weights
+from mvfx.extractors.vggish import log_mel_examples
+from mvfx.media.hashing import file_sha256
+from mvfx.media.probe import ClipInfo
+from mvfx.pipeline.run import run_extract
+from mvfx.stores import open_store
 
 INFO = ClipInfo(path="synthetic", size_bytes=1, content_hash="", duration_s=1.0, has_video=False, has_audio=True)
 
@@ -39,47 +41,39 @@ def test_front_end_hop_is_configurable():
 
 @pytest.fixture(scope="module")
 def random_vggish():
-    e = extractors.create("vggish")
-    e.random_weights = True
-    e.setup("cpu")
+    e = random_extractor("vggish")
     return e
 
 
 @pytest.mark.parametrize("seconds, rows", [(0.5, 1), (0.96, 1), (10.0, 10), (31.0, 32)])
 def test_shapes_and_time_grid(random_vggish, seconds, rows):
-    block = random_vggish.extract(_audio(seconds), INFO)
+    block = random_vggish.extract(_audio(seconds), INFO, {})
     assert block.values.shape == (rows, 128)
     np.testing.assert_allclose(block.times[:, 0], np.arange(rows) * 0.96)
     np.testing.assert_allclose(block.times[:, 1] - block.times[:, 0], 0.96)
 
 
 def test_random_weights_are_seeded_and_batches_do_not_change_results(random_vggish):
-    other = extractors.create("vggish", batch_size="3")
-    other.random_weights = True
-    other.setup("cpu")
+    other = random_extractor("vggish", batch_size="3")
     audio = _audio(8.0)
-    np.testing.assert_allclose(other.extract(audio, INFO).values, random_vggish.extract(audio, INFO).values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(other.extract(audio, INFO, {}).values, random_vggish.extract(audio, INFO, {}).values, rtol=1e-5, atol=1e-6)
 
 
 def test_pca_quantisation_and_mean_pooling():
-    pca = extractors.create("vggish_pca")
-    pca.random_weights = True
-    pca.setup("cpu")
-    values = pca.extract(_audio(5.0), INFO).values
+    pca = random_extractor("vggish_pca")
+    values = pca.extract(_audio(5.0), INFO, {}).values
     assert values.min() >= 0 and values.max() <= 255 and np.all(values == np.round(values))
-    pooled = extractors.create("vggish", pooling="mean")
-    pooled.random_weights = True
-    pooled.setup("cpu")
-    block = pooled.extract(_audio(5.0), INFO)
+    pooled = random_extractor("vggish", pooling="mean")
+    block = pooled.extract(_audio(5.0), INFO, {})
     assert block.values.shape == (1, 128) and block.times.tolist() == [[0.0, 5.0]]
     assert pooled.time_grid.kind == "clip"
 
 
 def test_missing_weights_stop_before_any_work(demo_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("MVFX_HOME", str(tmp_path / "home"))
-    from pipeline.errors import MvfxError
+    from mvfx.media.errors import MvfxError
 
-    with pytest.raises(MvfxError, match="vggish-10086976.pth .* is missing"):
+    with pytest.raises(MvfxError, match=r"vggish-10086976\.pth .* is missing"):
         run_extract(str(demo_corpus), str(tmp_path / "s.zarr"), ["emobase", "vggish"], workers=1)
     assert not (tmp_path / "s.zarr").exists()
 
@@ -101,7 +95,7 @@ def test_a_present_checkpoint_is_loaded_and_its_hash_recorded(demo_corpus, tmp_p
     torch.manual_seed(123)
     checkpoint = tmp_path / "vggish-test.pth"
     torch.save(VGG(make_layers(), postprocess=False).state_dict(), checkpoint)
-    digest = weights.file_sha256(checkpoint)
+    digest = file_sha256(checkpoint)
     monkeypatch.setitem(weights.REGISTRY, "vggish", weights.REGISTRY["vggish"].__class__(
         **{**weights.REGISTRY["vggish"].__dict__, "sha256": digest}))
     weights.import_file("vggish", checkpoint)

@@ -3,46 +3,41 @@ checkpoint conversion, frame sampling, shots and per-shot features, FlowNetS sta
 import numpy as np
 import pytest
 import torch
+from helpers import random_extractor, random_frames
 
-import extractors
-from extractors import weights
-from extractors.base import FeatureBlock
-from extractors.flownets import flow_statistics
-from extractors.frame_cnn import IMAGENET_MEAN, IMAGENET_STD, centre_crop_normalise, places365_categories
-from extractors.torchvision_compat import import_torchvision, nms_reference
-from extractors.video_models import kinetics_classes, slowfast_indices, uniform_subsample
-from pipeline.decode import Frames, VideoSpec, decode
-from pipeline.demo_corpus import write_mp4
-from pipeline.probe import probe
-from pipeline.run import run_extract
-from stores import open_store
+import mvfx.extractors as extractors
+from mvfx.extractors import weights
+from mvfx.extractors.base import FeatureBlock
+from mvfx.extractors.flownets import flow_statistics
+from mvfx.extractors.frame_cnn import places365_categories
+from mvfx.extractors.image_ops import centre_crop_normalise
+from mvfx.extractors.torchvision_compat import import_torchvision, nms_reference
+from mvfx.extractors.video_models import slowfast_indices, uniform_subsample
+from mvfx.media.decode import VideoSpec, decode
+from mvfx.media.encode import write_mp4
+from mvfx.media.probe import probe
+from mvfx.pipeline.run import run_extract
+from mvfx.stores import open_store
 
 VISUAL = ["resnet50", "places365", "slowfast_r50", "i3d", "shots", "flownets"]
 SMALL_FLOW = {"flownets": {"width": "256", "height": "192"}}
 
 
-def _random(name, **config):
-    e = extractors.create(name, **config)
-    e.random_weights = True
-    e.setup("cpu")
-    return e
-
-
-def _frames(n, h, w, fps, seed=0):
-    rng = np.random.default_rng(seed)
-    return Frames(rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8), np.stack([np.arange(n) / fps, np.arange(1, n + 1) / fps], 1))
+IMAGENET = weights.entry("resnet50_imagenet").preprocessing
+KINETICS_CLASSES = weights.entry("i3d_r50_k400").category_names()
 
 
 def test_preprocessing_equals_torchvision_transforms():
     tv = import_torchvision()
     from torchvision.transforms import v2
 
-    frames = _frames(3, 256, 341, 2).images
-    ours = centre_crop_normalise(frames, 224, IMAGENET_MEAN, IMAGENET_STD)
-    reference = v2.Compose([v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN.tolist(), IMAGENET_STD.tolist())])
+    frames = random_frames(3, 256, 341, 2).images
+    ours = centre_crop_normalise(frames, IMAGENET["crop"], IMAGENET["mean"], IMAGENET["std"])
+    reference = v2.Compose([v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(list(IMAGENET["mean"]), list(IMAGENET["std"]))])
     expected = reference(torch.as_tensor(frames).permute(0, 3, 1, 2)).numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-6)
-    assert tv.__version__
+    assert tv.transforms.v2 is v2  # the compat import is the torchvision the reference ran on
 
 
 def test_decoder_resize_is_close_to_torchvision_resize(tmp_path):
@@ -62,8 +57,8 @@ def test_decoder_resize_is_close_to_torchvision_resize(tmp_path):
 @pytest.mark.parametrize("name, dim, first, last", [("resnet50", 2048, "resnet50_0000", "resnet50_2047"),
                                                      ("places365", 366, "airfield", "p_indoor")])
 def test_frame_cnns_shapes_names_and_grid(name, dim, first, last):
-    e = _random(name)
-    block = e.extract(_frames(5, 256, 320, 2), None)
+    e = random_extractor(name)
+    block = e.extract(random_frames(5, 256, 320, 2), None, {})
     assert block.values.shape == (5, dim) and e.feature_names[0] == first and e.feature_names[-1] == last
     assert e.time_grid.hop_s == 0.5 and e.input == VideoSpec(fps=2.0, short_side=256)
     if name == "places365":
@@ -98,13 +93,13 @@ def test_slowfast_sampling_indices_by_hand():
 
 @pytest.mark.parametrize("name, dim", [("slowfast_r50", 2304), ("slowfast_r50_logits", 400), ("i3d", 2048)])
 def test_video_models_give_one_row_per_window(name, dim):
-    e = _random(name)
-    block = e.extract(_frames(130, 256, 300, 30), None)  # two full 64-frame windows
+    e = random_extractor(name)
+    block = e.extract(random_frames(130, 256, 300, 30), None, {})  # two full 64-frame windows
     assert block.values.shape == (2, dim)
     np.testing.assert_allclose(block.times, [[0, 64 / 30], [64 / 30, 128 / 30]])
     if name.endswith("logits"):
         np.testing.assert_allclose(block.values.sum(axis=1), 1.0, rtol=1e-5)
-        assert e.feature_names[:2] == ["abseiling", "air drumming"] and len(kinetics_classes()) == 400
+        assert e.feature_names[:2] == ["abseiling", "air drumming"] and len(KINETICS_CLASSES) == 400
 
 
 def _cut_video(path):
@@ -118,9 +113,9 @@ def _cut_video(path):
 def test_shots_find_known_cuts_and_per_shot_i3d_uses_them(tmp_path):
     _cut_video(tmp_path / "cuts.mp4")
     info = probe(str(tmp_path / "cuts.mp4"))
-    shots, i3d = extractors.create("shots"), _random("i3d", per_shot="true")
+    shots, i3d = extractors.create("shots"), random_extractor("i3d", per_shot="true")
     decoded = decode(info, video_specs={shots.input, i3d.input})
-    block = shots.extract(decoded.video[shots.input], info)
+    block = shots.extract(decoded.video[shots.input], info, {})
     np.testing.assert_allclose(block.times, [[0, 1], [1, 2], [2, 3]], atol=0.05)
     assert block.values[:, 0].tolist() == [0, 1, 2]
     per_shot = i3d.extract(decoded.video[i3d.input], info, {"shots": block})
@@ -138,18 +133,18 @@ def test_flow_statistics_of_a_known_flow_field():
 
 
 def test_flownets_rows_are_consecutive_frame_pairs():
-    e = _random("flownets", width="256", height="192")
+    e = random_extractor("flownets", width="256", height="192")
     assert sum(p.numel() for p in e.model.parameters()) == 38_675_536
-    block = e.extract(_frames(5, 192, 256, 4), None)
+    block = e.extract(random_frames(5, 192, 256, 4), None, {})
     assert block.values.shape == (4, 1 + 8 + 1024)
     np.testing.assert_allclose(block.times[:2], [[0, 0.25], [0.25, 0.5]])
     np.testing.assert_allclose(block.values[:, 1:9].sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_bf16_features_stay_close_to_fp32():
-    frames = _frames(4, 256, 300, 2, seed=3)
-    fp32 = _random("resnet50", precision="fp32").extract(frames, None).values
-    bf16 = _random("resnet50", precision="bf16").extract(frames, None).values
+    frames = random_frames(4, 256, 300, 2, seed=3)
+    fp32 = random_extractor("resnet50", precision="fp32").extract(frames, None, {}).values
+    bf16 = random_extractor("resnet50", precision="bf16").extract(frames, None, {}).values
     cosine = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
     assert cosine.min() > 0.99
 
@@ -178,10 +173,10 @@ def test_visual_extractors_end_to_end_with_random_weights(demo_corpus, tmp_path,
 
 
 def test_missing_visual_weights_name_the_file(demo_corpus, tmp_path, monkeypatch):
-    from pipeline.errors import MvfxError
+    from mvfx.media.errors import MvfxError
 
     monkeypatch.setenv("MVFX_HOME", str(tmp_path / "home"))
-    with pytest.raises(MvfxError, match="SLOWFAST_8x8_R50.pyth .*mvfx weights import slowfast_r50_k400 FILE"):
+    with pytest.raises(MvfxError, match=r"SLOWFAST_8x8_R50\.pyth .*mvfx weights import slowfast_r50_k400 FILE"):
         run_extract(str(demo_corpus), str(tmp_path / "s.zarr"), ["slowfast_r50"], workers=1)
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from extractors import weights
-from extractors.weights import REGISTRY, WeightFile, fetch, import_file, load_checkpoint, load_state_dict_strict, status
-from pipeline.errors import MvfxError
+from mvfx.extractors import weights
+from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict
+from mvfx.extractors.weights import REGISTRY, WeightFile, fetch, import_file, status
+from mvfx.media.errors import MvfxError
+from mvfx.media.hashing import file_sha256
 
 
 @pytest.fixture
@@ -24,7 +26,7 @@ def toy_entry(tmp_path, monkeypatch):
     """A registry entry whose hash is that of a real checkpoint file written here."""
     src = tmp_path / "toy.pth"
     torch.save({"w": torch.arange(6.0).reshape(2, 3)}, src)
-    entry = WeightFile("toy", ("toy",), "toy-v1.pth", "http://127.0.0.1:9/toy.pth", weights.file_sha256(src), "MIT", 0.0, "test")
+    entry = WeightFile("toy", "toy-v1.pth", "http://127.0.0.1:9/toy.pth", file_sha256(src), "MIT", 0.0, "test")
     monkeypatch.setitem(REGISTRY, "toy", entry)
     return src
 
@@ -46,6 +48,18 @@ def test_good_corrupted_and_wrong_files(home, toy_entry, tmp_path):
         import_file("toy", wrong)
     import_file("toy", wrong, force=True)  # e.g. a fine-tuned checkpoint, recorded as such
     assert status("toy")[0] == "wrong hash"
+
+
+def test_digests_are_cached_by_size_and_mtime(home, toy_entry, monkeypatch):
+    import_file("toy", toy_entry)
+    hashed = []
+    monkeypatch.setattr(weights, "file_sha256", lambda path: hashed.append(path) or file_sha256(path))
+    assert status("toy")[0] == "ok" and status("toy")[0] == "ok" and hashed == []  # the import already recorded it
+    cached = weights.cached_path("toy")
+    stat = cached.stat()
+    os.utime(cached, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert status("toy")[0] == "ok" and hashed == [cached]  # touched: hashed again, once
+    assert status("toy")[0] == "ok" and hashed == [cached]
 
 
 def test_missing_file_message_names_the_file_and_both_commands(home):

@@ -5,16 +5,14 @@ files) is not a video stream: such a file is audio-only.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 
 import av
 from av.stream import Disposition
 
-from pipeline.errors import ClipError
-
-HASH_BLOCK = 1 << 20
+from mvfx.media.errors import ClipError
+from mvfx.media.hashing import file_sha256
 
 
 @dataclass(frozen=True)
@@ -41,11 +39,7 @@ class ClipInfo:
 
 def content_hash(path: str) -> str:
     """sha256 of the file's bytes: the identity of a clip's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + file_sha256(path)
 
 
 def video_stream(container: av.container.InputContainer):

@@ -1,6 +1,8 @@
 """Decode a clip once and hand every extractor exactly the inputs it declared.
 
-One demux pass reads the audio and video packets together. Audio is
+One demux pass reads the audio and video packets together. Damaged packets
+are skipped, counted and located (``Damage``), not fatal: a clip fails only
+when no usable frame or sample remains. Audio is
 resampled by FFmpeg (swresample) to every requested rate at once, downmixed
 to mono float32. Video frames are picked per request from the same decoded
 frames: either on a uniform grid (``fps``) or ``n_frames`` spread uniformly
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from pipeline.errors import ClipError
-from pipeline.probe import ClipInfo, audio_stream, video_stream
+from mvfx.media.errors import ClipError
+from mvfx.media.probe import ClipInfo, audio_stream, video_stream
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,30 @@ class DecodedClip:
     info: ClipInfo
     audio: dict[AudioSpec, np.ndarray] = field(default_factory=dict)
     video: dict[VideoSpec, Frames] = field(default_factory=dict)
+    damage: Damage = field(default_factory=lambda: Damage())
+
+
+@dataclass
+class Damage:
+    """Packets FFmpeg could not decode (an imperfect download, flipped bytes): skipped, counted, located.
+
+    A damaged audio packet is replaced by silence of its duration, so later audio keeps
+    its time; a damaged video span shows the last good frame (as a player would).
+    """
+
+    packets: int = 0
+    spans: list[tuple[float, float]] = field(default_factory=list)  # merged [start, end) seconds
+
+    def add(self, start: float, end: float) -> None:
+        self.packets += 1
+        if self.spans and start <= self.spans[-1][1] + 0.05:
+            self.spans[-1] = (self.spans[-1][0], max(self.spans[-1][1], end))
+        else:
+            self.spans.append((start, end))
+
+    def describe(self) -> str:
+        """'1.41-1.53;2.09-2.30' (seconds), '' when nothing was damaged."""
+        return ";".join(f"{a:.2f}-{b:.2f}" for a, b in sorted(self.spans))
 
 
 def target_times(spec: VideoSpec, duration: float) -> np.ndarray:
@@ -128,6 +154,28 @@ class _FrameSampler:
         self.images.append(rgb)
 
 
+def _resample(frame: av.AudioFrame, resamplers: dict, chunks: dict, damage: Damage, v_start: float) -> None:
+    """Append the frame at every requested rate; a frame whose format changed mid-stream (decoded from
+    damaged data) is damage: silence of its length instead."""
+    try:
+        converted = {spec: [f.to_ndarray()[0] for f in resampler.resample(frame)] for spec, resampler in resamplers.items()}
+    except ValueError:
+        seconds = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
+        start = float(frame.time) - v_start if frame.time is not None else 0.0
+        damage.add(max(0.0, start), max(0.0, start + seconds))
+        converted = {spec: [np.zeros(round(seconds * spec.sample_rate), np.float32)] for spec in resamplers}
+    for spec, arrays in converted.items():
+        chunks[spec].extend(arrays)
+
+
+def _packet_span(packet: av.Packet, v_start: float) -> tuple[float, float]:
+    """[start, end) seconds of a packet on the clip's time line (0 when its timestamps are unknown)."""
+    if packet.pts is None or packet.time_base is None:
+        return 0.0, 0.0
+    start = float(packet.pts * packet.time_base) - v_start
+    return max(0.0, start), max(0.0, start + float((packet.duration or 0) * packet.time_base))
+
+
 def decode(
     info: ClipInfo,
     audio_specs: set[AudioSpec] | frozenset[AudioSpec] = frozenset(),
@@ -155,27 +203,41 @@ def decode(
         decoded_end = 0.0
         frame_period = 1.0 / info.fps if info.fps else 0.0
         n_video = 0
-        try:
-            for packet in container.demux([s for s in (v, a) if s is not None]):
-                for frame in packet.decode():
-                    if isinstance(frame, av.AudioFrame):
-                        for spec, resampler in resamplers.items():
-                            chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(frame))
-                    else:
-                        t = float(frame.time) - v_start if frame.time is not None else n_video * frame_period
-                        n_video += 1
-                        decoded_end = max(decoded_end, t + frame_period)
-                        for sampler in samplers:
-                            sampler.offer(frame, t)
-        except av.FFmpegError as exc:
-            raise ClipError("decode", f"{info.path}: decoding failed ({exc.strerror or exc})") from None
+        packets = container.demux([s for s in (v, a) if s is not None])
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError:  # the container itself is damaged from here on: keep what was decoded
+                out.damage.add(decoded_end, info.duration_s)
+                break
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                start, end = _packet_span(packet, v_start)
+                out.damage.add(start, end)
+                if packet.stream is a:  # silence in place of the lost audio keeps later audio in time
+                    for spec in resamplers:
+                        chunks[spec].append(np.zeros(round((end - start) * spec.sample_rate), np.float32))
+                continue
+            for frame in frames:
+                if isinstance(frame, av.AudioFrame):
+                    _resample(frame, resamplers, chunks, out.damage, v_start)
+                else:
+                    t = float(frame.time) - v_start if frame.time is not None else n_video * frame_period
+                    n_video += 1
+                    decoded_end = max(decoded_end, t + frame_period)
+                    for sampler in samplers:
+                        sampler.offer(frame, t)
         for spec, resampler in resamplers.items():
             chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
             out.audio[spec] = np.concatenate(chunks[spec]).astype(np.float32) if chunks[spec] else np.zeros(0, np.float32)
         for sampler in samplers:
             out.video[sampler.spec] = sampler.finish(min(decoded_end, info.duration_s))
+    damaged = f" ({out.damage.packets} damaged packets)" if out.damage.packets else ""
     if want_video and n_video == 0:
-        raise ClipError("decode", f"{info.path}: video stream holds no decodable frame")
+        raise ClipError("decode", f"{info.path}: video stream holds no decodable frame{damaged}")
     if want_audio and all(len(x) == 0 for x in out.audio.values()):
-        raise ClipError("decode", f"{info.path}: audio stream holds no decodable sample")
+        raise ClipError("decode", f"{info.path}: audio stream holds no decodable sample{damaged}")
     return out

@@ -1,0 +1,1 @@
+"""One module per command group of the `mvfx` command line (cli.py is the entry point)."""

@@ -1,0 +1,67 @@
+"""`mvfx retrieve`, `mvfx embed` and `mvfx report`: using trained models and comparing runs."""
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from mvfx.commands.common import console, out
+
+
+@click.command("retrieve")
+@click.argument("store_path", metavar="STORE")
+@click.option("--model", "model_dir", required=True, help="Run folder of `mvfx train correspond`.")
+@click.option("--query", required=True, help="Clip id whose video (or music) asks.")
+@click.option("--from", "side", type=click.Choice(["video", "music"]), default="video", show_default=True)
+@click.option("--top", default=5, show_default=True)
+def retrieve(store_path, model_dir, query, side, top) -> None:
+    """Rank the other modality of every clip in the store for a query clip.
+
+    Retrieval models rank by cosine similarity of the embeddings; match classifiers
+    by their P(match).
+    """
+    from mvfx.heads.retrieval import other_side, rank
+    from mvfx.heads.train_correspond import embed_store, load_model
+    from mvfx.stores import open_store
+
+    model, saved = load_model(model_dir)
+    labels = saved.get("labels", {})
+    ranked = rank(model, embed_store(open_store(store_path), model, saved), query, side, top, labels)
+    other = other_side(side)
+    table = Table("rank", f"{other} of clip", "cosine" if model.cfg.objective == "retrieve" else "P(match)", "emotion")
+    for position, hit in enumerate(ranked, start=1):
+        table.add_row(str(position), hit.clip_id, f"{hit.score:.3f}", hit.emotion)
+    out.print(f"{side} of {query} ({labels.get(query, '?')}) -> {other}:")
+    out.print(table)
+
+
+@click.command("embed")
+@click.argument("store_path", metavar="STORE")
+@click.option("--model", "model_dir", required=True, help="Run folder of `mvfx train correspond`.")
+@click.option("--out", "-o", "out_path", required=True, help="File to write (.npz): clip ids and unit-norm embeddings per modality.")
+def embed(store_path, model_dir, out_path) -> None:
+    """Export the correspondence embeddings of a whole store, for an external vector index (FAISS, ...)."""
+    import numpy as np
+
+    from mvfx.heads.retrieval import embedding_arrays
+    from mvfx.heads.train_correspond import embed_store, load_model
+    from mvfx.stores import open_store
+
+    model, saved = load_model(model_dir)
+    embeddings = embed_store(open_store(store_path), model, saved)
+    np.savez(out_path, **embedding_arrays(embeddings, model.cfg.embed))
+    console.print(f"wrote {len(embeddings['video'])} video and {len(embeddings['music'])} music embeddings to {out_path}")
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True)
+def report(runs: tuple[str, ...]) -> None:
+    """Compare run folders (metrics.json + config.json) in one table."""
+    from mvfx.heads.report import read_run
+
+    table = Table("run", "model", "features", "target", "CCC", "r", "RMSE", "inter-rater CCC", "clips")
+    for run in runs:
+        row = read_run(run)
+        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" if row[m] else "-" for m in ("ccc", "pearson", "rmse")]
+        ceiling = f"{row['inter_rater_ccc']:.3f}" if row["inter_rater_ccc"] is not None else "-"
+        table.add_row(row["run"], row["model"], row["features"], row["target"], *cells, ceiling, str(row["n_clips"] or ""))
+    out.print(table)

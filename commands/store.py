@@ -1,0 +1,144 @@
+"""`mvfx store ...`: inspect, verify, compact, export and import feature stores."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.table import Table
+
+from mvfx.commands.common import console, out
+
+
+@click.group()
+def store() -> None:
+    """Inspect and maintain feature stores."""
+
+
+@store.command("info")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def store_info(path: str, as_json: bool) -> None:
+    """Show clips, and per extractor: dim, clips done, rows, weights mark."""
+    import pandas as pd
+
+    from mvfx.stores import open_store
+
+    s = open_store(path)
+    summary = s.summary()
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    attrs = s.store_attrs()
+    out.print(f"[bold]{path}[/bold]: {attrs.get('format')} v{attrs.get('format_version')}, "
+              f"written by mvfx {attrs.get('mvfx_version')}, created {attrs.get('created')}")
+    out.print(f"clips: {summary['clips']}   failures: {summary['failures']}   "
+              f"damaged (undecodable packets skipped): {summary['damaged_clips']}")
+    table = Table("extractor", "version", "dim", "clips", "rows", "weights")
+    for name, e in summary["extractors"].items():
+        weights = "[yellow]random[/yellow]" if e["weights"] == "random" else str(e["weights"])[:20]
+        table.add_row(name, str(e["version"]), str(e["dim"]), str(e["clips"]), str(e["rows"]), weights)
+    out.print(table)
+    failures = s.failures()
+    for row in failures.head(10).itertuples():
+        out.print(f"  [red]failed[/red] {row.clip_id} [{row.extractor}/{row.stage}]: {row.message}")
+    if len(failures) > 10:
+        out.print(f"  ... {len(failures) - 10} more failures")
+    clips = s.clips()
+    if "damaged_packets" in clips:
+        damaged = clips[pd.to_numeric(clips["damaged_packets"], errors="coerce").fillna(0) > 0]
+        for row in damaged.head(10).itertuples():
+            out.print(f"  [yellow]damaged[/yellow] {row.clip_id}: {int(row.damaged_packets)} packets skipped at {row.damaged_spans} s")
+
+
+@store.command("compact")
+@click.argument("path")
+@click.option("--break-lock", is_flag=True, help="Take over a store whose lock was left by a dead run.")
+def store_compact(path: str, break_lock: bool) -> None:
+    """Rewrite committed parts into contiguous arrays for fast sequential reading."""
+    from mvfx.stores import open_writer
+
+    with open_writer(path, break_lock=break_lock) as writer:
+        moved = writer.compact()
+    console.print(f"compacted {moved} parts in {path}")
+
+
+@store.command("verify")
+@click.argument("path")
+def store_verify(path: str) -> None:
+    """Check every committed clip against the index: shapes, time order, NaN/Inf, checksums; feature sets
+    with no clip. Also reports the failures the store records.
+
+    Exit status 1 with the list of problems when any is found.
+    """
+    from mvfx.stores import open_store
+
+    s = open_store(path)
+    problems = s.verify()
+    problems += [f"{name}: no clip has these features" for name in s.extractors() if not s.index(name)]
+    for problem in problems:
+        out.print(f"[red]problem[/red] {problem}")
+    failures = s.failures()
+    if len(failures):
+        stages = failures["stage"].value_counts().to_dict()
+        out.print(f"[yellow]{len(failures)} failures recorded[/yellow] ("
+                  + ", ".join(f"{n} at {stage}" for stage, n in stages.items()) + f"): see `mvfx store info {path}`")
+    n = sum(len(s.index(e)) for e in s.extractors())
+    out.print(f"{path}: {len(s.clip_ids())} clips, {n} clip x extractor results checked, {len(problems)} problems, "
+              f"{len(failures)} failures recorded")
+    sys.exit(1 if problems else 0)
+
+
+@store.command("export")
+@click.argument("path")
+@click.argument("out_h5")
+def store_export(path: str, out_h5: str) -> None:
+    """Write the store as one HDF5 file (same hierarchy and attributes; gzip), for collaborators."""
+    from mvfx.stores import open_store
+    from mvfx.stores.exchange import export_hdf5
+
+    export_hdf5(open_store(path), out_h5)
+    console.print(f"exported {path} -> {out_h5}")
+
+
+@store.command("import")
+@click.argument("h5_file")
+@click.argument("new_path")
+def store_import(h5_file: str, new_path: str) -> None:
+    """Restore a Zarr store from an exported HDF5 file (NEW_PATH must not exist)."""
+    from mvfx.stores.exchange import import_hdf5
+
+    import_hdf5(h5_file, new_path)
+    console.print(f"imported {h5_file} -> {new_path}")
+
+
+@store.command("import-features")
+@click.argument("folder")
+@click.option("--name", required=True, help="Name to store the features under (features/NAME).")
+@click.option("--store", "-s", "store_path", required=True, help="Store to add them to (created if missing).")
+@click.option("--time-column", default="time", show_default=True, help="Column with each row's start time in seconds.")
+@click.option("--hop", type=float, default=None, help="Fixed seconds per row, when the CSVs have no time column.")
+@click.option("--drop-columns", multiple=True, metavar="NAME[,NAME...]",
+              help="Columns to leave out (text columns, extra ids), e.g. --drop-columns liveturn_0,unassigned.")
+@click.option("--names-from", metavar="EXTRACTOR",
+              help="Take the feature names from an extractor, e.g. emobase (openSMILE's 988 names) for a broken header.")
+@click.option("--break-lock", is_flag=True, help="Take over a store whose lock was left by a dead run.")
+def store_import_features(folder: str, name: str, store_path: str, time_column: str, hop, drop_columns, names_from,
+                          break_lock: bool) -> None:
+    """Import features computed elsewhere: FOLDER/*.csv, one per clip (file stem = clip id),
+    one row per time step, other columns = named features.
+
+    \b
+    A published layout with a broken header (MuVi's emobase CSVs) imports with e.g.
+      mvfx store import-features muvi_csv/ --name emobase --store muvi.zarr --hop 0.5 \\
+          --drop-columns liveturn_0,unassigned --names-from emobase
+    (an unnamed leading index column 0, 1, 2... is dropped by itself).
+    """
+    from mvfx.pipeline.import_features import import_feature_csvs
+
+    dropped = tuple(c.strip() for group in drop_columns for c in group.split(",") if c.strip())
+    result = import_feature_csvs(folder, name, store_path, time_column, hop, break_lock, dropped, names_from)
+    for problem in result.problems[:20]:
+        console.print(f"[red]failed[/red] {problem}")
+    console.print(f"imported {result.imported} clips as {name} into {store_path}, {len(result.problems)} failed")
+    sys.exit(1 if result.problems else 0)

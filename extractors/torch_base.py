@@ -1,0 +1,106 @@
+"""The template every neural extractor follows: build, load weights, move, eval; batched autocast forwards.
+
+``setup(device, random_weights)`` resolves the device, seeds torch (so
+``--random-weights`` gives the same network on every worker and run), calls
+``build()``, loads the registry's checkpoint unless random weights were asked
+for (``weights_path`` -> ``load_checkpoint`` -> ``unwrap_state_dict`` ->
+``rename_key`` -> strict key and shape checks), calls ``adapt()`` (e.g. to
+replace a classifier by the identity after loading) and puts the model in
+eval mode on the device. ``run_batches`` and ``inference`` give every
+extractor the same batching (``batch_size`` 0 = automatic) and precision
+(``auto`` = bf16 autocast on CUDA, fp32 on the CPU).
+
+Determinism: with the same weights and input, outputs depend on torch's
+intra-op thread count only through float32 summation order. An in-process
+run uses every core, a Dask worker one thread; measured on ResNet-50
+(random weights) the two differ by at most 4e-7 of the largest value, and
+the tests hold every torch extractor to a relative tolerance of 1e-5 across
+thread counts. Non-neural extractors are bitwise equal on every executor.
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from mvfx.extractors.base import Config, Extractor, option
+from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
+from mvfx.extractors.torch_device import PRECISIONS, auto_batch_size, autocast, resolve_device
+from mvfx.extractors.weights import WeightFile, entry, require
+
+
+@dataclass(frozen=True)
+class TorchConfig(Config):
+    """Options every neural extractor has."""
+
+    batch_size: int = option(0, minimum=0)  # items per forward pass; 0: automatic
+    precision: str = option("auto", choices=PRECISIONS)
+
+
+class TorchExtractor(Extractor):
+    """Base of the neural extractors; subclasses implement ``build`` (and ``extract``)."""
+
+    config_class = TorchConfig
+    cpu_batch_size: ClassVar[int] = 16  # automatic batch size on the CPU
+    mb_per_item: ClassVar[float] = 60.0  # GPU memory one item needs, for the automatic batch size
+
+    @abstractmethod
+    def build(self):
+        """The torch module, with the architecture the checkpoint was saved from."""
+
+    def rename_key(self, key: str) -> str:
+        """Map a checkpoint key onto the module's (default: strip DataParallel's ``module.``)."""
+        return key.removeprefix("module.")
+
+    def weights_path(self) -> Path:
+        return require(self.weight_names[0])[0]
+
+    @property
+    def weights_entry(self) -> WeightFile:
+        """The registry entry of the main weight file: preprocessing and class names live there."""
+        return entry(self.weight_files[0] if not self.weight_names else self.weight_names[0])
+
+    def adapt(self) -> None:
+        """Change the network after its weights are loaded (default: keep it)."""
+
+    def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        import torch
+
+        super().setup(resolve_device(device), random_weights)
+        torch.manual_seed(0)
+        self.model = self.build()
+        if not self.random_weights:
+            state = unwrap_state_dict(load_checkpoint(self.weights_path(), self.name))
+            load_state_dict_strict(self.model, state, self.name, rename=self.rename_key)
+        self.adapt()
+        self.model.to(self.device).eval()
+
+    @property
+    def batch_size(self) -> int:
+        return auto_batch_size(self.config.batch_size, self.device, self.cpu_batch_size, self.mb_per_item)
+
+    @contextlib.contextmanager
+    def inference(self):
+        """No gradients, and autocast at the configured precision."""
+        import torch
+
+        with torch.inference_mode(), autocast(self.device, self.config.precision):
+            yield
+
+    def to_device(self, array: np.ndarray):
+        import torch
+
+        return torch.as_tensor(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+
+    def run_batches(self, forward: Callable, items: np.ndarray, dim: int) -> np.ndarray:
+        """``forward(tensor on device) -> tensor`` over ``items`` in batches; float32 numpy out."""
+        out = []
+        with self.inference():
+            for start in range(0, len(items), self.batch_size):
+                out.append(forward(self.to_device(items[start : start + self.batch_size])).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)

@@ -1,0 +1,49 @@
+"""Using a trained correspondence model: rank one modality for a query clip, export embeddings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mvfx.heads.correspond import CorrespondenceModel
+from mvfx.media.errors import MvfxError
+
+SIDES = ("video", "music")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    clip_id: str
+    score: float
+    emotion: str
+
+
+def other_side(side: str) -> str:
+    return "music" if side == "video" else "video"
+
+
+def rank(model: CorrespondenceModel, embeddings: dict[str, dict[str, np.ndarray]], query: str, side: str,
+         top: int, labels: dict[str, str]) -> list[Ranked]:
+    """The ``top`` clips whose other modality fits ``query``'s ``side`` best, by the model's own score
+    (cosine similarity for retrieval models, P(match) for match classifiers)."""
+    other = other_side(side)
+    if query not in embeddings[side]:
+        raise MvfxError(f"clip {query!r} has no {side} features in this store")
+    names = list(embeddings[other])
+    query_z = torch.as_tensor(embeddings[side][query])[None]
+    gallery_z = torch.as_tensor(np.stack([embeddings[other][c] for c in names]))
+    with torch.no_grad():
+        scores = model.pair_scores(query_z, gallery_z) if side == "video" else model.pair_scores(gallery_z, query_z).T
+    scores = scores[0].numpy()
+    return [Ranked(names[i], float(scores[i]), labels.get(names[i], "?")) for i in np.argsort(-scores, kind="stable")[:top]]
+
+
+def embedding_arrays(embeddings: dict[str, dict[str, np.ndarray]], dim: int) -> dict[str, np.ndarray]:
+    """``{side}_clip_ids`` and ``{side}_embeddings`` arrays per modality, ready for ``np.savez``."""
+    arrays = {}
+    for side, by_clip in embeddings.items():
+        arrays[f"{side}_clip_ids"] = np.array(list(by_clip), dtype=str)
+        arrays[f"{side}_embeddings"] = (np.stack(list(by_clip.values())).astype(np.float32) if by_clip
+                                        else np.zeros((0, dim), np.float32))
+    return arrays

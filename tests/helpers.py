@@ -1,0 +1,58 @@
+"""Helpers shared by the test modules (tests/ is on sys.path under pytest, so: ``from helpers import ...``)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner, Result
+
+import mvfx.extractors as extractors
+from mvfx.media.decode import Frames
+from mvfx.media.encode import write_mp4
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEMO_EXTRACTORS = ["colour", "emobase", "logmel_phase"]
+# For the few tests where a separate process is the point (a kill, a real cluster, import isolation).
+MVFX = [sys.executable, "-m", "mvfx.cli"]
+
+
+def timed(images: np.ndarray, fps: float = 2.0) -> Frames:
+    """Frames with back-to-back spans of 1/fps seconds."""
+    n = len(images)
+    return Frames(np.asarray(images), np.stack([np.arange(n) / fps, np.arange(1, n + 1) / fps], axis=1))
+
+
+def solid_frames(*rgb: tuple[int, int, int], size: tuple[int, int] = (24, 32)) -> Frames:
+    """One frame of each colour, 2 fps."""
+    return timed(np.stack([np.full((*size, 3), c, np.uint8) for c in rgb]))
+
+
+def random_frames(n: int, h: int, w: int, fps: float, seed: int = 0) -> Frames:
+    return timed(np.random.default_rng(seed).integers(0, 255, (n, h, w, 3), dtype=np.uint8), fps)
+
+
+def random_extractor(name: str, **config) -> extractors.Extractor:
+    """An extractor set up on the CPU with its seeded random weights."""
+    extractor = extractors.create(name, **config)
+    extractor.setup("cpu", random_weights=True)
+    return extractor
+
+
+def run_cli(*args: object) -> Result:
+    """``mvfx ARGS`` in this process (click's runner): exit code, stdout and stderr kept apart."""
+    from mvfx.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def indexed_video(path: Path, n_frames: int, fps: int, size=(64, 48)) -> None:
+    """A video whose frame i has grey level 8*i (to identify which frames were sampled)."""
+    w, h = size
+    write_mp4(path, (np.full((h, w, 3), 8 * i, np.uint8) for i in range(n_frames)), fps)
+
+
+def tone(seconds: float, sample_rate: int = 44100, hz: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return np.stack([0.3 * np.sin(2 * np.pi * hz * t)] * 2)

@@ -1,0 +1,208 @@
+"""Every bad input recorded, none fatal: a corpus of real and broken files made at test time, odd names,
+damaged packets, a full and a read-only file system."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from helpers import run_cli, tone
+
+from mvfx.media.encode import write_mp4
+from mvfx.media.names import raw_bytes
+from mvfx.stores import open_store
+from mvfx.stores.exchange import export_hdf5
+
+EXTRACTORS = "colour,emobase,logmel_phase,shots,faces"
+LATIN1_NAME = b"chanson d'\xe9t\xe9.mp4"  # Latin-1 bytes from an old archive: not valid UTF-8
+
+
+def _frames(n: int, h: int, w: int):
+    return (np.full((h, w, 3), (40 + 5 * i) % 255, np.uint8) for i in range(n))
+
+
+def _flip_bytes(data: bytes, count: int, seed: int = 0) -> bytes:
+    damaged = bytearray(data)
+    for pos in np.random.default_rng(seed).integers(len(data) // 3, 2 * len(data) // 3, count):
+        damaged[pos] ^= 0xFF
+    return bytes(damaged)
+
+
+def _variable_frame_rate(path: Path) -> None:
+    """H.264 whose frames are 20 to 120 ms apart (as phone recordings are)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        t = 0
+        for i, gap in enumerate(np.random.default_rng(1).integers(20, 120, 40)):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 6 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+            t += int(gap)
+        container.mux(stream.encode())
+
+
+def _mpeg4_in_avi(path: Path) -> None:
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for rgb in _frames(48, 64, 96):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def hostile_corpus(tmp_path_factory, demo_corpus) -> Path:
+    """Two good clips and 22 kinds of trouble, all made here (nothing committed to the repository)."""
+    root = tmp_path_factory.mktemp("hostile")
+    good = (demo_corpus / "clip_000.mp4").read_bytes()
+    (root / "good_a.mp4").write_bytes(good)
+    (root / "good_b.mp4").write_bytes((demo_corpus / "clip_001.mp4").read_bytes())
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("this is not a video\n")
+    (root / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (root / "zeroed_header.mp4").write_bytes(b"\0" * 1024 + good[1024:])
+    (root / "flipped.mp4").write_bytes(_flip_bytes(good, 300))
+    write_mp4(root / "audio_only.mp4", None, 24, tone(2.0))
+    write_mp4(root / "video_only.mp4", _frames(48, 48, 64), 24)
+    write_mp4(root / "tenth_of_a_second.mp4", _frames(3, 48, 64), 30, tone(0.1))
+    write_mp4(root / "mono_8k.mp4", _frames(24, 48, 64), 24, tone(1.0, 8000)[:1], 8000)
+    write_mp4(root / "surround_48k.mp4", _frames(24, 48, 64), 24, np.concatenate([tone(1.0, 48000)] * 3), 48000)
+    _variable_frame_rate(root / "variable_rate.mp4")
+    write_mp4(root / "tiny_34x18.mp4", _frames(24, 18, 34), 24)
+    write_mp4(root / "eight_k.mp4", _frames(2, 4320, 7680), 2)
+    write_mp4(root / "portrait.mp4", _frames(24, 160, 90), 24, tone(1.0))
+    _mpeg4_in_avi(root / "mpeg4.avi")
+    (root / "spaces and accents é ü.mp4").write_bytes(good)  # also a duplicate of good_a
+    (Path(os.fsdecode(bytes(root)) + "/" + os.fsdecode(LATIN1_NAME))).write_bytes((demo_corpus / "clip_002.mp4").read_bytes())
+    (root / "folder.mp4").mkdir()
+    os.symlink("loop.mp4", root / "loop.mp4")
+    os.symlink(root / "gone.mp4", root / "dangling.mp4")
+    os.symlink(root / "good_b.mp4", root / "link_to_good.mp4")
+    return root
+
+
+ENTRIES = {  # file stem -> what must become of it
+    "good_a": "stored", "good_b": "stored", "empty": "failed", "text": "failed", "random": "failed",
+    "truncated": "either", "zeroed_header": "either", "flipped": "either", "audio_only": "partial",
+    "video_only": "partial", "tenth_of_a_second": "either", "mono_8k": "stored", "surround_48k": "stored",
+    "variable_rate": "partial", "tiny_34x18": "partial", "eight_k": "partial", "portrait": "stored", "mpeg4": "partial",
+    "spaces and accents é ü": "stored", "chanson d'%E9t%E9": "stored", "folder": "discovery", "loop": "discovery",
+    "dangling": "discovery", "link_to_good": "stored",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_run(hostile_corpus, tmp_path_factory):
+    store = tmp_path_factory.mktemp("hostile_store") / "s.zarr"
+    result = run_cli("extract", hostile_corpus, "--store", store, "-e", EXTRACTORS, "-j", "1")
+    return store, result
+
+
+def test_no_bad_input_stops_the_corpus_and_every_input_is_accounted_for(hostile_run):
+    store, result = hostile_run
+    assert result.exit_code == 1, result.stderr  # some clips failed; nothing raised (the runner re-raises exceptions)
+    s = open_store(store)
+    failures = s.failures()
+    stored = {c: set() for c in s.clip_ids()}
+    for name in EXTRACTORS.split(","):
+        for clip_id in s.clip_ids(name):
+            stored[clip_id].add(name)
+    failed = set(failures["clip_id"])
+    assert set(stored) | failed == set(ENTRIES), "every input is either stored or has a failures row"
+    for clip_id, fate in ENTRIES.items():
+        if fate == "stored":
+            assert stored.get(clip_id) == set(EXTRACTORS.split(",")), clip_id
+        elif fate == "partial":
+            assert stored.get(clip_id) and clip_id in failed, clip_id
+        elif fate == "failed":
+            assert not stored.get(clip_id) and clip_id in failed, clip_id
+        elif fate == "discovery":
+            assert (failures[failures["clip_id"] == clip_id]["stage"] == "discover").all() and clip_id in failed, clip_id
+    for message in failures["message"]:
+        assert message and "\n" not in message and len(message) <= 500
+    assert "Traceback" not in result.output
+    assert s.verify() == []
+
+
+def test_discovery_problems_and_duplicates_are_reported(hostile_run):
+    store, result = hostile_run
+    failures = open_store(store).failures().set_index("clip_id")
+    assert failures.loc["loop", "message"].endswith("symlink loop")
+    assert "dangling symlink (->" in failures.loc["dangling", "message"]
+    assert failures.loc["folder", "message"].endswith("a folder named like a media file")
+    assert "duplicate link_to_good has the same content as good_b" in result.stderr
+    assert "duplicate spaces and accents é ü has the same content as good_a" in result.stderr
+
+
+def test_a_name_that_is_not_utf8_gets_a_faithful_reversible_id(hostile_run, hostile_corpus, tmp_path):
+    store, _ = hostile_run
+    s = open_store(store)
+    clip_id = "chanson d'%E9t%E9"
+    assert clip_id in s.clip_ids("emobase")
+    assert raw_bytes(clip_id + ".mp4") == LATIN1_NAME  # the original bytes come back from the id
+    path = s.clips().set_index("clip_id").loc[clip_id, "path"]
+    assert path.endswith(clip_id + ".mp4")
+    export_hdf5(s, tmp_path / "out.h5")  # strings reach HDF5 and read back
+    assert clip_id in open_store(tmp_path / "out.h5").clip_ids("emobase")
+
+
+def test_damaged_packets_are_skipped_counted_and_located(hostile_run):
+    store, result = hostile_run
+    s = open_store(store)
+    clips = s.clips().set_index("clip_id")
+    if "flipped" not in s.clip_ids("emobase"):
+        pytest.fail(f"the flipped file lost its audio: {s.failures().set_index('clip_id').loc['flipped', 'message']}")
+    assert clips.loc["flipped", "damaged_packets"] > 0 and clips.loc["flipped", "damaged_spans"]
+    assert clips.loc["good_a", "damaged_packets"] == 0
+    values, _ = s.read("emobase", "flipped")
+    reference, _ = s.read("emobase", "good_a")
+    assert len(values) == len(reference)  # silence keeps the damaged clip's time line: as many windows as the original
+    assert "damaged flipped" in result.stderr and s.summary()["damaged_clips"] >= 1
+    info = run_cli("store", "info", store)
+    assert "damaged flipped:" in info.stdout
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here ({proc.stderr.strip()}): the full-disk case needs one")
+
+
+def test_full_then_read_only_file_system_stops_cleanly_and_resumes(demo_corpus, demo_store, tmp_path):
+    mount = tmp_path / "small"
+    _mount_tmpfs(mount, "700k")
+    try:
+        store = mount / "s.zarr"
+        full = run_cli("extract", demo_corpus, "--store", store, "-e", "colour,emobase,logmel_phase", "-j", "1")
+        assert full.exit_code == 2, full.stderr
+        lines = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "no space left on device" in lines[0] and "rerun" in lines[0]
+        partial = open_store(store)
+        assert partial.verify() == []  # consistent: whatever was committed reads back and checks out
+        committed = len(partial.clip_ids("logmel_phase")) if "logmel_phase" in partial.extractors() else 0
+        assert committed < 6
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+        resumed = run_cli("extract", demo_corpus, "--store", store, "-e", "colour,emobase,logmel_phase", "-j", "1")
+        assert resumed.exit_code == 0, resumed.stderr
+        done, reference = open_store(store), open_store(demo_store)
+        assert done.verify() == []
+        for name in ("colour", "emobase", "logmel_phase"):
+            assert done.clip_ids(name) == reference.clip_ids(name)
+            for clip_id in reference.clip_ids(name):
+                np.testing.assert_array_equal(done.read(name, clip_id)[0], reference.read(name, clip_id)[0])
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        read_only = run_cli("extract", demo_corpus, "--store", store, "-e", "colour,shots", "-j", "1")
+        assert read_only.exit_code == 2 and "read-only file system" in read_only.stderr.lower()
+        assert read_only.stderr.count("error:") == 1 and open_store(store).verify() == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
