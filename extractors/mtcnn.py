@@ -1,0 +1,231 @@
+"""MTCNN face detection (Zhang et al. 2016): the P-, R-, O-Net cascade with facenet-pytorch's published weights.
+
+The three networks are laid out as in facenet-pytorch (module names match its
+``pnet.pt``, ``rnet.pt``, ``onet.pt`` state dicts, so they load strictly with
+``weights_only=True``); the cascade follows the published algorithm with the
+settings facenet-pytorch uses, so that boxes agree with its ``MTCNN.detect``
+within a pixel (tested):
+1. an image pyramid from ``min_face`` (20 px) down by ``factor`` 0.709; each
+   level resized with area averaging, scaled to (x - 127.5) / 128; P-Net's
+   12 x 12 windows (stride 2) above 0.6 become candidates, suppressed at IoU
+   0.5 per level and 0.7 across levels, moved by P-Net's regression and made
+   square;
+2. each candidate cropped (clipped to the image) and resized to 24 x 24 for
+   R-Net: above 0.7 kept, IoU 0.7 suppression, regression, squared;
+3. 48 x 48 crops for O-Net: above 0.7 kept, five landmarks (eyes, nose,
+   mouth corners), regression, and suppression at 0.7 of the smaller box.
+Input: RGB uint8 frames of one size, as a batch. Output per frame: boxes
+(x1, y1, x2, y2) in pixels, probabilities, and landmarks [F, 5, 2].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PYRAMID_FACTOR = 0.709
+THRESHOLDS = (0.6, 0.7, 0.7)
+MIN_FACE = 20
+
+
+def _networks():
+    import torch
+    from torch import nn
+
+    class PNet(nn.Module):
+        """Proposal network: fully convolutional, 12 x 12 receptive field, stride 2."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+            self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+            self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+            self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
+
+        def forward(self, x):
+            x = self.prelu3(self.conv3(self.prelu2(self.conv2(self.pool1(self.prelu1(self.conv1(x)))))))
+            return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+
+    class RNet(nn.Module):
+        """Refinement network on 24 x 24 crops."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+            self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+            self.dense5_1, self.dense5_2 = nn.Linear(128, 2), nn.Linear(128, 4)
+
+        def forward(self, x):
+            x = self.pool2(self.prelu2(self.conv2(self.pool1(self.prelu1(self.conv1(x))))))
+            x = self.prelu3(self.conv3(x)).permute(0, 3, 2, 1).reshape(len(x), -1)  # the Caffe weights' (W, H, C) order
+            x = self.prelu4(self.dense4(x))
+            return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+
+    class ONet(nn.Module):
+        """Output network on 48 x 48 crops: box, landmarks, face probability."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+            self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+            self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+            self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
+
+        def forward(self, x):
+            x = self.pool2(self.prelu2(self.conv2(self.pool1(self.prelu1(self.conv1(x))))))
+            x = self.prelu4(self.conv4(self.pool3(self.prelu3(self.conv3(x)))))
+            x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(len(x), -1)))
+            return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+
+    return PNet, RNet, ONet
+
+
+def build_networks():
+    """(P-Net, R-Net, O-Net) modules, untrained."""
+    return tuple(cls() for cls in _networks())
+
+
+@dataclass
+class Detections:
+    """One frame's faces: boxes [F, 4] (x1, y1, x2, y2), probabilities [F], landmarks [F, 5, 2] (x, y)."""
+
+    boxes: np.ndarray
+    probs: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def none(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def xywh(self) -> np.ndarray:
+        """[F, 4] (x, y, w, h) pixel boxes, for the code that shares boxes with the Haar detector."""
+        return np.concatenate([self.boxes[:, :2], self.boxes[:, 2:] - self.boxes[:, :2]], axis=1)
+
+
+def _area_resize(images, size: tuple[int, int]):
+    import torch
+
+    return torch.nn.functional.interpolate(images, size=size, mode="area")
+
+
+def _square(boxes):
+    """Grow each (x1, y1, x2, y2) box to a square around its centre (the longer side)."""
+    import torch
+
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = torch.maximum(w, h)
+    boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    boxes[:, 2:4] = boxes[:, :2] + side[:, None]
+    return boxes
+
+
+def _regress(boxes, reg):
+    """Move box edges by the network's offsets, in units of the box's (inclusive) width and height."""
+    import torch
+
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    boxes[:, :4] = boxes[:, :4] + reg[:, :4] * torch.stack([w, h, w, h], dim=1)
+    return boxes
+
+
+def _crops(images, boxes, image_of, size: int):
+    """Each box cut from its image (clipped to it, 1-based inclusive corners as in the reference) at size x size."""
+    import torch
+
+    h, w = images.shape[2:]
+    corners = boxes[:, :4].trunc().int().cpu().numpy()
+    x1, y1 = np.maximum(corners[:, 0], 1), np.maximum(corners[:, 1], 1)
+    x2, y2 = np.minimum(corners[:, 2], w), np.minimum(corners[:, 3], h)
+    crops = [_area_resize(images[image_of[k], :, y1[k] - 1 : y2[k], x1[k] - 1 : x2[k]][None], (size, size))
+             for k in range(len(boxes)) if y2[k] > y1[k] - 1 and x2[k] > x1[k] - 1]
+    return (torch.cat(crops) - 127.5) * 0.0078125
+
+
+def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy suppression by intersection over the smaller box (inclusive pixel areas), highest score first."""
+    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    order, keep = np.argsort(scores), []
+    while order.size:
+        i, rest = order[-1], order[:-1]
+        w = np.maximum(0.0, np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]) + 1)
+        h = np.maximum(0.0, np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]) + 1)
+        keep.append(i)
+        order = rest[(w * h) / np.minimum(area[i], area[rest]) <= threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def detect(nets, frames: np.ndarray, device: str = "cpu", min_face: int = MIN_FACE,
+           thresholds: tuple[float, float, float] = THRESHOLDS, factor: float = PYRAMID_FACTOR) -> list[Detections]:
+    """MTCNN on a batch of RGB uint8 frames [N, H, W, 3] of one size; one ``Detections`` per frame."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    pnet, rnet, onet = nets
+    if len(frames) == 0:
+        return []
+    images = torch.as_tensor(np.ascontiguousarray(frames), device=device).permute(0, 3, 1, 2).float()
+    h, w = images.shape[2:]
+    scales, scale, side = [], 12.0 / min_face, min(h, w) * 12.0 / min_face
+    while side >= 12:
+        scales.append(scale)
+        scale, side = scale * factor, side * factor
+
+    # Stage 1: P-Net over the pyramid.
+    found, image_of = [], []
+    for scale in scales:
+        level = (_area_resize(images, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125
+        reg, probs = pnet(level)
+        hits = probs[:, 1] >= thresholds[0]
+        index = hits.nonzero()
+        cells = index[:, 1:].flip(1).float()  # (x, y) of each 12 x 12 window, stride 2
+        candidates = torch.cat([((2 * cells + 1) / scale).floor(), ((2 * cells + 12) / scale).floor(),
+                                probs[:, 1][hits][:, None], reg.permute(0, 2, 3, 1)[hits]], dim=1)
+        keep = batched_nms(candidates[:, :4], candidates[:, 4], index[:, 0], 0.5)
+        found.append(candidates[keep])
+        image_of.append(index[keep, 0])
+    boxes, image_of = torch.cat(found), torch.cat(image_of)
+    keep = batched_nms(boxes[:, :4], boxes[:, 4], image_of, 0.7)
+    boxes, image_of = boxes[keep], image_of[keep]
+    size = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, dim=1)
+    boxes = _square(torch.cat([boxes[:, :4] + boxes[:, 5:9] * size, boxes[:, 4:5]], dim=1))
+
+    # Stage 2: R-Net on 24 x 24 crops.
+    if len(boxes):
+        reg, probs = rnet(_crops(images, boxes, image_of, 24))
+        passed = probs[:, 1] > thresholds[1]
+        boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
+        image_of, reg = image_of[passed], reg[passed]
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], image_of, 0.7)
+        boxes = _square(_regress(boxes[keep], reg[keep]))
+        image_of = image_of[keep]
+
+    # Stage 3: O-Net on 48 x 48 crops, landmarks, and suppression by the smaller box.
+    points = torch.zeros((0, 5, 2), device=images.device)
+    if len(boxes):
+        reg, marks, probs = onet(_crops(images, boxes, image_of, 48))
+        passed = probs[:, 1] > thresholds[2]
+        boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
+        image_of, reg, marks = image_of[passed], reg[passed], marks[passed]
+        bw, bh = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+        points = torch.stack([bw[:, None] * marks[:, :5] + boxes[:, 0:1] - 1,
+                              bh[:, None] * marks[:, 5:] + boxes[:, 1:2] - 1], dim=2)
+        boxes = _regress(boxes, reg)
+        if len(boxes):
+            offset = image_of.to(boxes)[:, None] * (boxes[:, :4].max() + 1)  # keeps frames apart in one suppression
+            keep = torch.as_tensor(_nms_min((boxes[:, :4] + offset).cpu().numpy(), boxes[:, 4].cpu().numpy(), 0.7))
+            boxes, image_of, points = boxes[keep], image_of[keep], points[keep]
+    boxes, points, image_of = boxes.cpu().numpy(), points.cpu().numpy(), image_of.cpu().numpy()
+    return [Detections(boxes[image_of == i, :4].astype(np.float32), boxes[image_of == i, 4].astype(np.float32),
+                       points[image_of == i].astype(np.float32)) for i in range(len(frames))]
