@@ -28,7 +28,7 @@ from mvfx.media.errors import MvfxError
               help="Storage type of feature values.")
 @click.option("--random-weights", is_flag=True,
               help="Run neural extractors with seeded random weights (tests, dry runs); marked 'random' in the store.")
-@click.option("--break-lock", is_flag=True, help="Take over a store whose lock was left by a dead run.")
+@click.option("--break-lock", is_flag=True, help="Take over a store locked from another host (a crashed run on this host needs no flag).")
 @click.option("--no-compact", is_flag=True, help="Leave committed parts uncompacted (faster to stop; see `store compact`).")
 def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, random_weights, break_lock, no_compact) -> None:
     """Extract features for every clip of CORPUS into a store.

@@ -53,7 +53,7 @@ def store_info(path: str, as_json: bool) -> None:
 
 @store.command("compact")
 @click.argument("path")
-@click.option("--break-lock", is_flag=True, help="Take over a store whose lock was left by a dead run.")
+@click.option("--break-lock", is_flag=True, help="Take over a store locked from another host (a crashed run on this host needs no flag).")
 def store_compact(path: str, break_lock: bool) -> None:
     """Rewrite committed parts into contiguous arrays for fast sequential reading."""
     from mvfx.stores import open_writer
@@ -122,7 +122,7 @@ def store_import(h5_file: str, new_path: str) -> None:
               help="Columns to leave out (text columns, extra ids), e.g. --drop-columns liveturn_0,unassigned.")
 @click.option("--names-from", metavar="EXTRACTOR",
               help="Take the feature names from an extractor, e.g. emobase (openSMILE's 988 names) for a broken header.")
-@click.option("--break-lock", is_flag=True, help="Take over a store whose lock was left by a dead run.")
+@click.option("--break-lock", is_flag=True, help="Take over a store locked from another host (a crashed run on this host needs no flag).")
 def store_import_features(folder: str, name: str, store_path: str, time_column: str, hop, drop_columns, names_from,
                           break_lock: bool) -> None:
     """Import features computed elsewhere: FOLDER/*.csv, one per clip (file stem = clip id),
