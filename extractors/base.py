@@ -102,12 +102,6 @@ class Config:
         """Build from options (CLI strings are converted to each field's type) or a recorded config."""
         return cls(**coerce_overrides(cls, values))
 
-    @classmethod
-    def allowed(cls, name: str) -> str:
-        """What a field takes, in words (for help and errors)."""
-        f = next(f for f in dataclasses.fields(cls) if f.name == name)
-        return _describe(typing.get_type_hints(cls)[name], f.metadata.get("rules", {}))
-
 
 def _base_type(hint: Any) -> tuple[type, bool]:
     args = [a for a in typing.get_args(hint) if a is not type(None)]

@@ -103,10 +103,6 @@ class Detections:
     probs: np.ndarray
     landmarks: np.ndarray
 
-    @classmethod
-    def none(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
-
     def xywh(self) -> np.ndarray:
         """[F, 4] (x, y, w, h) pixel boxes, for the code that shares boxes with the Haar detector."""
         return np.concatenate([self.boxes[:, :2], self.boxes[:, 2:] - self.boxes[:, :2]], axis=1)

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from mvfx.media.errors import MvfxError
-from mvfx.stores.layout import FORMAT_NAME, FORMAT_VERSION
+from mvfx.stores.layout import CLIP_COLUMNS, FORMAT_NAME, FORMAT_VERSION
+from mvfx.stores.tables import to_columns, to_frame
 
 EMPTY_INDEX = {"clip_id": [], "offset": [], "count": [], "checksum": []}
 
@@ -72,7 +73,8 @@ class FeatureStore(ABC):
     def compacted_rows(self, extractor: str) -> int: ...
 
     @abstractmethod
-    def clips(self) -> pd.DataFrame: ...
+    def clips_table(self) -> pd.DataFrame:
+        """The clips table as stored."""
 
     @abstractmethod
     def failures(self) -> pd.DataFrame: ...
@@ -99,6 +101,20 @@ class FeatureStore(ABC):
                 index.setdefault(attrs["clip_id"], Location(int(attrs["rows"]), part=part_id, checksum=attrs.get("checksum", "")))
             self._index[extractor] = index
         return self._index[extractor]
+
+    def clips(self) -> pd.DataFrame:
+        """The clips table, plus the records that committed parts carry: a run stopped (a crash, a full disk)
+        after committing a clip but before rewriting the table loses nothing, for readers and writers alike."""
+        table = self.clips_table()
+        carried: dict[str, dict] = {}
+        for name in self.extractors():
+            for _, attrs in self.parts(name):
+                if attrs.get("clip") and attrs["clip_id"] not in carried:
+                    carried[attrs["clip_id"]] = {"status": "ok", **attrs["clip"]}
+        missing = [record for clip_id, record in sorted(carried.items()) if clip_id not in set(table["clip_id"])]
+        if not missing:
+            return table
+        return pd.concat([table, to_frame(to_columns(missing, CLIP_COLUMNS), CLIP_COLUMNS)], ignore_index=True)
 
     def clip_ids(self, extractor: str | None = None) -> list[str]:
         """Clips in the clips table, or those with committed features of ``extractor``."""
@@ -134,8 +150,7 @@ class FeatureStore(ABC):
     def verify(self) -> list[str]:
         """Every problem found: index vs arrays, shapes, time order, NaN/Inf, checksums, clips table."""
         problems = []
-        known = set(self.clips()["clip_id"])  # plus records that committed parts carry (a run stopped before its table write)
-        known |= {attrs["clip_id"] for name in self.extractors() for _, attrs in self.parts(name) if attrs.get("clip")}
+        known = set(self.clips()["clip_id"])
         for name in self.extractors():
             attrs = self.group_attrs(name)
             ci = {**EMPTY_INDEX, **attrs.get("clip_index", {})}

@@ -104,7 +104,7 @@ class Hdf5FeatureStore(FeatureStore):
     def compacted_rows(self, extractor: str) -> int:
         return self.file[f"features/{extractor}/values"].shape[0]
 
-    def clips(self) -> pd.DataFrame:
+    def clips_table(self) -> pd.DataFrame:
         return read_h5_table(self.file["clips"], CLIP_COLUMNS)
 
     def failures(self) -> pd.DataFrame:

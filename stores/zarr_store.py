@@ -123,7 +123,7 @@ class ZarrFeatureStore(FeatureStore):
         group = self._feature_group(extractor)
         return group["values"].shape[0] if "values" in group else 0
 
-    def clips(self) -> pd.DataFrame:
+    def clips_table(self) -> pd.DataFrame:
         if "clips" not in self.root:
             return pd.DataFrame(columns=list(CLIP_COLUMNS))
         return read_zarr_table(self.root["clips"], CLIP_COLUMNS)
@@ -156,15 +156,14 @@ class ZarrStoreWriter(ZarrFeatureStore):
             raise
 
     def _recover(self) -> None:
-        """After a crash: drop staging, drop parts a compaction already indexed, restore clip records from parts."""
+        """After a crash: drop staging and the parts a compaction already indexed. (Clip records that only parts
+        carry came in with ``clips()``.)"""
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
         for name in self.extractors():
             indexed = set(self.group_attrs(name).get("clip_index", {}).get("clip_id", []))
             for part_id, attrs in self.parts(name):
                 if attrs["clip_id"] in indexed:
                     shutil.rmtree(self.path / "features" / name / "parts" / part_id)
-                elif attrs["clip_id"] not in self._clips and attrs.get("clip"):
-                    self._clips[attrs["clip_id"]] = {"status": "ok", **attrs["clip"]}
         self._index.clear()
 
     def register_extractor(self, description: dict, dtype: str = "float32") -> None:
