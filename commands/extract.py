@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -10,6 +11,9 @@ from rich.table import Table
 
 from mvfx.commands.common import console, out, parse_extractor_options
 from mvfx.media.errors import MvfxError
+
+if TYPE_CHECKING:
+    from mvfx.pipeline.run import RunSummary
 
 
 @click.command()
@@ -30,44 +34,79 @@ from mvfx.media.errors import MvfxError
               help="Run neural extractors with seeded random weights (tests, dry runs); marked 'random' in the store.")
 @click.option("--break-lock", is_flag=True, help="Take over a store locked from another host (a crashed run on this host needs no flag).")
 @click.option("--no-compact", is_flag=True, help="Leave committed parts uncompacted (faster to stop; see `store compact`).")
-def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, random_weights, break_lock, no_compact) -> None:
+@click.option("--clip-memory", default="auto", show_default=True, metavar="SIZE",
+              help="Decoded frames one clip may hold, e.g. 2GB; a clip that needs more is recorded as failed. "
+                   "auto = half of a worker's memory.")
+def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, random_weights, break_lock, no_compact,
+            clip_memory) -> None:
     """Extract features for every clip of CORPUS into a store.
 
     CORPUS is a folder (searched recursively), a quoted glob ("clips/*.mp4") or a
     manifest CSV with columns clip_id,path. Each clip is decoded once for all
-    extractors. Pairs (clip, extractor) already in the store are skipped, so
+    extractors and streamed through them in pieces, so memory does not grow
+    with a clip's duration; long clips show their own progress in decoded
+    seconds. Pairs (clip, extractor) already in the store are skipped, so
     rerunning a stopped command finishes it. Exit status is 0 only when no clip failed.
     """
     from mvfx.extractors.torch_device import resolve_device
-    from mvfx.pipeline.run import run_extract
 
     names = [n.strip() for n in extractors.split(",") if n.strip()]
-    device = resolve_device(device)
+    summary = extract_with_progress(
+        corpus, store, names, parse_extractor_options(options), workers=workers or None, scheduler=scheduler,
+        device=resolve_device(device), dtype=dtype, break_lock=break_lock, compact=not no_compact,
+        random_weights=random_weights, clip_memory=_parse_size(clip_memory),
+    )
+    print_summary(summary, store)
+    sys.exit(0 if summary.ok else 1)
+
+
+def extract_with_progress(corpus: str, store: str, names: list[str], options: dict, **settings) -> RunSummary:
+    """``run_extract`` with a corpus bar in clips and, under it, a bar in decoded seconds per clip in flight."""
+    from mvfx.pipeline.run import run_extract
+
     progress = Progress(
-        TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
     )
     task_id = None
+    clip_bars: dict[str, int] = {}
 
     def on_start(n_tasks: int, where: str) -> None:
         nonlocal task_id
         console.print(f"{n_tasks} clips to process with {', '.join(names)} on {where}")
-        task_id = progress.add_task("extract", total=n_tasks, last="")
+        task_id = progress.add_task("[bold]extract", total=n_tasks, unit="clips", last="")
+
+    def on_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
+        if clip_id not in clip_bars:
+            clip_bars[clip_id] = progress.add_task(f"  {clip_id}", total=round(duration_s) or None, unit="s decoded", last="")
+        progress.update(clip_bars[clip_id], completed=round(decoded_s))
 
     def on_result(result) -> None:
+        if result.clip_id in clip_bars:
+            progress.remove_task(clip_bars.pop(result.clip_id))
         progress.update(task_id, advance=1, last=f"{result.clip_id} [{result.status}]")
 
     with progress:
-        summary = run_extract(
-            corpus, store, names, parse_extractor_options(options), workers=workers or None, scheduler=scheduler,
-            device=device, dtype=dtype, break_lock=break_lock, compact=not no_compact, random_weights=random_weights,
-            on_start=on_start, on_result=on_result,
-        )
-    _print_summary(summary, store)
-    sys.exit(0 if summary.ok else 1)
+        return run_extract(corpus, store, names, options, on_start=on_start, on_result=on_result, on_progress=on_progress,
+                           **settings)
 
 
-def _print_summary(summary, store: str) -> None:
+def _parse_size(text: str) -> int:
+    """'auto' -> 0, else bytes from '2GB', '512 MiB', ..."""
+    if text.strip().lower() == "auto":
+        return 0
+    from dask.utils import parse_bytes
+
+    try:
+        size = parse_bytes(text)
+    except ValueError:
+        raise MvfxError(f"--clip-memory {text!r}: expected a size such as 2GB or 512MiB, or auto") from None
+    if size <= 0:
+        raise MvfxError(f"--clip-memory {text!r}: must be more than 0")
+    return size
+
+
+def print_summary(summary: RunSummary, store: str) -> None:
     for notice in summary.notices:
         console.print(f"[yellow]note:[/yellow] {notice}")
     for clip_id, packets, spans in summary.damaged:

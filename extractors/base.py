@@ -6,7 +6,10 @@ time grid, and its configuration as a frozen dataclass that validates itself
 when it is built (so a bad ``-o`` value fails before any work). ``setup``
 runs once per worker; ``extract(data, info, context)`` turns one clip's
 decoded input into a FeatureBlock, ``context`` holding the blocks of the
-extractors it ``depends_on`` (e.g. ``shots`` for per-shot I3D).
+extractors it ``depends_on`` (e.g. ``shots`` for per-shot I3D). The pipeline
+feeds clips piece by piece through ``stream(info, context)`` instead, so a
+long clip never has to be held whole (``streams.py``); ``extract`` is the
+same computation on a whole clip, and the tests hold the two equal.
 
 An extractor is rebuilt from what a store recorded with
 ``registry.from_description(store.attrs(name))``: its ``config`` round-trips
@@ -20,12 +23,15 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from mvfx.media.decode import AudioSpec, Frames, VideoSpec
 from mvfx.media.probe import ClipInfo
+
+if TYPE_CHECKING:
+    from mvfx.extractors.streams import Stream
 
 
 @dataclass
@@ -235,6 +241,27 @@ class Extractor(ABC):
     @abstractmethod
     def extract(self, data: np.ndarray | Frames, info: ClipInfo, context: dict[str, FeatureBlock]) -> FeatureBlock:
         """One clip's features from its decoded input; ``context`` maps ``depends_on`` names to their blocks."""
+
+    # --- streaming (see streams.py) ------------------------------------------
+    def stream(self, info: ClipInfo, context: dict[str, FeatureBlock]) -> Stream:
+        """How this extractor takes a clip piece by piece (default: all of its input, then ``extract``)."""
+        from mvfx.extractors.streams import WholeInput
+
+        return WholeInput(self, info, context)
+
+    @property
+    def frames_per_batch(self) -> int:
+        """Pieces of frames are cut to a multiple of this, so streamed batches are the whole clip's."""
+        return 1
+
+    @property
+    def depends_on_whole(self) -> bool:
+        """True when the stream needs its dependencies' finished blocks before its first frame (per-shot I3D)."""
+        return False
+
+    def frames_held(self, piece: int) -> int:
+        """The most frames this extractor keeps at once besides the piece being decoded (memory planning)."""
+        return piece
 
     def weights_provenance(self, random_weights: bool = False) -> dict:
         """``weights``: "none", "random" or the main file's sha256; ``weights_files``: every file's sha256.

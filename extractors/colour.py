@@ -20,6 +20,7 @@ import numpy as np
 
 from mvfx.extractors.base import Config, Extractor, FeatureBlock, FrameSampled, option
 from mvfx.extractors.registry import register
+from mvfx.extractors.streams import FrameByFrame
 from mvfx.media.decode import Frames
 from mvfx.media.probe import ClipInfo
 
@@ -37,7 +38,7 @@ class ColourConfig(Config):
 
 
 @register
-class Colour(FrameSampled, Extractor):
+class Colour(FrameByFrame, FrameSampled, Extractor):
     name = "colour"
     version = "1"
     modality = "video"

@@ -38,6 +38,7 @@ from mvfx.extractors.base import Extractor, FeatureBlock, FrameSampled, option
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from mvfx.extractors.image_ops import grey_crop
 from mvfx.extractors.registry import register
+from mvfx.extractors.streams import FrameByFrame, Stream, through_stream
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
 from mvfx.extractors.weights import require
 from mvfx.media.decode import Frames
@@ -48,6 +49,7 @@ FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 CROP = 48
 MTCNN_FILES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+MTCNN_BATCH = 8  # frames per MTCNN pass unless batch_size is set
 EXPRESSION_FILES = {"mini_xception": "fer2013_mini_xception", "vgg19": "vgg19_fer2013"}
 
 
@@ -125,6 +127,11 @@ class _FaceBoxes(FrameSampled):
         return self.detector.detect(data.images)
 
     @property
+    def frames_per_batch(self) -> int:
+        """MTCNN's batch of frames (what ``FaceDetector.detect`` cuts frames into)."""
+        return (self.config.batch_size or MTCNN_BATCH) if self.config.detector == "mtcnn" else 1
+
+    @property
     def detector(self) -> FaceDetector:
         if getattr(self, "_detector", None) is None:
             self._detector = FaceDetector(self.config, self.device, getattr(self, "random_weights", False))
@@ -160,7 +167,7 @@ class FaceDetector:
         from mvfx.extractors.torchvision_compat import import_torchvision
 
         import_torchvision()  # batched_nms
-        batch = self.config.batch_size or 8
+        batch = self.config.batch_size or MTCNN_BATCH
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), batch):
@@ -170,7 +177,7 @@ class FaceDetector:
 
 
 @register
-class Faces(_FaceBoxes, TorchExtractor):
+class Faces(FrameByFrame, _FaceBoxes, TorchExtractor):
     name = "faces"
     version = "2"
     modality = "video"
@@ -228,7 +235,7 @@ class FaceExpressionConfig(FacesConfig):
 
 
 @register
-class FaceExpression(_DependsOnFaces, TorchExtractor):
+class FaceExpression(FrameByFrame, _DependsOnFaces, TorchExtractor):
     name = "face_expression"
     version = "2"
     summary = "FER2013 mini-Xception expression probabilities per frame (face-area weighted) + face count; NaN without faces"
@@ -343,12 +350,37 @@ class FaceCrops(_DependsOnFaces, Extractor):
     def value_shape(self) -> tuple[int, ...]:
         return (CROP, CROP)
 
+    def stream(self, info: ClipInfo, context: dict) -> Stream:
+        return FaceCropStream(self, info, context)
+
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
-        per_frame = self.face_boxes(data, context)
-        with_face = [i for i, faces in enumerate(per_frame) if len(faces.boxes)]
-        if not with_face:
-            raise ClipError("extract", f"{info.path}: no face found in {len(per_frame)} frames")
-        picks = [with_face[int(k)] for k in np.linspace(0, len(with_face) - 1, min(self.config.n_crops, len(with_face)))]
-        picks = [picks[k % len(picks)] for k in range(self.config.n_crops)]  # too few: repeat frames with faces
-        crops = [aligned_crop(data.images[i], per_frame[i], per_frame[i].largest()).reshape(-1) for i in picks]
-        return FeatureBlock(np.stack(crops).astype(np.float32), data.times[picks])
+        return through_stream(self, data, info, context)
+
+
+class FaceCropStream(Stream):
+    """Keeps the aligned crop of the largest face of every frame with a face (2.3 kB each: 2.8 MB for ten
+    minutes at 2 fps), so the crops spread over the clip can be chosen once its end is known."""
+
+    def __init__(self, extractor: FaceCrops, info: ClipInfo, context: dict) -> None:
+        super().__init__(extractor, info, context)
+        self.crops: list[np.ndarray] = []
+        self.times: list[np.ndarray] = []
+        self.frames_seen = 0
+
+    def feed(self, piece: Frames, context: dict) -> None:
+        per_frame = self.extractor.face_boxes(piece, context)
+        for rgb, faces, span in zip(piece.images, per_frame, piece.times):
+            if len(faces.boxes):
+                self.crops.append(aligned_crop(rgb, faces, faces.largest()).reshape(-1))
+                self.times.append(span)
+        self.frames_seen += len(piece.images)
+        return None
+
+    def finish(self) -> FeatureBlock:
+        n = len(self.crops)
+        if not n:
+            raise ClipError("extract", f"{self.info.path}: no face found in {self.frames_seen} frames")
+        n_crops = self.extractor.config.n_crops
+        picks = [int(k) for k in np.linspace(0, n - 1, min(n_crops, n))]
+        picks = [picks[k % len(picks)] for k in range(n_crops)]  # too few: repeat frames with faces
+        return FeatureBlock(np.stack([self.crops[i] for i in picks]).astype(np.float32), np.stack([self.times[i] for i in picks]))

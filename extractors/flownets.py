@@ -21,6 +21,7 @@ import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, TimeGrid, option
 from mvfx.extractors.registry import register
+from mvfx.extractors.streams import Stream, through_stream
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
 from mvfx.media.decode import Frames, VideoSpec
 from mvfx.media.errors import ClipError
@@ -127,22 +128,58 @@ class FlowNetS(TorchExtractor):
     def build(self):
         return build_flownets()
 
-    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
+    def pair_rows(self, frames: np.ndarray) -> np.ndarray:
+        """Rows for the consecutive pairs of ``frames`` ([N, H, W, 3] uint8, N - 1 <= batch size): one forward pass."""
         import torch
 
-        if len(data.images) < 2:
-            raise ClipError("extract", f"{info.path}: flownets needs two frames; the clip is shorter than 1/fps")
         prep = self.weights_entry.preprocessing
-        pixels = (data.images.astype(np.float32) / 255.0 - np.asarray(prep["mean"], np.float32)).transpose(0, 3, 1, 2)
+        pixels = (frames.astype(np.float32) / 255.0 - np.asarray(prep["mean"], np.float32)).transpose(0, 3, 1, 2)
         pairs = np.concatenate([pixels[:-1], pixels[1:]], axis=1)  # [N-1, 6, H, W]
-        rows = []
         with self.inference():
-            for start in range(0, len(pairs), self.batch_size):
-                flow, features = self.model(self.to_device(pairs[start : start + self.batch_size]))
-                flow = torch.nn.functional.interpolate(prep["div_flow"] * flow.float(), scale_factor=4, mode="bilinear",
-                                                       align_corners=False)
-                pooled = features.float().mean(dim=(2, 3)).cpu().numpy()
-                stats = np.stack([flow_statistics(f) for f in flow.cpu().numpy()])
-                rows.append(np.concatenate([stats, pooled], axis=1))
-        times = np.stack([data.times[:-1, 0], data.times[1:, 0]], axis=1)
-        return FeatureBlock(np.concatenate(rows), times)
+            flow, features = self.model(self.to_device(pairs))
+            flow = torch.nn.functional.interpolate(prep["div_flow"] * flow.float(), scale_factor=4, mode="bilinear",
+                                                   align_corners=False)
+            pooled = features.float().mean(dim=(2, 3)).cpu().numpy()
+            stats = np.stack([flow_statistics(f) for f in flow.cpu().numpy()])
+        return np.concatenate([stats, pooled], axis=1)
+
+    def stream(self, info: ClipInfo, context: dict) -> Stream:
+        return FramePairs(self, info, context)
+
+    def frames_held(self, piece: int) -> int:
+        return self.batch_size + piece
+
+    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
+        return through_stream(self, data, info, context)
+
+
+class FramePairs(Stream):
+    """Consecutive frames in batches of pairs, as they arrive; holds at most a batch of frames plus one."""
+
+    def __init__(self, extractor: FlowNetS, info: ClipInfo, context: dict) -> None:
+        super().__init__(extractor, info, context)
+        self.images: list[np.ndarray] = []
+        self.starts: list[float] = []
+        self.rows: list[np.ndarray] = []
+        self.times: list[np.ndarray] = []
+
+    def feed(self, piece: Frames, context: dict) -> None:
+        self.images += list(piece.images)
+        self.starts += [float(t) for t in piece.times[:, 0]]
+        batch = self.extractor.batch_size
+        while len(self.images) > batch:
+            self._run(batch)
+        self.held = len(self.images)
+        return None
+
+    def _run(self, n_pairs: int) -> None:
+        self.rows.append(self.extractor.pair_rows(np.stack(self.images[: n_pairs + 1])))
+        self.times.append(np.stack([self.starts[:n_pairs], self.starts[1 : n_pairs + 1]], axis=1))
+        del self.images[:n_pairs], self.starts[:n_pairs]
+
+    def finish(self) -> FeatureBlock:
+        if len(self.images) > 1:
+            self._run(len(self.images) - 1)
+        if not self.rows:
+            raise ClipError("extract", f"{self.info.path}: flownets needs two frames; the clip is shorter than 1/fps")
+        return FeatureBlock(np.concatenate(self.rows), np.concatenate(self.times))

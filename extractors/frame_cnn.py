@@ -16,6 +16,7 @@ import numpy as np
 from mvfx.extractors.base import FeatureBlock, FrameSampled, OptionError, option
 from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.registry import register
+from mvfx.extractors.streams import FrameByFrame
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
 from mvfx.extractors.weights import entry
 from mvfx.media.decode import Frames
@@ -33,7 +34,7 @@ class FrameCnnConfig(TorchConfig):
             raise OptionError("crop", self.crop, f"must be at most short_side ({self.short_side})")
 
 
-class _ResNet50(FrameSampled, TorchExtractor):
+class _ResNet50(FrameByFrame, FrameSampled, TorchExtractor):
     """torchvision ResNet-50 over sampled frames; subclasses choose the head and the checkpoint."""
 
     modality = "video"

@@ -2,7 +2,8 @@
 
 Frames at 25 fps (short side 144 px) go straight into the detector (in
 OpenCV's BGR order, which it expects), so detecting shots costs no second
-decode. Each row is one shot: times = [start, end) seconds, values =
+decode; the detector sees them one at a time as they are decoded, keeping
+only its own state. Each row is one shot: times = [start, end) seconds, values =
 (shot index, duration). Per-shot extractors (``-o i3d.per_shot=true``) read
 these rows instead of detecting again.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from mvfx.extractors.base import Config, Extractor, FeatureBlock, TimeGrid, option
 from mvfx.extractors.registry import register
+from mvfx.extractors.streams import Stream, through_stream
 from mvfx.media.decode import Frames, VideoSpec
 from mvfx.media.probe import ClipInfo
 
@@ -48,21 +50,45 @@ class Shots(Extractor):
     def feature_names(self) -> list[str]:
         return ["shot_index", "duration_s"]
 
-    def cut_times(self, frames: Frames) -> list[float]:
-        """Seconds at which a new shot starts (cuts), in order."""
-        from scenedetect import ContentDetector, FrameTimecode
+    def stream(self, info: ClipInfo, context: dict) -> Stream:
+        return ShotStream(self, info, context)
 
-        c = self.config
-        detector = ContentDetector(threshold=c.threshold, min_scene_len=max(1, int(round(c.min_shot_s * c.fps))))
-        cuts = []
-        for k, rgb in enumerate(frames.images):
-            cuts += detector.process_frame(FrameTimecode(k, c.fps), np.ascontiguousarray(rgb[..., ::-1]))
-        cuts += detector.post_process(FrameTimecode(max(len(frames.images) - 1, 0), c.fps))
-        return [float(frames.times[cut.frame_num, 0]) for cut in cuts if 0 < cut.frame_num < len(frames.times)]
+    def frames_held(self, piece: int) -> int:
+        return 0
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
-        end = float(data.times[-1, 1]) if len(data.times) else 0.0
-        edges = [0.0, *self.cut_times(data), end]
-        spans = np.array([[a, b] for a, b in itertools.pairwise(edges) if b > a])
+        return through_stream(self, data, info, context)
+
+
+class ShotStream(Stream):
+    """PySceneDetect is built to see one frame at a time: feed it frames as they are decoded."""
+
+    def __init__(self, extractor: Shots, info: ClipInfo, context: dict) -> None:
+        from scenedetect import ContentDetector
+
+        super().__init__(extractor, info, context)
+        c = extractor.config
+        self.detector = ContentDetector(threshold=c.threshold, min_scene_len=max(1, int(round(c.min_shot_s * c.fps))))
+        self.starts: list[float] = []  # start second of every frame seen (8 bytes a frame)
+        self.end = 0.0
+        self.cuts: list = []
+
+    def feed(self, piece: Frames, context: dict) -> None:
+        from scenedetect import FrameTimecode
+
+        fps = self.extractor.config.fps
+        for rgb, span in zip(piece.images, piece.times):
+            self.cuts += self.detector.process_frame(FrameTimecode(len(self.starts), fps), np.ascontiguousarray(rgb[..., ::-1]))
+            self.starts.append(float(span[0]))
+            self.end = float(span[1])
+        return None
+
+    def finish(self) -> FeatureBlock:
+        from scenedetect import FrameTimecode
+
+        n = len(self.starts)
+        cuts = self.cuts + self.detector.post_process(FrameTimecode(max(n - 1, 0), self.extractor.config.fps))
+        edges = [0.0, *(self.starts[cut.frame_num] for cut in cuts if 0 < cut.frame_num < n), self.end]
+        spans = np.array([[a, b] for a, b in itertools.pairwise(edges) if b > a]).reshape(-1, 2)
         values = np.stack([np.arange(len(spans)), spans[:, 1] - spans[:, 0]], axis=1)
         return FeatureBlock(values, spans)

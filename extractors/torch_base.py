@@ -90,6 +90,10 @@ class TorchExtractor(Extractor):
     def batch_size(self) -> int:
         return auto_batch_size(self.config.batch_size, self.device, self.cpu_batch_size, self.mb_per_item)
 
+    @property
+    def frames_per_batch(self) -> int:
+        return self.batch_size
+
     @contextlib.contextmanager
     def inference(self):
         """No gradients, and autocast at the configured precision."""

@@ -14,8 +14,10 @@ Kinetics class probabilities instead. ``per_shot=true`` gives one row per
 shot from the ``shots`` extractor, the frames spread over the shot (MuVi's
 action features per scene).
 
-Memory: a clip is held decoded at 30 fps (a 3-minute clip at 256 x 455 is
-about 1.9 GB); very long videos are better cut first.
+Streaming: a window's frames are held only until the window is full (64
+frames at 256 x 455 are 22 MB); per shot, only the 8 (I3D) or 32 (SlowFast)
+frames each shot's row uses are kept, because the shots are known before the
+frames arrive (see ``depends_on_whole``).
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ import numpy as np
 from mvfx.extractors.base import FeatureBlock, TimeGrid, option
 from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.registry import register
+from mvfx.extractors.streams import PickedFrames, Stream, Windows
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
-from mvfx.media.decode import Frames, VideoSpec
+from mvfx.media.decode import Frames, VideoSpec, target_times
 from mvfx.media.errors import ClipError
 from mvfx.media.probe import ClipInfo
 
@@ -104,33 +107,69 @@ class _KineticsVideoModel(TorchExtractor):
             return [(0, n_frames)]
         return [(s, s + c.window_frames) for s in range(0, n_frames - c.window_frames + 1, c.stride_frames)]
 
+    def shot_ranges(self, starts: np.ndarray, shots: FeatureBlock) -> list[tuple[int, int]]:
+        """(start, stop) indices into frames starting at ``starts`` for each shot (at least one frame each)."""
+        ranges = []
+        for a_s, b_s in shots.times:
+            a = int(np.searchsorted(starts, a_s))
+            ranges.append((a, max(int(np.searchsorted(starts, b_s)), a + 1)))
+        return ranges
+
+    def shots_of(self, context: dict) -> FeatureBlock:
+        shots = context.get("shots")
+        if shots is None:
+            raise ClipError("extract", f"{self.name}: per-shot mode needs the shots extractor's rows")
+        return shots
+
     def spans(self, data: Frames, context: dict | None) -> tuple[list[tuple[int, int]], np.ndarray]:
         """Frame ranges to run and the [start, end] seconds of each row."""
         if not self.config.per_shot:
             ranges = self.windows(len(data.images))
             return ranges, np.array([[data.times[a, 0], data.times[b - 1, 1]] for a, b in ranges])
-        shots = context.get("shots")
-        if shots is None:
-            raise ClipError("extract", f"{self.name}: per-shot mode needs the shots extractor's rows")
-        starts = data.times[:, 0]
-        ranges = [(int(np.searchsorted(starts, a)), max(int(np.searchsorted(starts, b)), int(np.searchsorted(starts, a)) + 1))
-                  for a, b in shots.times]
-        return [(a, min(b, len(starts))) for a, b in ranges], shots.times
+        shots = self.shots_of(context)
+        return [(a, min(b, len(data.times))) for a, b in self.shot_ranges(data.times[:, 0], shots)], shots.times
 
-    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
+    def rows(self, clips: list[np.ndarray]) -> np.ndarray:
+        """One row per clip of already picked frames ([T, H, W, 3] uint8 each, T = what ``pick`` chose)."""
         import torch
 
+        with self.inference():
+            logits = self.forward([self.clip_tensor(frames) for frames in clips])
+            out = torch.softmax(logits.float(), dim=1) if self.logits else self._pooled
+            return out.float().cpu().numpy()
+
+    def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         if len(data.images) == 0:
             raise ClipError("extract", f"{info.path}: no frames for {self.name}")
         ranges, times = self.spans(data, context)
-        rows = []
-        with self.inference():
-            for start in range(0, len(ranges), self.batch_size):
-                clips = [self.clip_tensor(data.images[a:b]) for a, b in ranges[start : start + self.batch_size]]
-                logits = self.forward(clips)
-                out = torch.softmax(logits.float(), dim=1) if self.logits else self._pooled
-                rows.append(out.float().cpu().numpy())
+        clips = [data.images[a:b][self.pick(b - a)] for a, b in ranges]
+        rows = [self.rows(clips[start : start + self.batch_size]) for start in range(0, len(clips), self.batch_size)]
         return FeatureBlock(np.concatenate(rows), times)
+
+    def stream(self, info: ClipInfo, context: dict) -> Stream:
+        """Windows as they fill; per shot, only the frames each shot's row uses (its shots are known up front)."""
+        if not self.config.per_shot:
+            c = self.config
+            run = lambda clips: self.rows([frames[self.pick(len(frames))] for frames in clips])  # noqa: E731
+            return Windows(self, info, context, run, self.batch_size, c.window_frames, c.stride_frames)
+        shots = self.shots_of(context)
+        starts = target_times(self.input, info.duration_s)[:, 0]
+        plans = []
+        for (a, b), span in zip(self.shot_ranges(starts, shots), shots.times):
+            # the decoded frames may end up to two frames before the planned grid (the video ends before the audio)
+            options = {n: a + self.pick(n - a) for n in (b, b - 1, b - 2) if n > a}
+            plans.append(((float(span[0]), float(span[1])), options))
+        return PickedFrames(self, info, context, self.rows, self.batch_size, plans)
+
+    @property
+    def depends_on_whole(self) -> bool:
+        return self.config.per_shot
+
+    def frames_held(self, piece: int) -> int:
+        if self.config.per_shot:
+            return 3 * 32 * self.batch_size  # picked frames of the shots awaiting their batch, three possible ends each
+        c = self.config
+        return (self.batch_size - 1) * c.stride_frames + c.window_frames + piece
 
     def clip_tensor(self, frames: np.ndarray) -> np.ndarray:
         """[T, H, W, 3] uint8 -> [3, T, crop, crop] normalised."""
@@ -149,15 +188,15 @@ class _SlowFast(_KineticsVideoModel):
 
         return slowfast_r50(pretrained=False)
 
-    def forward(self, clips: list[np.ndarray]):
+    def pick(self, n_frames: int) -> np.ndarray:
+        """The fast pathway's 32 frames of a window (a window shorter than 64 frames repeats frames)."""
+        fast_idx, _ = slowfast_indices(64, 32, 4)
+        return uniform_subsample(n_frames, 64)[fast_idx]
 
-        fast_idx, slow_idx = slowfast_indices(64, 32, 4)
-        fast, slow = [], []
-        for clip in clips:
-            idx = uniform_subsample(clip.shape[1], 64)  # windows shorter than 64 frames repeat frames
-            fast.append(clip[:, idx[fast_idx]])
-            slow.append(clip[:, idx[slow_idx]])
-        return self.model([self.to_device(np.stack(slow)), self.to_device(np.stack(fast))])  # a fresh list each call: the model edits it in place
+    def forward(self, clips: list[np.ndarray]):
+        fast = np.stack(clips)
+        slow = fast[:, :, uniform_subsample(fast.shape[2], fast.shape[2] // 4)]  # slowfast_indices' slow subset of the fast frames
+        return self.model([self.to_device(slow), self.to_device(fast)])  # a fresh list each call: the model edits it in place
 
 
 @register
@@ -184,10 +223,11 @@ class _I3D(_KineticsVideoModel):
 
         return i3d_r50(pretrained=False)
 
-    def forward(self, clips: list[np.ndarray]):
+    def pick(self, n_frames: int) -> np.ndarray:
+        return uniform_subsample(n_frames, 8)
 
-        batch = np.stack([clip[:, uniform_subsample(clip.shape[1], 8)] for clip in clips])
-        return self.model(self.to_device(batch))
+    def forward(self, clips: list[np.ndarray]):
+        return self.model(self.to_device(np.stack(clips)))
 
 
 @register

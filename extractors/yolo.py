@@ -24,6 +24,7 @@ import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, FrameSampled, option
 from mvfx.extractors.registry import register
+from mvfx.extractors.streams import FrameByFrame
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
 from mvfx.extractors.weights import converted_path, mvfx_home, require
 from mvfx.media.decode import Frames
@@ -84,7 +85,7 @@ class YoloConfig(TorchConfig):
 
 
 @register
-class Yolov5(FrameSampled, TorchExtractor):
+class Yolov5(FrameByFrame, FrameSampled, TorchExtractor):
     name = "yolov5"
     version = "1"
     modality = "video"

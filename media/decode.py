@@ -12,6 +12,7 @@ some request picked it, so a 2 fps request costs little beyond decoding.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import av
@@ -115,43 +116,71 @@ def pick_time(spec: VideoSpec, span: np.ndarray) -> float:
 
 
 class _FrameSampler:
-    """Chooses, for each requested instant, the last decoded frame shown at or before it."""
+    """Chooses, for each requested instant, the last decoded frame shown at or before it.
+
+    Picked frames wait in ``pending`` until the decoder hands them on (``take``), so what a
+    sampler holds is bounded by the piece size, not by the clip's duration.
+    """
 
     def __init__(self, spec: VideoSpec, duration: float, width: int, height: int) -> None:
         self.spec = spec
         self.spans = target_times(spec, duration)
         self.instants = [pick_time(spec, s) for s in self.spans]
         self.width, self.height = spec.output_size(width, height)
-        self.images: list[np.ndarray] = []
+        self.pending: list[np.ndarray] = []
+        self.taken = 0  # instants filled so far, pending included
         self._prev: av.VideoFrame | None = None
         self._prev_rgb: np.ndarray | None = None
 
     def offer(self, frame: av.VideoFrame, t: float) -> None:
-        while len(self.images) < len(self.instants) and self.instants[len(self.images)] < t - 1e-6:
+        while self.taken < len(self.instants) and self.instants[self.taken] < t - 1e-6:
             self._take(self._prev if self._prev is not None else frame)
         if self._prev is not frame:
             self._prev, self._prev_rgb = frame, None
 
-    def finish(self, decoded_end: float) -> Frames:
+    def fill_to(self, decoded_end: float) -> None:
         """Fill the instants up to where decoding actually ended (a truncated file yields fewer)."""
-        while (
-            self._prev is not None
-            and len(self.images) < len(self.instants)
-            and self.instants[len(self.images)] < decoded_end
-        ):
+        while self._prev is not None and self.taken < len(self.instants) and self.instants[self.taken] < decoded_end:
             self._take(self._prev)
-        n = len(self.images)
-        images = np.stack(self.images) if n else np.zeros((0, self.height, self.width, 3), np.uint8)
-        return Frames(images=images, times=self.spans[:n].copy())
+
+    def take(self, limit: float = np.inf) -> Frames:
+        """Up to ``limit`` of the frames picked and not yet handed on, with their spans."""
+        n = int(min(limit, len(self.pending)))
+        first = self.taken - len(self.pending)
+        images = np.stack(self.pending[:n]) if n else np.zeros((0, self.height, self.width, 3), np.uint8)
+        self.pending = self.pending[n:]
+        return Frames(images=images, times=self.spans[first : first + n].copy())
 
     def _take(self, frame: av.VideoFrame) -> None:
+        self.taken += 1
         if frame is self._prev and self._prev_rgb is not None:
-            self.images.append(self._prev_rgb)
+            self.pending.append(self._prev_rgb)
             return
         rgb = frame.reformat(width=self.width, height=self.height, format="rgb24").to_ndarray()
         if frame is self._prev:
             self._prev_rgb = rgb
-        self.images.append(rgb)
+        self.pending.append(rgb)
+
+
+class _Samples:
+    """Mono float32 samples appended as they are decoded, into one buffer sized from the probed duration
+    (no list of small arrays to join at the end, which would hold the signal twice)."""
+
+    def __init__(self, expected: int) -> None:
+        self.buffer = np.empty(max(expected, 4096), np.float32)
+        self.n = 0
+
+    def extend(self, arrays) -> None:
+        for array in arrays:
+            if self.n + len(array) > len(self.buffer):  # longer than probed: grow by half
+                grown = np.empty(max(self.n + len(array), len(self.buffer) * 3 // 2), np.float32)
+                grown[: self.n] = self.buffer[: self.n]
+                self.buffer = grown
+            self.buffer[self.n : self.n + len(array)] = array
+            self.n += len(array)
+
+    def array(self) -> np.ndarray:
+        return self.buffer[: self.n]
 
 
 def _resample(frame: av.AudioFrame, resamplers: dict, chunks: dict, damage: Damage, v_start: float) -> None:
@@ -176,68 +205,109 @@ def _packet_span(packet: av.Packet, v_start: float) -> tuple[float, float]:
     return max(0.0, start), max(0.0, start + float((packet.duration or 0) * packet.time_base))
 
 
+class ClipDecoder:
+    """One demux pass over a clip that hands frames on in pieces as they are decoded.
+
+    ``pieces()`` yields ``(spec, Frames)`` whenever a video request has ``piece_frames[spec]``
+    new frames (a request missing from the mapping gets all its frames at the end), then one
+    last, possibly empty, piece per request. Audio is kept whole (16 kHz mono float32 is
+    3.8 MB a minute) and is in ``audio`` once the pieces are exhausted, with ``damage``.
+    ``position_s`` is how far decoding has got, for progress displays.
+    """
+
+    def __init__(
+        self,
+        info: ClipInfo,
+        audio_specs: set[AudioSpec] | frozenset[AudioSpec] = frozenset(),
+        video_specs: set[VideoSpec] | frozenset[VideoSpec] = frozenset(),
+        piece_frames: Mapping[VideoSpec, int] | None = None,
+    ) -> None:
+        self.info = info
+        self.audio_specs = frozenset(audio_specs) if info.has_audio else frozenset()
+        self.video_specs = frozenset(video_specs) if info.has_video else frozenset()
+        self.piece_frames = dict(piece_frames or {})
+        self.audio: dict[AudioSpec, np.ndarray] = {}
+        self.damage = Damage()
+        self.position_s = 0.0
+
+    def pieces(self) -> Iterator[tuple[VideoSpec, Frames]]:
+        info = self.info
+        if not (self.audio_specs or self.video_specs):
+            return
+        try:
+            container = av.open(info.path)
+        except av.FFmpegError as exc:
+            raise ClipError("decode", f"{info.path}: cannot open ({exc.strerror or exc})") from None
+        with container:
+            v = video_stream(container) if self.video_specs else None
+            a = audio_stream(container) if self.audio_specs else None
+            if v is not None:
+                v.thread_type = "AUTO"
+            v_start = float(v.start_time * v.time_base) if v is not None and v.start_time else 0.0
+            samplers = [_FrameSampler(s, info.duration_s, info.width, info.height) for s in self.video_specs] if v else []
+            resamplers = {s: av.AudioResampler(format="flt", layout="mono", rate=s.sample_rate) for s in self.audio_specs} if a else {}
+            chunks = {s: _Samples(int((info.duration_s + 1.0) * s.sample_rate)) for s in resamplers}
+            frame_period = 1.0 / info.fps if info.fps else 0.0
+            n_video = 0
+            packets = container.demux([s for s in (v, a) if s is not None])
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.FFmpegError:  # the container itself is damaged from here on: keep what was decoded
+                    self.damage.add(self.position_s, info.duration_s)
+                    break
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    start, end = _packet_span(packet, v_start)
+                    self.damage.add(start, end)
+                    if packet.stream is a:  # silence in place of the lost audio keeps later audio in time
+                        for spec in resamplers:
+                            chunks[spec].extend([np.zeros(round((end - start) * spec.sample_rate), np.float32)])
+                    continue
+                for frame in frames:
+                    if isinstance(frame, av.AudioFrame):
+                        _resample(frame, resamplers, chunks, self.damage, v_start)
+                        continue
+                    t = float(frame.time) - v_start if frame.time is not None else n_video * frame_period
+                    n_video += 1
+                    self.position_s = max(self.position_s, t + frame_period)
+                    for sampler in samplers:
+                        sampler.offer(frame, t)
+                        if len(sampler.pending) >= self.piece_frames.get(sampler.spec, np.inf):
+                            yield sampler.spec, sampler.take()
+            for spec, resampler in resamplers.items():
+                chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
+                self.audio[spec] = chunks[spec].array()
+        damaged = f" ({self.damage.packets} damaged packets)" if self.damage.packets else ""
+        if v is not None and n_video == 0:
+            raise ClipError("decode", f"{info.path}: video stream holds no decodable frame{damaged}")
+        if a is not None and all(len(x) == 0 for x in self.audio.values()):
+            raise ClipError("decode", f"{info.path}: audio stream holds no decodable sample{damaged}")
+        for sampler in samplers:
+            sampler.fill_to(min(self.position_s, info.duration_s))
+            piece = self.piece_frames.get(sampler.spec, np.inf)
+            while len(sampler.pending) > piece:
+                yield sampler.spec, sampler.take(piece)
+            yield sampler.spec, sampler.take()
+
+
+def concat_frames(pieces: list[Frames]) -> Frames:
+    """One Frames from consecutive pieces of the same request."""
+    return Frames(np.concatenate([p.images for p in pieces]), np.concatenate([p.times for p in pieces]))
+
+
 def decode(
     info: ClipInfo,
     audio_specs: set[AudioSpec] | frozenset[AudioSpec] = frozenset(),
     video_specs: set[VideoSpec] | frozenset[VideoSpec] = frozenset(),
 ) -> DecodedClip:
-    """Decode ``info.path`` once, producing every requested audio rate and frame set."""
-    want_audio = bool(audio_specs) and info.has_audio
-    want_video = bool(video_specs) and info.has_video
-    out = DecodedClip(info=info)
-    if not (want_audio or want_video):
-        return out
-    try:
-        container = av.open(info.path)
-    except av.FFmpegError as exc:
-        raise ClipError("decode", f"{info.path}: cannot open ({exc.strerror or exc})") from None
-    with container:
-        v = video_stream(container) if want_video else None
-        a = audio_stream(container) if want_audio else None
-        if v is not None:
-            v.thread_type = "AUTO"
-        v_start = float(v.start_time * v.time_base) if v is not None and v.start_time else 0.0
-        samplers = [_FrameSampler(s, info.duration_s, info.width, info.height) for s in video_specs] if v else []
-        resamplers = {s: av.AudioResampler(format="flt", layout="mono", rate=s.sample_rate) for s in audio_specs} if a else {}
-        chunks: dict[AudioSpec, list[np.ndarray]] = {s: [] for s in resamplers}
-        decoded_end = 0.0
-        frame_period = 1.0 / info.fps if info.fps else 0.0
-        n_video = 0
-        packets = container.demux([s for s in (v, a) if s is not None])
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.FFmpegError:  # the container itself is damaged from here on: keep what was decoded
-                out.damage.add(decoded_end, info.duration_s)
-                break
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                start, end = _packet_span(packet, v_start)
-                out.damage.add(start, end)
-                if packet.stream is a:  # silence in place of the lost audio keeps later audio in time
-                    for spec in resamplers:
-                        chunks[spec].append(np.zeros(round((end - start) * spec.sample_rate), np.float32))
-                continue
-            for frame in frames:
-                if isinstance(frame, av.AudioFrame):
-                    _resample(frame, resamplers, chunks, out.damage, v_start)
-                else:
-                    t = float(frame.time) - v_start if frame.time is not None else n_video * frame_period
-                    n_video += 1
-                    decoded_end = max(decoded_end, t + frame_period)
-                    for sampler in samplers:
-                        sampler.offer(frame, t)
-        for spec, resampler in resamplers.items():
-            chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
-            out.audio[spec] = np.concatenate(chunks[spec]).astype(np.float32) if chunks[spec] else np.zeros(0, np.float32)
-        for sampler in samplers:
-            out.video[sampler.spec] = sampler.finish(min(decoded_end, info.duration_s))
-    damaged = f" ({out.damage.packets} damaged packets)" if out.damage.packets else ""
-    if want_video and n_video == 0:
-        raise ClipError("decode", f"{info.path}: video stream holds no decodable frame{damaged}")
-    if want_audio and all(len(x) == 0 for x in out.audio.values()):
-        raise ClipError("decode", f"{info.path}: audio stream holds no decodable sample{damaged}")
-    return out
+    """Decode ``info.path`` whole, producing every requested audio rate and frame set (tests, small clips)."""
+    decoder = ClipDecoder(info, audio_specs, video_specs)
+    pieces: dict[VideoSpec, list[Frames]] = {}
+    for spec, frames in decoder.pieces():
+        pieces.setdefault(spec, []).append(frames)
+    video = {spec: concat_frames(parts) for spec, parts in pieces.items()}
+    return DecodedClip(info=info, audio=decoder.audio, video=video, damage=decoder.damage)

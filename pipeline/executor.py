@@ -1,9 +1,14 @@
 """Where clip tasks run: in this process, on a local Dask cluster, or on an existing one.
 
 Every backend yields results as they complete, so the single writer can
-commit each clip as soon as it is done. A task lost with its worker (Dask
-retries it elsewhere first) comes back as a whole-clip failure, never as an
-exception that stops the run.
+commit each clip as soon as it is done, and reports each clip's decoding
+progress (``on_progress``; from Dask workers as scheduler events). A task
+lost with its worker comes back as a whole-clip failure, never as an
+exception that stops the run. A local cluster gives each worker an equal
+share of the machine's memory as its limit; each clip is held to half of
+its worker's limit before it is opened (``streaming.memory_needed``), so
+one oversized clip is a failures row, not a worker killed with its
+neighbours' work.
 """
 from __future__ import annotations
 
@@ -18,34 +23,29 @@ def local_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+ProgressSink = Callable[[str, float, float], None]  # (clip id, decoded seconds, clip seconds)
+PROGRESS_TOPIC = "mvfx-progress"
+
+
 class InProcessExecutor:
-    """Run tasks here, no start-up cost. A function with ``stages = (prepare, finish)`` is pipelined:
-    a helper thread prepares task i+1 (decoding, which FFmpeg runs without the GIL) while this
-    thread finishes task i (the extractors), so neither the CPU nor a GPU waits for decoding."""
+    """Run tasks here, one after another, with no start-up cost (decoding overlaps extraction inside a task)."""
 
     description = "in-process"
 
-    def map_unordered(self, fn: Callable, tasks: Iterable, on_error: Callable[[Any, BaseException], Any]) -> Iterator:
-        stages = getattr(fn, "stages", None)
-        if stages is None:
-            for task in tasks:
-                yield fn(task)
-            return
-        prepare, finish = stages
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvfx-decode") as pool:
-            pending = None
-            for task in tasks:
-                upcoming = pool.submit(prepare, task)
-                if pending is not None:
-                    yield finish(pending.result())
-                pending = upcoming
-            if pending is not None:
-                yield finish(pending.result())
+    def map_unordered(self, fn: Callable, tasks: Iterable, on_error: Callable[[Any, BaseException], Any],
+                      on_progress: ProgressSink | None = None) -> Iterator:
+        for task in tasks:
+            yield fn(task, on_progress)
 
     def close(self) -> None:
         pass
+
+
+def publish_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
+    """Progress of a clip on a Dask worker, sent to the client as a scheduler event (``PROGRESS_TOPIC``)."""
+    from distributed import get_worker
+
+    get_worker().log_event(PROGRESS_TOPIC, (clip_id, decoded_s, duration_s))
 
 
 class DaskExecutor:
@@ -63,19 +63,22 @@ class DaskExecutor:
             else:
                 self.cluster = LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                    resources=self.resources,
+                    resources=self.resources, memory_limit=worker_memory_limit(workers),
                 )
                 self.client = Client(self.cluster)
                 self.description = f"local dask cluster ({workers} worker processes)"
         except OSError as exc:
             raise MvfxError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {one_line(exc)}") from None
 
-    def map_unordered(self, fn: Callable, tasks: Iterable, on_error: Callable[[Any, BaseException], Any]) -> Iterator:
+    def map_unordered(self, fn: Callable, tasks: Iterable, on_error: Callable[[Any, BaseException], Any],
+                      on_progress: ProgressSink | None = None) -> Iterator:
         from dask.distributed import as_completed
 
+        if on_progress:
+            self.client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(*event[1]))
         futures = {}
         for task in tasks:
-            futures[self.client.submit(fn, task, pure=False, resources=self.resources)] = task
+            futures[self.client.submit(fn, task, publish_progress if on_progress else None, pure=False, resources=self.resources)] = task
         for future in as_completed(futures):
             task = futures.pop(future)
             try:
@@ -89,6 +92,11 @@ class DaskExecutor:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def worker_memory_limit(workers: int) -> int:
+    """Each local worker's share of the machine's memory (Dask's nanny restarts a worker that passes 95% of it)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(workers, 1)
 
 
 def make_executor(workers: int | None, n_tasks: int, scheduler: str | None, resources: dict[str, float] | None = None):

@@ -71,10 +71,16 @@ def run_extract(
     break_lock: bool = False,
     compact: bool = True,
     random_weights: bool = False,
+    clip_memory: int = 0,
     on_start: Callable[[int, str], None] | None = None,
     on_result: Callable[[ClipResult], None] | None = None,
+    on_progress: Callable[[str, float, float], None] | None = None,
 ) -> RunSummary:
-    """Extract ``extractor_names`` for every clip of ``corpus`` that the store lacks."""
+    """Extract ``extractor_names`` for every clip of ``corpus`` that the store lacks.
+
+    ``clip_memory``: bytes of decoded frames one clip may hold (0: half of a worker's memory); a clip that
+    would need more is a failures row. ``on_progress(clip_id, decoded_s, duration_s)`` follows decoding.
+    """
     options = options or {}
     store = store.removeprefix("file://")
     if "://" in store:
@@ -111,13 +117,13 @@ def run_extract(
             executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None)
             threads = 1 if executor.description != "in-process" else local_cores()
             task_dtypes = tuple(sorted(dtypes.items()))
-            tasks = [ClipTask(clip, missing, str(writer.path), task_dtypes, device, threads) for clip, missing in todo]
+            tasks = [ClipTask(clip, missing, str(writer.path), task_dtypes, device, threads, clip_memory) for clip, missing in todo]
             summary.executor = executor.description
             if on_start:
                 on_start(len(tasks), executor.description)
             last_checkpoint = time.monotonic()
             try:
-                for result in executor.map_unordered(process_clip, tasks, on_error=_lost_task):
+                for result in executor.map_unordered(process_clip, tasks, on_error=_lost_task, on_progress=on_progress):
                     _commit(writer, result, summary)
                     if on_result:
                         on_result(result)

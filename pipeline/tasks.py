@@ -1,4 +1,4 @@
-"""Work done on a worker for one clip: probe, decode once, run every extractor, stage parts.
+"""Work done on a worker for one clip: probe, stream the decoded clip through every extractor, stage parts.
 
 Extractor instances are built and ``setup`` once per worker process and
 reused for every clip that worker handles.
@@ -9,15 +9,16 @@ import functools
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mvfx.extractors import create
 from mvfx.extractors.base import Extractor, FeatureBlock
-from mvfx.media.decode import DecodedClip, decode
 from mvfx.media.errors import ClipError, MvfxError, is_unwritable, one_line
 from mvfx.media.names import printable
 from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
+from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
 from mvfx.stores import StagedPart, open_store, stage_part
 
 _WORKER_EXTRACTORS: dict[tuple, Extractor] = {}
@@ -40,6 +41,7 @@ class ClipTask:
     dtypes: tuple[tuple[str, str], ...] = ()  # (extractor, storage dtype); float32 when absent
     device: str = "cpu"
     threads: int = 1
+    clip_memory: int = 0  # bytes of frames one clip may hold; 0: half the worker's (or machine's) memory
 
 
 @dataclass
@@ -91,66 +93,68 @@ def _limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-@dataclass
-class Prepared:
-    """A clip probed and decoded, waiting for its extractors."""
+def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None] | None = None) -> ClipResult:
+    """Probe, then stream the clip once through every requested extractor; never raises for a bad clip.
 
-    task: ClipTask
-    result: ClipResult
-    info: ClipInfo | None = None
-    decoded: DecodedClip | None = None
-    started: float = 0.0
-
-
-def prepare_clip(task: ClipTask) -> Prepared:
-    """Probe and decode (the I/O- and FFmpeg-bound half; safe to run in a helper thread)."""
-    clip = task.clip
-    prepared = Prepared(task, ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": printable(clip.path), "status": "failed"}),
-                        started=time.perf_counter())
+    Extractors that need another's finished rows before their first frame (per-shot I3D when ``shots``
+    is made in the same task) run in a second pass over the clip, with those rows.
+    ``on_progress(clip_id, decoded_s, duration_s)`` is called while decoding.
+    """
+    clip, started = task.clip, time.perf_counter()
+    result = ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": printable(clip.path), "status": "failed"})
     try:
-        prepared.info = probe(clip.path)
-    except ClipError as exc:
-        prepared.result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
-        return prepared
-    prepared.result.record = {"clip_id": clip.clip_id, **prepared.info.as_record(), "path": printable(clip.path)}
-    wanted = [(spec, input_of(spec)) for spec in task.extractors]
-    present = {"audio": prepared.info.has_audio, "video": prepared.info.has_video}
-    try:
-        prepared.decoded = decode(
-            prepared.info,
-            {i for _, (modality, i) in wanted if modality == "audio" and present["audio"]},
-            {i for _, (modality, i) in wanted if modality == "video" and present["video"]},
-        )
-    except ClipError as exc:
-        prepared.result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
-        return prepared
-    damage = prepared.decoded.damage
-    prepared.result.record |= {"damaged_packets": damage.packets, "damaged_spans": damage.describe()}
-    return prepared
-
-
-def finish_clip(prepared: Prepared) -> ClipResult:
-    """Run every extractor on a prepared clip (the compute-bound half); never raises for a bad clip."""
-    task, result, info = prepared.task, prepared.result, prepared.info
-    if info is not None and prepared.decoded is not None:
+        info = probe(clip.path)
+        result.record = {"clip_id": clip.clip_id, **info.as_record(), "path": printable(clip.path)}
         extractors = [worker_extractor(s, task.device, task.threads) for s in task.extractors]
         runnable = [e for e in extractors if _has_input(e, info, result)]
-        context: dict[str, FeatureBlock] = {}
-        for extractor in sorted(runnable, key=lambda e: bool(e.depends_on)):  # dependencies (e.g. shots) first
-            block = _extract_one(extractor, prepared.decoded, info, task, result, _context(extractor, context, task, result.clip_id))
-            if block is not None:
-                context[extractor.name] = block
+        _check_memory(info, runnable, task)
+        made: dict[str, FeatureBlock] = {}
+        progress = (lambda done, total: on_progress(clip.clip_id, done, total)) if on_progress else None
+        for number, group in enumerate(_passes(runnable)):
+            context = _dependencies(group, made, task, clip.clip_id)
+            outcome = stream_pass(info, group, context, on_progress=progress)
+            if number == 0:
+                damage = outcome.damage
+                result.record |= {"damaged_packets": damage.packets, "damaged_spans": damage.describe()}
+            for e in group:
+                block = _accepted(e, outcome, info, result)
+                if block is not None:
+                    made[e.name] = block
+                    _stage(e, block, task, result)
         result.record["status"] = result.status
-    result.seconds = time.perf_counter() - prepared.started
+    except ClipError as exc:
+        result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
+    result.seconds = time.perf_counter() - started
     return result
 
 
-def process_clip(task: ClipTask) -> ClipResult:
-    """Probe, decode once and extract every requested feature of one clip; never raises for a bad clip."""
-    return finish_clip(prepare_clip(task))
+def _passes(extractors: list[Extractor]) -> list[list[Extractor]]:
+    """Extractors that can stream together; those needing a finished dependency made here come after it."""
+    made_here = {e.name for e in extractors}
+    later = [e for e in extractors if e.depends_on_whole and set(e.depends_on) & made_here]
+    first = [e for e in extractors if e not in later]
+    return [group for group in (first, later) if group]
 
 
-process_clip.stages = (prepare_clip, finish_clip)  # lets an executor overlap decoding with extraction
+def _check_memory(info: ClipInfo, extractors: list[Extractor], task: ClipTask) -> None:
+    budget = task.clip_memory or default_clip_memory()
+    needed, worst = memory_needed(info, extractors)
+    if needed > budget:
+        raise ClipError("memory", f"{info.path}: needs about {needed / 2**30:.1f} GiB at {info.width}x{info.height} "
+                                  f"({worst}), over the {budget / 2**30:.1f} GiB a clip may use (--clip-memory)")
+
+
+def default_clip_memory() -> int:
+    """Half of this Dask worker's memory limit, else half of the machine's memory."""
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        limit = None
+    if not limit:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(limit // 2)
 
 
 @functools.cache
@@ -169,36 +173,43 @@ def _has_input(extractor: Extractor, info: ClipInfo, result: ClipResult) -> bool
     return present
 
 
-def _context(extractor: Extractor, made: dict, task: ClipTask, clip_id: str) -> dict[str, FeatureBlock]:
-    """The rows ``extractor`` depends on: made for this clip in this task, else committed earlier in the store."""
+def _dependencies(group: list[Extractor], made: dict[str, FeatureBlock], task: ClipTask, clip_id: str) -> dict[str, FeatureBlock]:
+    """The finished rows ``group`` depends on: made for this clip in this task, else committed earlier in the store."""
     context = {}
-    for name in extractor.depends_on:
-        if name in made:
-            context[name] = made[name]
-            continue
-        try:
-            context[name] = FeatureBlock(*open_store(task.store).read(name, clip_id))
-        except MvfxError:
-            pass  # the extractor reports what it misses
+    for name in {d for e in group for d in e.depends_on}:
+        block = made[name] if name in made else _stored(task, name, clip_id)
+        if block is not None:
+            context[name] = block
     return context
 
 
-def _extract_one(
-    extractor: Extractor, decoded, info: ClipInfo, task: ClipTask, result: ClipResult, context: dict[str, FeatureBlock]
-) -> FeatureBlock | None:
-    data = decoded.audio.get(extractor.input) if extractor.modality == "audio" else decoded.video.get(extractor.input)
+def _stored(task: ClipTask, name: str, clip_id: str) -> FeatureBlock | None:
+    """A dependency's rows committed to the store by an earlier run, if any (the extractor reports what it misses)."""
     try:
-        block = extractor.extract(data, info, context)
+        return FeatureBlock(*open_store(task.store).read(name, clip_id))
+    except MvfxError:
+        return None
+
+
+def _accepted(extractor: Extractor, outcome: PassOutcome, info: ClipInfo, result: ClipResult) -> FeatureBlock | None:
+    """The extractor's block if it is sound, else a failure row (an extractor bug or odd input must not stop the corpus)."""
+    try:
+        if extractor.name in outcome.errors:
+            raise outcome.errors[extractor.name]
+        block = outcome.blocks[extractor.name]
         if block.values.shape[1] != extractor.dim:
             raise ValueError(f"{extractor.name} produced {block.values.shape[1]} columns, declared {extractor.dim}")
         if len(block.values) == 0:
             raise ClipError("extract", f"{info.path}: no {extractor.name} rows (clip too short?)")
+        return block
     except ClipError as exc:
         result.failures.append(Failure(extractor.name, exc.stage, "ClipError", exc.message))
-        return None
-    except Exception as exc:  # an extractor bug or odd input must not stop the corpus
+    except Exception as exc:
         result.failures.append(Failure(extractor.name, "extract", type(exc).__name__, f"{info.path}: {one_line(exc)}"))
-        return None
+    return None
+
+
+def _stage(extractor: Extractor, block: FeatureBlock, task: ClipTask, result: ClipResult) -> None:
     try:
         result.staged.append(stage_part(
             task.store, extractor.name, result.clip_id, block.values, block.times,
@@ -207,4 +218,3 @@ def _extract_one(
     except OSError as exc:  # "store unwritable" stops the run (see run._commit); other errors fail this pair only
         error = "StoreUnwritable" if is_unwritable(exc) else type(exc).__name__
         result.failures.append(Failure(extractor.name, "store", error, f"{task.store}: {one_line(exc)}", errno=exc.errno))
-    return block

@@ -105,8 +105,10 @@ def test_store_info_json_and_extractors_listing(demo_store):
 def test_local_dask_cluster_gives_bitwise_the_same_values(demo_corpus, demo_store, tmp_path):
     """In-process (2 threads) and 2 single-threaded Dask workers: non-neural features are bitwise equal."""
     store = tmp_path / "dask.zarr"
-    summary = run_extract(str(demo_corpus), str(store), EXTRACTORS, workers=2)
+    events = []
+    summary = run_extract(str(demo_corpus), str(store), EXTRACTORS, workers=2, on_progress=lambda *event: events.append(event))
     assert summary.ok and "dask" in summary.executor
+    assert events and all(0 <= done <= total for _, done, total in events)  # decoding progress reached the client from the workers
     a, b = open_store(demo_store), open_store(store)
     for name in EXTRACTORS:
         for clip_id in a.clip_ids(name):

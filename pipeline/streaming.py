@@ -1,0 +1,178 @@
+"""One decoding pass over a clip, streamed through every extractor that reads it.
+
+The decoder runs in a helper thread (FFmpeg releases the GIL) and hands
+pieces of frames through a queue two pieces deep, so decoding overlaps the
+extractors while what is held stays bounded: per video request, the piece
+being decoded, two queued and the one being processed, plus what each
+extractor's stream keeps (its window). ``memory_needed`` turns that bound
+into bytes before a clip is opened, so a clip that cannot fit (an 8K
+source asked for at full size) fails with one line instead of taking its
+worker down.
+
+Pieces are ``PIECE_FRAMES`` frames, rounded up to a multiple of every
+consumer's batch (``frames_per_batch``): the streamed batches are then the
+whole-clip batches and the features are bitwise the same.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from mvfx.extractors.base import Extractor, FeatureBlock
+from mvfx.media.decode import ClipDecoder, Damage, VideoSpec
+from mvfx.media.probe import ClipInfo
+
+PIECE_FRAMES = 16  # at least this many frames per piece (more where a batch needs it)
+QUEUE_PIECES = 2  # decoded pieces waiting for the extractors
+PROGRESS_EVERY_S = 0.5
+
+Progress = Callable[[float, float], None]  # (decoded seconds, clip seconds)
+
+
+@dataclass
+class PassOutcome:
+    """What one pass made: a block or an exception per extractor, and what the decoder saw."""
+
+    blocks: dict[str, FeatureBlock] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    damage: Damage = field(default_factory=Damage)
+    most_held: dict[str, int] = field(default_factory=dict)  # per extractor: most frames its stream kept between pieces
+    piece_frames: dict[VideoSpec, int] = field(default_factory=dict)
+
+
+def piece_sizes(extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> dict[VideoSpec, int]:
+    """Frames per piece for each video request: ``minimum`` rounded up to a multiple of every consumer's batch."""
+    sizes: dict[VideoSpec, int] = {}
+    for e in extractors:
+        if e.modality == "video":
+            sizes[e.input] = math.lcm(sizes.get(e.input, 1), e.frames_per_batch)
+    return {spec: math.ceil(minimum / n) * n for spec, n in sizes.items()}
+
+
+def decoder_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def memory_needed(info: ClipInfo, extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> tuple[int, str]:
+    """Bytes of frames a pass over ``info`` holds at most, and the request that needs the most (for messages).
+
+    FFmpeg keeps about one source frame (YUV 4:2:0) per decoding thread plus two; each request holds its
+    piece being filled, the queued ones and the one processed, plus what its consumers keep.
+    """
+    total = int(info.width * info.height * 1.5 * (decoder_threads() + 2)) if info.has_video else 0
+    worst, worst_bytes = "", 0
+    for spec, piece in piece_sizes(extractors, minimum).items():
+        width, height = spec.output_size(info.width, info.height)
+        frames = piece * (QUEUE_PIECES + 2) + sum(e.frames_held(piece) for e in extractors if e.modality == "video" and e.input == spec)
+        nbytes = frames * width * height * 3
+        total += nbytes
+        if nbytes > worst_bytes:
+            users = ", ".join(e.name for e in extractors if e.modality == "video" and e.input == spec)
+            worst, worst_bytes = f"{frames} frames of {width}x{height} for {users}", nbytes
+    return total, worst
+
+
+def in_background(pieces: Iterator, depth: int = QUEUE_PIECES) -> Iterator:
+    """Run ``pieces`` in a helper thread, at most ``depth`` items ahead; its exceptions surface here."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in pieces:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+        finally:
+            getattr(pieces, "close", lambda: None)()  # a consumer that stopped early: close the file now
+
+    worker = threading.Thread(target=produce, name="mvfx-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def stream_pass(
+    info: ClipInfo,
+    extractors: list[Extractor],
+    context: dict[str, FeatureBlock],
+    minimum: int = PIECE_FRAMES,
+    on_progress: Progress | None = None,
+) -> PassOutcome:
+    """Decode ``info`` once and stream it through ``extractors`` (dependencies first).
+
+    ``context`` holds finished blocks the extractors depend on (from the store or an earlier pass). An
+    extractor that raises is dropped with its exception in ``errors``; the others go on. A ClipError of
+    the decoder (nothing decodable) propagates: the whole clip failed.
+    """
+    out = PassOutcome(piece_frames=piece_sizes(extractors, minimum))
+    streams = {}
+    for e in sorted(extractors, key=lambda e: bool(e.depends_on)):
+        try:
+            streams[e.name] = (e, e.stream(info, {d: context[d] for d in e.depends_on if d in context}))
+        except Exception as exc:
+            out.errors[e.name] = exc
+    audio = {e.input for e, _ in streams.values() if e.modality == "audio"}
+    video = {e.input for e, _ in streams.values() if e.modality == "video"}
+    decoder = ClipDecoder(info, audio, video, out.piece_frames)
+    last_report = time.monotonic()
+    for spec, frames in in_background(decoder.pieces()):
+        if len(frames.images):
+            _feed(out, streams, lambda e: e.modality == "video" and e.input == spec, frames)
+        if on_progress and time.monotonic() - last_report > PROGRESS_EVERY_S:
+            on_progress(decoder.position_s, info.duration_s)
+            last_report = time.monotonic()
+    for spec, signal in decoder.audio.items():
+        _feed(out, streams, lambda e: e.modality == "audio" and e.input == spec, signal)
+    for name, (_, stream) in streams.items():
+        try:
+            out.blocks[name] = stream.finish()
+        except Exception as exc:
+            out.errors[name] = exc
+    out.damage = decoder.damage
+    if on_progress:
+        on_progress(info.duration_s, info.duration_s)
+    return out
+
+
+def _feed(out: PassOutcome, streams: dict, wants: Callable[[Extractor], bool], piece) -> None:
+    """Give ``piece`` to every live stream that reads it, dependencies first; a failing stream is dropped."""
+    made: dict[str, FeatureBlock] = {}
+    for name, (e, stream) in list(streams.items()):
+        if not wants(e):
+            continue
+        try:
+            block = stream.feed(piece, {d: made[d] for d in e.depends_on if d in made})
+        except Exception as exc:
+            out.errors[name] = exc
+            del streams[name]
+            continue
+        if block is not None:
+            made[name] = block
+        out.most_held[name] = max(out.most_held.get(name, 0), stream.held)
