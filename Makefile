@@ -32,12 +32,18 @@ demo: setup
 	$(BIN)/mvfx extract $(DEMO)/corpus --store $(DEMO)/features.zarr --extractors colour,emobase,logmel_phase
 	$(BIN)/mvfx store info $(DEMO)/features.zarr
 	$(BIN)/mvfx train lasso $(DEMO)/features.zarr --labels $(DEMO)/corpus/annotations.csv -f emobase --target arousal --out $(DEMO)/runs/lasso_emobase
+	@# PAIR LSTM with the demo's fast recipe (64 units, lr 1e-3, <= 100 epochs); MuVi's recipe is the default of `train lstm`.
 	$(BIN)/mvfx train lstm $(DEMO)/features.zarr --labels $(DEMO)/corpus/annotations.csv -f emobase,colour --target arousal \
 		--fusion pair --pretrain-labels emobase=$(DEMO)/corpus/annotations_music.csv \
-		--pretrain-labels colour=$(DEMO)/corpus/annotations_visual.csv --out $(DEMO)/runs/lstm_pair
+		--pretrain-labels colour=$(DEMO)/corpus/annotations_visual.csv --out $(DEMO)/runs/lstm_pair \
+		--hidden 64 --lr 1e-3 --epochs 100 --patience 10
 	$(BIN)/mvfx train fusion $(DEMO)/features.zarr --labels $(DEMO)/corpus/labels.csv -f emobase,colour \
 		--ensemble emobase --ensemble colour --out $(DEMO)/runs/fusion
 	$(BIN)/mvfx report $(DEMO)/runs/lasso_emobase $(DEMO)/runs/lstm_pair
+	@# Clips the models never saw (another seed): predicted classes next to the truth, and time-line PNGs.
+	$(BIN)/mvfx demo-corpus $(DEMO)/unseen --clips 6 --seconds 10 --seed 1
+	$(BIN)/mvfx predict $(DEMO)/runs/fusion $(DEMO)/unseen --out $(DEMO)/predictions --labels $(DEMO)/unseen/labels.csv
+	$(BIN)/mvfx predict $(DEMO)/runs/lstm_pair $(DEMO)/predictions/features.zarr --out $(DEMO)/predictions/arousal
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

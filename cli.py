@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from mvfx.commands import extract, models, store, train, weights
+from mvfx.commands import extract, models, predict, store, train, weights
 from mvfx.commands.common import console
 from mvfx.media.errors import MvfxError
 
@@ -42,12 +42,13 @@ def main() -> None:
       mvfx extract demo/corpus --store demo/features.zarr --extractors colour,emobase
       mvfx store info demo/features.zarr
       mvfx train lasso demo/features.zarr --labels demo/corpus/annotations.csv -f emobase --out demo/runs/lasso
+      mvfx predict demo/runs/lasso new_videos/ --out demo/predictions   # apply it to videos it never saw
       mvfx weights list                       # pretrained files: what is there, how to get the rest
     """
 
 
 for command in (extract.extract, extract.list_extractors, extract.demo_corpus, store.store, weights.weights, train.train,
-                train.pairs, models.retrieve, models.embed, models.report):
+                train.pairs, predict.predict, models.retrieve, models.embed, models.report):
     main.add_command(command)
 
 

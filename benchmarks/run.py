@@ -1,4 +1,4 @@
-"""`make bench`: decode limit, mvfx end to end, the naive way, per-extractor speed, scaling, store I/O.
+"""`make bench`: decode limit, mvfx end to end, the naive way, per-extractor speed, scaling, store I/O, memory, heads.
 
 Every figure is the median of 3 runs (min and max kept). Results go to
 benchmarks/results/<machine>-<date>.json and .md (the table the README shows).
@@ -20,6 +20,10 @@ import cv2
 import numpy as np
 
 from benchmarks.corpus import make_corpus
+from benchmarks.heads import bench_heads as run_heads
+from benchmarks.heads import markdown as heads_table
+from benchmarks.memory import bench_memory as run_memory
+from benchmarks.memory import markdown as memory_table
 from benchmarks.naive import run_naive
 from mvfx.media.decode import AudioSpec, VideoSpec, decode
 from mvfx.media.probe import probe
@@ -235,6 +239,16 @@ def bench_store(results: dict) -> None:
     }
 
 
+def bench_heads(results: dict) -> None:
+    """Head training throughput (benchmarks/heads.py)."""
+    run_heads(results, WORK)
+
+
+def bench_memory(results: dict) -> None:
+    """Peak memory against clip duration (benchmarks/memory.py)."""
+    run_memory(results, WORK)
+
+
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']} ({results['cores']} cores, {results['python']}, torch {results['torch']}), "
              f"{results['date']}; medians of {RUNS} runs (min-max).", "",
@@ -262,6 +276,10 @@ def markdown(results: dict) -> str:
                   "|---|---|---|"]
         for name, s in results["scaling"].items():
             lines.append(f"| {name} | {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) | {s['speedup_vs_1_worker']:.2f}x |")
+    if results.get("memory"):
+        lines += memory_table(results["memory"])
+    if results.get("heads"):
+        lines += heads_table(results["heads"])
     if "store" not in results:
         return "\n".join(lines) + "\n"
     st = results["store"]
@@ -284,7 +302,7 @@ def main() -> None:
                "torch": torch.__version__, "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d"),
                "pipeline": {}, "extractors": {}, "faces": {}}
     started = time.perf_counter()
-    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces]
+    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_memory, bench_heads]
     chosen = sys.argv[1:]  # e.g. `python -m benchmarks.run faces` runs bench_faces only
     for step in [s for s in steps if not chosen or s.__name__.removeprefix("bench_") in chosen]:
         print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)

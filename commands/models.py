@@ -19,15 +19,15 @@ def retrieve(store_path, model_dir, query, side, top) -> None:
     Retrieval models rank by cosine similarity of the embeddings; match classifiers
     by their P(match).
     """
-    from mvfx.heads.retrieval import other_side, rank
-    from mvfx.heads.train_correspond import embed_store, load_model
+    from mvfx.heads.retrieval import correspondence_head, other_side, rank
+    from mvfx.heads.train_correspond import embed_store
     from mvfx.stores import open_store
 
-    model, saved = load_model(model_dir)
-    labels = saved.get("labels", {})
-    ranked = rank(model, embed_store(open_store(store_path), model, saved), query, side, top, labels)
+    head = correspondence_head(model_dir)
+    labels = head.training_.get("labels", {})
+    ranked = rank(head.model_, embed_store(open_store(store_path), head), query, side, top, labels)
     other = other_side(side)
-    table = Table("rank", f"{other} of clip", "cosine" if model.cfg.objective == "retrieve" else "P(match)", "emotion")
+    table = Table("rank", f"{other} of clip", "cosine" if head.objective == "retrieve" else "P(match)", "emotion")
     for position, hit in enumerate(ranked, start=1):
         table.add_row(str(position), hit.clip_id, f"{hit.score:.3f}", hit.emotion)
     out.print(f"{side} of {query} ({labels.get(query, '?')}) -> {other}:")
@@ -42,13 +42,13 @@ def embed(store_path, model_dir, out_path) -> None:
     """Export the correspondence embeddings of a whole store, for an external vector index (FAISS, ...)."""
     import numpy as np
 
-    from mvfx.heads.retrieval import embedding_arrays
-    from mvfx.heads.train_correspond import embed_store, load_model
+    from mvfx.heads.retrieval import correspondence_head, embedding_arrays
+    from mvfx.heads.train_correspond import embed_store
     from mvfx.stores import open_store
 
-    model, saved = load_model(model_dir)
-    embeddings = embed_store(open_store(store_path), model, saved)
-    np.savez(out_path, **embedding_arrays(embeddings, model.cfg.embed))
+    head = correspondence_head(model_dir)
+    embeddings = embed_store(open_store(store_path), head)
+    np.savez(out_path, **embedding_arrays(embeddings, head.embed))
     console.print(f"wrote {len(embeddings['video'])} video and {len(embeddings['music'])} music embeddings to {out_path}")
 
 

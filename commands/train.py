@@ -71,8 +71,10 @@ def train_lasso(store_path, labels, features, target, out, folds, seed, where) -
     cross-validation over clips, and the largest coefficients are reported by name
     (coefficients.csv / .png).
     """
-    _run_training(store_path=store_path, labels=labels, extractors=features.split(","), target=target, out=out,
-                  model="lasso", folds=folds, seed=seed, where=_where(where))
+    from mvfx.heads.lasso import LassoHead
+
+    _run_training(store_path=store_path, labels=labels, head=LassoHead(features=features.split(","), seed=seed), target=target,
+                  out=out, folds=folds, seed=seed, where=_where(where))
 
 
 @train.command("lstm")
@@ -90,12 +92,14 @@ def train_lasso(store_path, labels, features, target, out, folds, seed, where) -
 def train_lstm(store_path, labels, features, target, out, folds, seed, where, fusion, seq_len, pretrain_labels, epochs, patience, lr,
                hidden, init_seed) -> None:
     """LSTM regression (2 x 256, dropout 0.2, tanh) on the previous --seq-len steps, with early/late/PAIR fusion."""
-    from mvfx.heads.lstm import LstmConfig
+    from mvfx.heads.lstm import LstmHead, input_groups
 
-    cfg = LstmConfig(seq_len=seq_len, hidden=hidden, max_epochs=epochs, patience=patience, lr=lr,
-                     seed=seed if init_seed is None else init_seed)
-    _run_training(store_path=store_path, labels=labels, extractors=features.split(","), target=target, out=out,
-                  model="lstm", folds=folds, seed=seed, where=_where(where), fusion=fusion, lstm_config=cfg,
+    names = features.split(",")
+    input_groups(names, fusion)  # a wrong number of feature sets for the fusion stops here, in one line
+    head = LstmHead(features=names, fusion=fusion, seq_len=seq_len, hidden=hidden, max_epochs=epochs, patience=patience, lr=lr,
+                    seed=seed if init_seed is None else init_seed)
+    _run_training(store_path=store_path, labels=labels, head=head, target=target, out=out, folds=folds, seed=seed,
+                  where=_where(where),
                   pretrain_labels=parse_assignments(pretrain_labels, "--pretrain-labels", "emobase=annotations_music.csv"))
 
 
@@ -123,15 +127,15 @@ def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_spl
     Writes metrics.json (accuracy, macro F1, one-vs-rest ROC AUC per fold and
     aggregate), confusion.png, roc.png, predictions.csv and model.pt.
     """
-    from mvfx.heads.classify import FusionConfig
+    from mvfx.heads.classify import FusionHead
     from mvfx.heads.train_classify import train_fusion
 
-    cfg = FusionConfig(hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, class_weights=class_weights,
-                       seed=seed if init_seed is None else init_seed)
     sets = [features.split(",")] + [e.split(",") for e in ensemble]
+    head = FusionHead(feature_sets=sets, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, class_weights=class_weights,
+                      seed=seed if init_seed is None else init_seed)
     progress, on_fold = fold_progress(1 if use_split else folds, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
     with reporting_warnings(), progress:
-        metrics = train_fusion(store_path, labels, sets, out, folds, seed, use_split, cfg, on_fold=on_fold)
+        metrics = train_fusion(store_path, labels, head, out, folds, seed, use_split, on_fold=on_fold)
     for name, agg in metrics["aggregate"].items():
         if name == "ensemble" and len(sets) == 1:
             continue
@@ -184,14 +188,14 @@ def train_correspond_cmd(store_path, pairs_csv, video_features, music_features, 
     Reports accuracy, F1 and ROC AUC on matched vs mismatched pairs, and top-1/3/5 +
     mAP retrieval (a hit = same emotion) in both directions.
     """
-    from mvfx.heads.correspond import CorrespondConfig
+    from mvfx.heads.correspond import CorrespondHead
     from mvfx.heads.train_correspond import train_correspond
 
-    cfg = CorrespondConfig(objective=objective, emotion_branches=emotion_branches, max_epochs=epochs, lr=lr,
-                           seed=seed if init_seed is None else init_seed)
+    head = CorrespondHead(video_features=video_features, music_features=music_features, objective=objective,
+                          emotion_branches=emotion_branches, max_epochs=epochs, lr=lr, seed=seed if init_seed is None else init_seed)
     progress, on_fold = fold_progress(folds, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
     with reporting_warnings(), progress:
-        metrics = train_correspond(store_path, pairs_csv, video_features, music_features, out, folds, seed, cfg, on_fold)
+        metrics = train_correspond(store_path, pairs_csv, head, out, folds, seed, on_fold)
     agg, ret = metrics["aggregate"], metrics["retrieval"]
     console.print(f"[bold]match[/bold] over {metrics['n_pairs']} pairs: accuracy {agg['accuracy']['mean']:.3f} ± {agg['accuracy']['std']:.3f} "
                   f"(chance {metrics['chance_accuracy']:.2f}), F1 {agg['f1']['mean']:.3f}, ROC AUC {agg['roc_auc']['mean']:.3f}")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mvfx.heads.dataset import scale, scaling
+from mvfx.heads.estimator import Head, register, tensors
 from mvfx.heads.torch_fit import FitConfig, fit
 
 
@@ -69,8 +70,76 @@ def fit_fusion(
 
 
 def predict_proba(model: LateFusionClassifier, features: list[np.ndarray], rows: np.ndarray, stats: list) -> np.ndarray:
+    model.eval()
     with torch.no_grad():
         return torch.softmax(model(_inputs(features, rows, stats)), dim=1).numpy()
+
+
+@register
+class FusionHead(Head):
+    """One late-fusion model per feature set in ``feature_sets``; ``predict_proba`` averages them (the ensemble).
+
+    ``fit(x, y)``: ``x`` maps each extractor to clip-level features [N, D] (the mean over time), ``y`` holds
+    N class names. Early stopping uses ``validation`` = (x, y) when given, else a stratified 15% of ``x``.
+    """
+
+    kind = "fusion"
+
+    def __init__(self, feature_sets: list[list[str]] | None = None, hidden: int = 64, dropout: float = 0.5, lr: float = 1e-3,
+                 batch_size: int = 32, max_epochs: int = 400, patience: int = 30, class_weights: str = "none",
+                 seed: int = 0) -> None:
+        self.feature_sets = feature_sets
+        self.hidden = hidden
+        self.dropout = dropout
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.class_weights = class_weights
+        self.seed = seed
+
+    @property
+    def config(self) -> FusionConfig:
+        return FusionConfig(self.hidden, self.dropout, self.lr, self.batch_size, self.max_epochs, self.patience,
+                            self.class_weights, self.seed)
+
+    def fit(self, x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None = None) -> FusionHead:
+        self.classes_ = sorted(set(y) | (set(validation[1]) if validation else set()))
+        if validation is None:
+            codes = np.array([self.classes_.index(label) for label in y])
+            train, val = inner_validation(np.arange(len(y)), codes, self.seed)
+        else:
+            x = {e: np.concatenate([x[e], validation[0][e]]) for e in x}
+            train, val = np.arange(len(y)), np.arange(len(y), len(y) + len(validation[1]))
+            y = np.concatenate([y, validation[1]])
+        codes = np.array([self.classes_.index(label) for label in y])
+        self.members_ = [fit_fusion([x[e] for e in member], codes, train, val, len(self.classes_), self.config)
+                         for member in self.feature_sets]
+        return self
+
+    def member_proba(self, x: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Each member's [N, classes] probabilities."""
+        rows = np.arange(len(next(iter(x.values()))))
+        return [predict_proba(model, [x[e] for e in member], rows, stats) for (model, stats), member in zip(self.members_, self.feature_sets)]
+
+    def predict_proba(self, x: dict[str, np.ndarray]) -> np.ndarray:
+        return np.mean(self.member_proba(x), axis=0)
+
+    def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
+        return np.array(self.classes_)[self.predict_proba(x).argmax(axis=1)]
+
+    def _tensors(self) -> dict:
+        return {"members": [{"weights": model.state_dict(), "standardiser": [tensors(s) for s in stats]} for model, stats in self.members_]}
+
+    def _facts(self) -> dict:
+        return {"classes": self.classes_, "dims": [[int(s[0].shape[0]) for s in stats] for _, stats in self.members_]}
+
+    def _restore(self, state: dict, facts: dict) -> None:
+        self.classes_, self.members_ = facts["classes"], []
+        for saved, dims in zip(state["members"], facts["dims"]):
+            model = LateFusionClassifier(dims, len(self.classes_), self.config)
+            model.load_state_dict(saved["weights"])
+            self.members_.append((model.eval(), [tuple(t.numpy() for t in s) for s in saved["standardiser"]]))
 
 
 def inner_validation(train: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

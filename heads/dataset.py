@@ -14,11 +14,13 @@ from mvfx.stores.base import FeatureStore
 
 @dataclass
 class ClipData:
+    """One clip's features on a time grid (the labels' grid in training, a regular one in prediction)."""
+
     clip_id: str
     times: np.ndarray  # [G, 2]
     features: dict[str, np.ndarray]  # extractor -> [G, D]
-    target: np.ndarray  # [G]
-    gold: Gold
+    target: np.ndarray | None = None  # [G]; None for a clip to predict
+    gold: Gold | None = None
 
 
 class RandomWeightsWarning(MvfxWarning):
@@ -84,10 +86,10 @@ def fold_splits(n_clips: int, k: int, seed: int) -> list[tuple[np.ndarray, np.nd
 
 
 def stack(clips: list[ClipData], extractors: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(X [N, sum D], y [N], clip index of each row) of the concatenated features."""
+    """(X [N, sum D], y [N] (None without targets), clip index of each row) of the concatenated features."""
     x = np.concatenate([np.concatenate([c.features[e] for e in extractors], axis=1) for c in clips])
-    y = np.concatenate([c.target for c in clips])
-    groups = np.concatenate([np.full(len(c.target), i) for i, c in enumerate(clips)])
+    y = np.concatenate([c.target for c in clips]) if all(c.target is not None for c in clips) else None
+    groups = np.concatenate([np.full(len(c.times), i) for i, c in enumerate(clips)])
     return x, y, groups
 
 

@@ -1,45 +1,75 @@
-"""LASSO baseline: standardise (fit on training clips), alpha by inner grouped CV, report coefficients by name."""
+"""LASSO baseline (MuVi): standardise on the training clips, alpha by inner grouped CV, coefficients by name."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LassoCV
 from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mvfx.heads.dataset import ClipData, stack
+from mvfx.heads.estimator import Head, register, tensors
 
 TOP_COEFFICIENTS = 25
 
 
-def fit_lasso(clips: list[ClipData], extractors: list[str], seed: int, inner_folds: int = 5):
-    """A standardise + LassoCV pipeline fitted on ``clips``; inner folds are over clips too."""
-    x, y, groups = stack(clips, extractors)
-    splits = list(GroupKFold(n_splits=min(inner_folds, len(clips))).split(x, y, groups))
-    model = make_pipeline(StandardScaler(), LassoCV(cv=splits, alphas=30, max_iter=5000, random_state=seed))
-    return model.fit(x, y)
+@register
+class LassoHead(Head):
+    """Standardise + LassoCV over the concatenated ``features``; inner folds are over clips too.
 
+    ``fit(clips)`` takes ``ClipData`` (features on the label grid, with targets); ``predict(clips)``
+    gives one series per clip: ((x - mean_) / scale_) @ coef_ + intercept_.
+    """
 
-def lasso_fit_predict(extractors: list[str], seed: int, coefs: list[np.ndarray], alphas: list[float]):
-    def fit_predict(train: list[ClipData], test: list[ClipData], fold: int) -> dict[str, np.ndarray]:
-        model = fit_lasso(train, extractors, seed)
-        coefs.append(model[-1].coef_.copy())
-        alphas.append(float(model[-1].alpha_))
-        return {c.clip_id: model.predict(stack([c], extractors)[0]) for c in test}
+    kind = "lasso"
 
-    return fit_predict
+    def __init__(self, features: list[str] | None = None, inner_folds: int = 5, n_alphas: int = 30, max_iter: int = 5000,
+                 seed: int = 0) -> None:
+        self.features = features
+        self.inner_folds = inner_folds
+        self.n_alphas = n_alphas
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def fit(self, clips: list[ClipData], y=None, validation=None) -> LassoHead:
+        x, target, groups = stack(clips, self.features)
+        splits = list(GroupKFold(n_splits=min(self.inner_folds, len(clips))).split(x, target, groups))
+        scaler = StandardScaler().fit(x)
+        lasso = LassoCV(cv=splits, alphas=self.n_alphas, max_iter=self.max_iter, random_state=self.seed)
+        lasso.fit(scaler.transform(x), target)
+        self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+        self.coef_, self.intercept_, self.alpha_ = lasso.coef_, float(lasso.intercept_), float(lasso.alpha_)
+        return self
+
+    def predict(self, clips: list[ClipData]) -> list[np.ndarray]:
+        out = []
+        for clip in clips:
+            x = stack([clip], self.features)[0]
+            x -= self.mean_  # in place, in the features' own dtype, exactly as StandardScaler.transform
+            x /= self.scale_
+            out.append(x @ self.coef_ + self.intercept_)
+        return out
+
+    def _tensors(self) -> dict:
+        mean, scale, coef = tensors([self.mean_, self.scale_, self.coef_])
+        return {"mean": mean, "scale": scale, "coef": coef}
+
+    def _facts(self) -> dict:
+        return {"intercept": self.intercept_, "alpha": self.alpha_}
+
+    def _restore(self, state: dict, facts: dict) -> None:
+        self.mean_, self.scale_, self.coef_ = (state[k].numpy() for k in ("mean", "scale", "coef"))
+        self.intercept_, self.alpha_ = facts["intercept"], facts["alpha"]
 
 
 def feature_names(store, extractors: list[str]) -> list[str]:
     return [f"{e}:{n}" for e in extractors for n in store.attrs(e)["feature_names"]]
 
 
-def write_lasso_outputs(out: Path, names: list[str], coefs: list[np.ndarray], final_model) -> list[dict]:
-    """coefficients.csv/.png (mean ± std over folds, largest |mean| first) and model.npz; returns the top rows."""
+def write_coefficients(out: Path, names: list[str], coefs: list[np.ndarray]) -> list[dict]:
+    """coefficients.csv/.png over the folds' models (mean ± std, largest |mean| first); returns the top rows."""
     from mvfx.heads.plots import coefficients_plot
 
     stacked = np.stack(coefs)
@@ -50,8 +80,5 @@ def write_lasso_outputs(out: Path, names: list[str], coefs: list[np.ndarray], fi
     table.to_csv(out / "coefficients.csv", index=False)
     top = order[:TOP_COEFFICIENTS]
     coefficients_plot(out / "coefficients.png", [names[i] for i in top], mean[top], std[top])
-    scaler, lasso = final_model
-    np.savez(out / "model.npz", feature_names=np.array(names), scaler_mean=scaler.mean_, scaler_scale=scaler.scale_,
-             coef=lasso.coef_, intercept=lasso.intercept_, alpha=lasso.alpha_)
-    (out / "model.json").write_text(json.dumps({"kind": "lasso", "predict": "((x - scaler_mean) / scaler_scale) @ coef + intercept"}))
     return table.head(10).to_dict("records")
+

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from mvfx.heads.dataset import ClipData, scale, scaling
+from mvfx.heads.estimator import Head, register, tensors
 from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.media.errors import MvfxError
 
 FUSIONS = ("none", "early", "late", "pair")
 
@@ -70,12 +72,15 @@ def windows(features: np.ndarray, seq_len: int) -> np.ndarray:
 
 
 class Standardiser:
-    """Per-feature mean/std fitted on training clips only."""
+    """Per-feature mean/std of each input group, fitted on training clips only."""
 
-    def __init__(self, clips: list[ClipData], groups: list[list[str]]) -> None:
-        self.stats = []
-        for group in groups:
-            self.stats.append(scaling(np.concatenate([np.concatenate([c.features[e] for e in group], axis=1) for c in clips])))
+    def __init__(self, stats: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.stats = stats
+
+    @classmethod
+    def fit(cls, clips: list[ClipData], groups: list[list[str]]) -> Standardiser:
+        return cls([scaling(np.concatenate([np.concatenate([c.features[e] for e in group], axis=1) for c in clips]))
+                    for group in groups])
 
     def inputs(self, clips: list[ClipData], groups: list[list[str]], seq_len: int) -> list[torch.Tensor]:
         out = []
@@ -87,9 +92,9 @@ class Standardiser:
 
 def input_groups(extractors: list[str], fusion: str) -> list[list[str]]:
     if fusion == "none" and len(extractors) != 1:
-        raise ValueError("--fusion none takes exactly one feature set; use early, late or pair for several")
+        raise MvfxError("--fusion none takes exactly one feature set; use early, late or pair for several")
     if fusion in ("late", "pair") and len(extractors) < 2:
-        raise ValueError(f"--fusion {fusion} needs at least two feature sets")
+        raise MvfxError(f"--fusion {fusion} needs at least two feature sets")
     return [extractors] if fusion in ("none", "early") else [[e] for e in extractors]
 
 
@@ -103,7 +108,7 @@ def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targ
     """Fit ``model`` on ``clips`` (targets: clip -> series) with early stopping; returns the fitted standardiser."""
     torch.manual_seed(cfg.seed)
     fit_clips, val_clips = _split_validation(clips, cfg)
-    scaler = Standardiser(fit_clips, groups)
+    scaler = Standardiser.fit(fit_clips, groups)
     x_fit, x_val = scaler.inputs(fit_clips, groups, cfg.seq_len), scaler.inputs(val_clips, groups, cfg.seq_len)
     y_fit = torch.as_tensor(np.concatenate([targets(c) for c in fit_clips]), dtype=torch.float32)
     y_val = torch.as_tensor(np.concatenate([targets(c) for c in val_clips]), dtype=torch.float32)
@@ -116,38 +121,75 @@ def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targ
     return scaler
 
 
-def fit_model(clips: list[ClipData], extractors: list[str], fusion: str, cfg: LstmConfig, pretrain: dict | None = None):
-    """A trained Regressor and its standardiser; PAIR first trains one unimodal model per modality."""
-    groups = input_groups(extractors, fusion)
-    dims = [sum(clips[0].features[e].shape[1] for e in g) for g in groups]
-    torch.manual_seed(cfg.seed)  # the initial weights too must not depend on what ran before
-    model = Regressor(dims, cfg)
-    if fusion == "pair":
-        for branch, group in zip(model.branches, groups):
-            labels = (pretrain or {}).get(group[0])
-            usable = [c for c in clips if labels is None or c.clip_id in labels]
-            unimodal = Regressor([branch.lstm.input_size], cfg)
-            target = (lambda c: c.target) if labels is None else (lambda c, lab=labels: _on_grid(lab[c.clip_id], c))
-            train(unimodal, usable, [group], target, cfg)
-            branch.load_state_dict(unimodal.branches[0].state_dict())
-    scaler = train(model, clips, groups, lambda c: c.target, cfg)
-    return model, scaler, groups
+@register
+class LstmHead(Head):
+    """LSTM regressor with no, early, late or PAIR fusion of ``features`` (see the module docstring).
+
+    ``fit(clips, pretrain)``: for PAIR, ``pretrain`` holds per clip a dict extractor -> that modality's own
+    ratings on the clip's grid (clips without them sit out that branch's pre-training); otherwise None.
+    """
+
+    kind = "lstm"
+
+    def __init__(self, features: list[str] | None = None, fusion: str = "none", seq_len: int = 4, hidden: int = 256,
+                 layers: int = 2, dropout: float = 0.2, lr: float = 1e-4, batch_size: int = 64, max_epochs: int = 300,
+                 patience: int = 20, val_fraction: float = 0.15, seed: int = 0) -> None:
+        self.features = features
+        self.fusion = fusion
+        self.seq_len = seq_len
+        self.hidden = hidden
+        self.layers = layers
+        self.dropout = dropout
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.seed = seed
+
+    @property
+    def config(self) -> LstmConfig:
+        return LstmConfig(self.seq_len, self.hidden, self.layers, self.dropout, self.lr, self.batch_size, self.max_epochs,
+                          self.patience, self.val_fraction, self.seed)
+
+    def fit(self, clips: list[ClipData], pretrain: list[dict[str, np.ndarray]] | None = None, validation=None) -> LstmHead:
+        cfg = self.config
+        self.groups_ = input_groups(list(self.features), self.fusion)
+        self.dims_ = [sum(clips[0].features[e].shape[1] for e in g) for g in self.groups_]
+        torch.manual_seed(cfg.seed)  # the initial weights too must not depend on what ran before
+        self.model_ = Regressor(self.dims_, cfg)
+        if self.fusion == "pair":
+            own = dict(zip([c.clip_id for c in clips], pretrain or [{}] * len(clips)))
+            for branch, group in zip(self.model_.branches, self.groups_):
+                rated = [c for c in clips if group[0] in own[c.clip_id]]  # the modality's own ratings, where given
+                usable, target = (rated, lambda c, e=group[0]: own[c.clip_id][e]) if rated else (clips, lambda c: c.target)
+                unimodal = Regressor([branch.lstm.input_size], cfg)
+                train(unimodal, usable, [group], target, cfg)
+                branch.load_state_dict(unimodal.branches[0].state_dict())
+        self.standardiser_ = train(self.model_, clips, self.groups_, lambda c: c.target, cfg)
+        return self
+
+    def predict(self, clips: list[ClipData]) -> list[np.ndarray]:
+        self.model_.eval()
+        with torch.no_grad():
+            return [self.model_(self.standardiser_.inputs([c], self.groups_, self.seq_len)).numpy() for c in clips]
+
+    def _tensors(self) -> dict:
+        return {"weights": self.model_.state_dict(), "standardiser": [tensors(s) for s in self.standardiser_.stats]}
+
+    def _facts(self) -> dict:
+        return {"groups": self.groups_, "dims": self.dims_}
+
+    def _restore(self, state: dict, facts: dict) -> None:
+        self.groups_, self.dims_ = facts["groups"], facts["dims"]
+        self.model_ = Regressor(self.dims_, self.config)
+        self.model_.load_state_dict(state["weights"])
+        self.standardiser_ = Standardiser([tuple(t.numpy() for t in s) for s in state["standardiser"]])
 
 
-def _on_grid(gold, clip: ClipData) -> np.ndarray:
-    """A modality's own gold series sampled at the clip's grid steps."""
-    return np.interp(clip.times[:, 0], gold.times[:, 0], gold.value)
-
-
-def predict(model: Regressor, scaler: Standardiser, groups: list[list[str]], clip: ClipData, seq_len: int) -> np.ndarray:
-    model.eval()
-    with torch.no_grad():
-        return model(scaler.inputs([clip], groups, seq_len)).numpy()
-
-
-def lstm_fit_predict(extractors: list[str], fusion: str, cfg: LstmConfig, pretrain: dict | None = None):
-    def fit_predict(train_clips: list[ClipData], test: list[ClipData], fold: int) -> dict[str, np.ndarray]:
-        model, scaler, groups = fit_model(train_clips, extractors, fusion, cfg, pretrain)
-        return {c.clip_id: predict(model, scaler, groups, c, cfg.seq_len) for c in test}
-
-    return fit_predict
+def pretrain_targets(clips: list[ClipData], pretrain: dict[str, dict]) -> list[dict[str, np.ndarray]] | None:
+    """Per clip, each modality's own gold (from ``--pretrain-labels``) on the clip's grid, where that modality rated it."""
+    if not pretrain:
+        return None
+    return [{e: np.interp(c.times[:, 0], golds[c.clip_id].times[:, 0], golds[c.clip_id].value)
+             for e, golds in pretrain.items() if c.clip_id in golds} for c in clips]

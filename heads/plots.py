@@ -97,3 +97,20 @@ def roc_plot(path: Path, y: np.ndarray, proba: np.ndarray, classes: list[str], t
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def timeline_plot(path: Path, times: np.ndarray, series: dict[str, np.ndarray], title: str, ylabel: str) -> None:
+    """A clip's predictions on its time line: one line per series (a class's probability, or a predicted curve)."""
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    centres = times.mean(axis=1)
+    for name, values in series.items():
+        ax.plot(centres, values, lw=1.6, marker="o" if len(centres) < 30 else None, ms=3, label=name)
+    ax.set_xlim(float(times[0, 0]), float(times[-1, 1]))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9, loc="left")
+    if len(series) > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

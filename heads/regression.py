@@ -1,7 +1,8 @@
 """Cross-validated valence/arousal regression: folds over clips, per-clip scores, run folder.
 
-Every model (LASSO, LSTM variants) supplies one function that trains on some
-clips and predicts others; this module does the rest the same way for all:
+Every regressor is a head (LASSO, LSTM variants; see estimator.py): cloned and
+fitted per fold, it predicts the held-out clips; this module does the rest the
+same way for all:
 seeded k-fold over clips, RMSE / Pearson r / CCC per test clip, mean and
 standard deviation over folds, the inter-rater ceiling, and the files of a
 run folder (config.json, metrics.json, predictions.csv, plots).
@@ -9,7 +10,6 @@ run folder (config.json, metrics.json, predictions.csv, plots).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from mvfx.heads.dataset import ClipData, fold_splits
+from mvfx.heads.estimator import Head, cross_validate
 from mvfx.heads.metrics import mean_std, regression_scores
 
 METRICS = ("ccc", "pearson", "rmse")
-FitPredict = Callable[[list[ClipData], list[ClipData], int], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -30,13 +30,13 @@ class CvResult:
     fold_of: dict[str, int] = field(default_factory=dict)
 
 
-def cross_validate(clips: list[ClipData], k: int, seed: int, fit_predict: FitPredict, on_fold=None) -> CvResult:
-    """Train on k-1 folds of clips, predict the held-out clips, k times."""
-    result = CvResult()
-    for fold, (train_idx, test_idx) in enumerate(fold_splits(len(clips), k, seed)):
-        train, test = [clips[i] for i in train_idx], [clips[i] for i in test_idx]
-        assert not {c.clip_id for c in train} & {c.clip_id for c in test}
-        predictions = fit_predict(train, test, fold)
+def cross_validate_clips(head: Head, clips: list[ClipData], k: int, seed: int, pretrain: list | None = None,
+                         on_fold=None) -> tuple[CvResult, list[Head]]:
+    """Fit a clone of ``head`` on k-1 folds of clips, predict the held-out clips, k times; also the fold models."""
+    result, models = CvResult(), []
+    for fold, model, test_idx in cross_validate(head, clips, pretrain, fold_splits(len(clips), k, seed)):
+        test = [clips[i] for i in test_idx]
+        predictions = dict(zip([c.clip_id for c in test], model.predict(test)))
         row = {"fold": fold, "test_clips": [c.clip_id for c in test]}
         if all(len(c.target) > 1 for c in test):  # time series: the mean of each test clip's scores
             per_clip = {c.clip_id: regression_scores(c.target, predictions[c.clip_id]) for c in test}
@@ -46,9 +46,10 @@ def cross_validate(clips: list[ClipData], k: int, seed: int, fit_predict: FitPre
         result.folds.append(row)
         result.predictions.update(predictions)
         result.fold_of.update({c.clip_id: fold for c in test})
+        models.append(model)
         if on_fold:
             on_fold(result.folds[-1])
-    return result
+    return result, models
 
 
 def summarise(result: CvResult, clips: list[ClipData]) -> dict:

@@ -20,7 +20,7 @@ def read_run(folder: str | Path) -> dict:
     aggregate = metrics.get("aggregate", {})
     return {
         "run": folder.name,
-        "model": config["model"] + (f" ({config['fusion']})" if isinstance(config.get("fusion"), str) else ""),
+        "model": config["model"] + (f" ({fusion})" if isinstance(fusion := config.get("params", {}).get("fusion"), str) else ""),
         "features": ",".join(config["features"]),
         "target": config.get("target", config.get("task", "")),
         **{m: aggregate[m] if m in aggregate and "mean" in aggregate[m] else None for m in REGRESSION_METRICS},

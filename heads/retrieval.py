@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mvfx.heads.correspond import CorrespondenceModel
+from mvfx.heads.correspond import CorrespondenceModel, CorrespondHead
+from mvfx.heads.estimator import load_head
 from mvfx.media.errors import MvfxError
 
 SIDES = ("video", "music")
@@ -17,6 +18,14 @@ class Ranked:
     clip_id: str
     score: float
     emotion: str
+
+
+def correspondence_head(folder: str) -> CorrespondHead:
+    """The correspondence model saved in a run folder of `mvfx train correspond`."""
+    head = load_head(folder)
+    if not isinstance(head, CorrespondHead):
+        raise MvfxError(f"{folder}: a {head.kind} model, not a correspondence model (`mvfx train correspond`)")
+    return head
 
 
 def other_side(side: str) -> str:

@@ -1,17 +1,17 @@
 """A run of the late-fusion emotion classifier (optionally an ensemble), from store + labels to a run folder."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+from sklearn.base import clone
 
-from mvfx.heads.classify import FusionConfig, fit_fusion, inner_validation, predict_proba
+from mvfx.heads.classify import FusionHead
 from mvfx.heads.dataset import check_weights, matched_clips, pooled
+from mvfx.heads.estimator import cross_validate, take
 from mvfx.heads.metrics import classification_scores, mean_std
 from mvfx.heads.pairs import read_class_labels
 from mvfx.heads.plots import confusion_plot, roc_plot
@@ -22,8 +22,8 @@ from mvfx.stores import open_store
 CLASS_METRICS = ("accuracy", "f1", "roc_auc")
 
 
-def _folds(y: np.ndarray, splits: pd.Series | None, k: int, seed: int):
-    """(train, val, test) row indices per fold: the split column, or stratified k-fold with an inner validation split."""
+def _folds(y: np.ndarray, splits: pd.Series | None, k: int, seed: int) -> list[tuple]:
+    """(train, val, test) rows from the labels' split column, else (train, test) of stratified k-fold."""
     if splits is not None:
         rows = {name: np.flatnonzero(splits.to_numpy() == name) for name in ("train", "val", "test")}
         if any(len(r) == 0 for r in rows.values()):
@@ -31,23 +31,27 @@ def _folds(y: np.ndarray, splits: pd.Series | None, k: int, seed: int):
         return [(rows["train"], rows["val"], rows["test"])]
     from sklearn.model_selection import StratifiedKFold
 
-    if np.bincount(y).min() < k:
-        raise MvfxError(f"the smallest class has {np.bincount(y).min()} clips, fewer than --folds {k}")
-    folds = []
-    for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        fit_rows, val_rows = inner_validation(train, y, seed)
-        folds.append((fit_rows, val_rows, test))
-    return folds
+    counts = np.unique(y, return_counts=True)[1]
+    if counts.min() < k:
+        raise MvfxError(f"the smallest class has {counts.min()} clips, fewer than --folds {k}")
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def _in_columns(proba: np.ndarray, have: list[str], classes: list[str]) -> np.ndarray:
+    """A fold model's probabilities in the columns of every class (a class its training rows lacked gets 0)."""
+    out = np.zeros((len(proba), len(classes)))
+    out[:, [classes.index(c) for c in have]] = proba
+    return out
 
 
 @with_training_threads
 def train_fusion(
-    store_path: str, labels: str, feature_sets: list[list[str]], out: str, folds: int = 6, seed: int = 0,
-    use_split: bool = False, cfg: FusionConfig | None = None, on_fold=None,
+    store_path: str, labels: str, head: FusionHead, out: str, folds: int = 6, seed: int = 0, use_split: bool = False,
+    on_fold=None,
 ) -> dict:
-    """Cross-validate one late-fusion model per feature set and their probability-averaging ensemble."""
+    """Cross-validate one late-fusion model per feature set and their probability-averaging ensemble; save it."""
     started = time.perf_counter()
-    cfg = cfg or FusionConfig(seed=seed)
+    feature_sets = head.feature_sets
     store = open_store(store_path)
     extractors = sorted({e for s in feature_sets for e in s})
     random = check_weights(store, extractors)
@@ -58,15 +62,13 @@ def train_fusion(
     classes = sorted(table["label"].unique())
     y = np.array([classes.index(label) for label in table["label"]])
     features = {e: pooled(store, e, table["clip_id"].tolist()) for e in extractors}
+    named = table["label"].to_numpy()
     members = [",".join(s) for s in feature_sets]
     oof = {name: np.zeros((len(y), len(classes))) for name in [*members, "ensemble"]}
     fold_rows, tested = [], np.zeros(len(y), bool)
-    for fold, (train, val, test) in enumerate(_folds(y, table["split"] if use_split else None, folds, seed)):
-        probas = []
-        for member in feature_sets:
-            inputs = [features[e] for e in member]
-            model, stats = fit_fusion(inputs, y, train, val, len(classes), cfg)
-            probas.append(predict_proba(model, inputs, test, stats))
+    splits = _folds(named, table["split"] if use_split else None, folds, seed)
+    for fold, model, test in cross_validate(head, features, named, splits):
+        probas = [_in_columns(p, model.classes_, classes) for p in model.member_proba(take(features, test))]
         for name, proba in zip(members, probas):
             oof[name][test] = proba
         oof["ensemble"][test] = np.mean(probas, axis=0)
@@ -87,7 +89,7 @@ def train_fusion(
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {"model": "fusion", "store": str(store_path), "labels": str(labels), "features": extractors, "task": "emotion class",
               "feature_sets": feature_sets, "folds": folds, "use_split": use_split, "seed": seed,
-              "fusion": dataclasses.asdict(cfg), "random_weight_features": random}
+              "params": head.get_params(), "random_weight_features": random}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     pd.DataFrame({"clip_id": table["clip_id"][tested], "label": table["label"][tested],
                   "predicted": [classes[i] for i in oof[main][tested].argmax(axis=1)],
@@ -95,11 +97,9 @@ def train_fusion(
     title = f"{main}: accuracy {metrics['pooled'][main]['accuracy']:.2f}, macro F1 {metrics['pooled'][main]['f1']:.2f}"
     confusion_plot(out_dir / "confusion.png", np.array(metrics["pooled"][main]["confusion"]), classes, title)
     roc_plot(out_dir / "roc.png", y[tested], oof[main][tested], classes, f"{main}: one-vs-rest ROC (out of fold)")
-    fit_rows, val_rows = inner_validation(np.arange(len(y)), y, seed)
-    finals = [fit_fusion([features[e] for e in member], y, fit_rows, val_rows, len(classes), cfg) for member in feature_sets]
-    torch.save({"members": feature_sets, "classes": classes,
-                "standardiser": [[[a.tolist() for a in st] for st in stats] for _, stats in finals],
-                "state_dicts": [model.state_dict() for model, _ in finals]}, out_dir / "model.pt")
+    final = clone(head).fit(features, named).with_provenance(store, extractors)
+    final.training_ = {"task": "classification", "target": "label", "classes": classes}
+    final.save(out_dir / "model")
     metrics["seconds"] = time.perf_counter() - started
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -27,12 +27,18 @@ def open_store(path: str | Path) -> FeatureStore:
     return ZarrFeatureStore(path, mode="r")
 
 
+def is_store(path: str | Path) -> bool:
+    """True for an mvfx store: an HDF5 file or a Zarr folder (its root holds zarr.json)."""
+    path = Path(path)
+    return (path.is_file() and h5py.is_hdf5(path)) or (path / "zarr.json").is_file()
+
+
 def open_writer(path: str | Path, break_lock: bool = False) -> ZarrStoreWriter:
     """Open (or create) a store for writing; takes the store's lock."""
     return ZarrStoreWriter(path, break_lock=break_lock)
 
 
 __all__ = [
-    "FeatureStore", "Hdf5FeatureStore", "StagedPart", "ZarrFeatureStore", "ZarrStoreWriter", "open_store", "open_writer",
+    "FeatureStore", "Hdf5FeatureStore", "StagedPart", "ZarrFeatureStore", "ZarrStoreWriter", "is_store", "open_store", "open_writer",
     "stage_part",
 ]

@@ -96,7 +96,7 @@ def test_fusion_classifier_and_ensemble_beat_chance(heads_corpus):
     assert metrics["aggregate"]["emobase,colour"]["accuracy"]["mean"] > 0.5
     assert metrics["aggregate"]["ensemble"]["accuracy"]["mean"] > 0.5
     assert len(metrics["folds"]) == 4 and np.array(metrics["pooled"]["ensemble"]["confusion"]).sum() == 24
-    for name in ("confusion.png", "roc.png", "predictions.csv", "model.pt", "config.json"):
+    for name in ("confusion.png", "roc.png", "predictions.csv", "model/model.json", "model/state.pt", "config.json"):
         assert (out / name).stat().st_size > 0
     assert "ensemble: accuracy" in proc.stderr
 
@@ -128,7 +128,7 @@ def test_match_classifier_beats_chance(pair_corpus):
     metrics, proc = _correspond(pair_corpus, pair_corpus / "classify")
     assert metrics["n_pairs"] == 200 and metrics["chance_accuracy"] == 0.5
     assert metrics["aggregate"]["accuracy"]["mean"] > 0.65 and metrics["aggregate"]["roc_auc"]["mean"] > 0.7
-    for name in ("confusion.png", "roc.png", "model.pt", "predictions.csv"):
+    for name in ("confusion.png", "roc.png", "model/model.json", "model/state.pt", "predictions.csv"):
         assert (pair_corpus / "classify" / name).stat().st_size > 0
     assert "video to music: top-1" in proc.stderr
 

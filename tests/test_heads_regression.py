@@ -5,12 +5,14 @@ import warnings
 import numpy as np
 import pytest
 from helpers import run_cli
+from sklearn.base import clone
 
 from mvfx.heads.align import align
 from mvfx.heads.dataset import RandomWeightsWarning, check_weights, fold_splits
 from mvfx.heads.labels import ewe, inter_rater_agreement, read_labels
 from mvfx.heads.lstm import windows
 from mvfx.heads.metrics import ccc, pearson, rmse
+from mvfx.media.errors import MvfxError
 
 
 def test_ewe_weights_by_correlation_zeroes_negative_and_drops_constant():
@@ -97,7 +99,8 @@ def test_lasso_learns_arousal_and_reports_coefficients(heads_corpus):
     assert metrics["inter_rater_ccc"]["mean"] > metrics["aggregate"]["ccc"]["mean"] - 0.3
     assert len(metrics["folds"]) == 5 and sum(len(f["test_clips"]) for f in metrics["folds"]) == 24
     assert metrics["top_coefficients"][0]["feature"].startswith("emobase:")
-    for name in ("config.json", "model.npz", "coefficients.csv", "coefficients.png", "trajectories.png", "folds.png", "predictions.csv"):
+    for name in ("config.json", "model/model.json", "model/state.pt", "coefficients.csv", "coefficients.png", "trajectories.png",
+                 "folds.png", "predictions.csv"):
         assert (out / name).stat().st_size > 0
     assert "CCC" in proc.stderr and "inter-rater" in proc.stderr
     report = run_cli("report", str(out))
@@ -116,20 +119,19 @@ def test_lstm_pair_fusion_learns_arousal(heads_corpus):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["aggregate"]["ccc"]["mean"] > 0.15
     config = json.loads((out / "config.json").read_text())
-    assert config["fusion"] == "pair" and config["lstm"]["hidden"] == 256 and config["lstm"]["seq_len"] == 4
+    assert config["params"]["fusion"] == "pair" and config["params"]["hidden"] == 256 and config["params"]["seq_len"] == 4
     report = run_cli("report", str(out))
     assert report.exit_code == 0 and "lstm (pair)" in report.stdout and "emobase,colour" in report.stdout
 
 
 def test_lstm_is_seeded_and_reproducible(heads_corpus):
     from mvfx.heads.dataset import build
-    from mvfx.heads.lstm import LstmConfig, fit_model, predict
+    from mvfx.heads.lstm import LstmHead
     from mvfx.stores import open_store
 
     clips = build(open_store(heads_corpus / "s.zarr"), ["colour"], read_labels(heads_corpus / "corpus" / "annotations.csv", "arousal"))
-    cfg = LstmConfig(max_epochs=3, hidden=32, seed=5)
-    runs = [fit_model(clips[:10], ["colour"], "none", cfg) for _ in range(2)]
-    a, b = (predict(m, s, g, clips[11], cfg.seq_len) for m, s, g in runs)
+    head = LstmHead(features=["colour"], max_epochs=3, hidden=32, seed=5)
+    a, b = (clone(head).fit(clips[:10]).predict([clips[11]])[0] for _ in range(2))
     np.testing.assert_array_equal(a, b)
 
 
@@ -137,7 +139,7 @@ def test_lstm_is_seeded_and_reproducible(heads_corpus):
 def test_fusion_needs_the_right_number_of_feature_sets(fusion, features, error):
     from mvfx.heads.lstm import input_groups
 
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(MvfxError, match=error):
         input_groups(features, fusion)
 
 

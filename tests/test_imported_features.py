@@ -110,7 +110,7 @@ def test_lstm_and_fusion_train_on_imported_features(heads_corpus, imported_copy,
     lstm = run_cli("train", "lstm", imported_copy, "--labels", corpus / "annotations.csv", "-f", "emobase", "--out", tmp_path / "lstm",
                    "--epochs", "5", "--folds", "3", "--lr", "1e-3", "--hidden", "32")
     assert lstm.exit_code == 0, lstm.stderr
-    assert json.loads((tmp_path / "lstm" / "config.json").read_text())["lstm"]["hidden"] == 32
+    assert json.loads((tmp_path / "lstm" / "config.json").read_text())["params"]["hidden"] == 32
     fusion = run_cli("train", "fusion", imported_copy, "--labels", corpus / "labels.csv", "-f", "emobase", "--folds", "3",
                      "--out", tmp_path / "fusion", "--epochs", "50", "--class-weights", "balanced")
     assert fusion.exit_code == 0, fusion.stderr

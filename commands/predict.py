@@ -1,0 +1,87 @@
+"""`mvfx predict`: apply a trained head to a store or to videos it has never seen."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from mvfx.commands.common import console, out
+from mvfx.media.errors import MvfxError
+
+
+@click.command("predict")
+@click.argument("run_dir")
+@click.argument("target")
+@click.option("--out", "-o", "out_dir", required=True, help="Folder for predictions.csv and timelines/<clip>.png.")
+@click.option("--store", "-s", default=None,
+              help="Where features of TARGET videos go (default OUT/features.zarr); features already there are reused.")
+@click.option("--labels", default=None, help="CSV clip_id,label: print the truth beside each predicted class, and the accuracy.")
+@click.option("--window", default=4.0, show_default=True, help="Seconds per window of a classifier's time line (hop: half).")
+@click.option("--workers", "-j", type=int, default=0, show_default=True, help="As for `mvfx extract`.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="As for `mvfx extract`.")
+def predict(run_dir, target, out_dir, store, labels, window, workers, device) -> None:
+    """Apply the model of RUN_DIR (a folder of `mvfx train ...`) to TARGET.
+
+    TARGET is a store, or videos: a folder, a quoted glob or a manifest CSV. For
+    videos, mvfx extracts exactly the features the model reads, with the
+    extractor configurations of the training store, then predicts. The model
+    refuses features made another way (another extractor version or
+    configuration, random instead of real weights). Writes predictions.csv (per
+    clip: class and probabilities; per time step: valence/arousal; for
+    correspondence: P(match) and the best-fitting music) and, per clip, a PNG of
+    the prediction over time.
+    """
+    from mvfx.heads.estimator import load_head
+    from mvfx.heads.predict import predict_store
+    from mvfx.heads.threads import limited_threads
+    from mvfx.stores import is_store, open_store
+
+    head = load_head(run_dir)
+    clip_ids = None
+    if is_store(target):
+        store_path = target
+    else:
+        store_path = store or str(Path(out_dir) / "features.zarr")
+        clip_ids = _extract_for(head, target, store_path, workers, device)
+    with limited_threads():
+        table = predict_store(head, open_store(store_path), Path(out_dir), clip_ids, window)
+    _show(head, table, labels)
+    console.print(f"{table['clip_id'].nunique()} clips predicted by the {head.kind} model -> {Path(out_dir) / 'predictions.csv'}, "
+                  f"{Path(out_dir) / 'timelines'}/")
+
+
+def _extract_for(head, corpus: str, store_path: str, workers: int, device: str) -> list[str]:
+    """Extract the model's features for ``corpus`` as the training store made them; the corpus's clip ids."""
+    from mvfx.commands.extract import extract_with_progress, print_summary
+    from mvfx.extractors.torch_device import resolve_device
+    from mvfx.pipeline.corpus import discover
+
+    weights = {p["weights"] == "random" for p in head.provenance_.values() if p["weights"] != "none"}
+    if len(weights) > 1:
+        raise MvfxError(f"{corpus}: the model mixes features from random and real weights; extract them yourself, then predict on the store")
+    options = {name: dict(p["config"]) for name, p in head.provenance_.items()}
+    summary = extract_with_progress(corpus, store_path, list(head.provenance_), options, workers=workers or None,
+                                    device=resolve_device(device), random_weights=weights == {True})
+    print_summary(summary, store_path)
+    return [c.clip_id for c in discover(corpus).clips]
+
+
+def _show(head, table, labels: str | None) -> None:
+    """The predictions as a table; with --labels, the truth beside each class and the accuracy."""
+    if "predicted" not in table:
+        return
+    truth = {}
+    if labels:
+        from mvfx.heads.pairs import read_class_labels
+
+        truth = dict(zip(*(read_class_labels(labels)[k] for k in ("clip_id", "label"))))
+    shown = Table("clip", "predicted", "probability", *(["truth"] if truth else []))
+    for _, row in table.iterrows():
+        probability = row[f"p_{row['predicted']}"]
+        shown.add_row(row["clip_id"], row["predicted"], f"{probability:.2f}", *([truth.get(row["clip_id"], "?")] if truth else []))
+    out.print(shown)
+    known = [c for c in table["clip_id"] if c in truth]
+    if known:
+        right = sum(truth[c] == p for c, p in zip(table["clip_id"], table["predicted"]) if c in truth)
+        console.print(f"accuracy against {labels}: {right}/{len(known)} = {right / len(known):.2f}")
