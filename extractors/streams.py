@@ -93,7 +93,7 @@ class PerFrame(Stream):
 
     def feed(self, piece: Frames, context: dict[str, FeatureBlock]) -> FeatureBlock:
         block = self.extractor.extract(piece, self.info, {**self.context, **context})
-        self.blocks.append(FeatureBlock(block.values, block.times))
+        self.blocks.append(FeatureBlock(block.values, block.times))  # side data (face boxes) served this piece only
         return block
 
     def finish(self) -> FeatureBlock:

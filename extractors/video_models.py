@@ -138,6 +138,10 @@ class _KineticsVideoModel(TorchExtractor):
             out = torch.softmax(logits.float(), dim=1) if self.logits else self._pooled
             return out.float().cpu().numpy()
 
+    def window_rows(self, windows: list[np.ndarray]) -> np.ndarray:
+        """One row per window of consecutive frames, from the frames ``pick`` chooses in each."""
+        return self.rows([frames[self.pick(len(frames))] for frames in windows])
+
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         if len(data.images) == 0:
             raise ClipError("extract", f"{info.path}: no frames for {self.name}")
@@ -150,8 +154,7 @@ class _KineticsVideoModel(TorchExtractor):
         """Windows as they fill; per shot, only the frames each shot's row uses (its shots are known up front)."""
         if not self.config.per_shot:
             c = self.config
-            run = lambda clips: self.rows([frames[self.pick(len(frames))] for frames in clips])  # noqa: E731
-            return Windows(self, info, context, run, self.batch_size, c.window_frames, c.stride_frames)
+            return Windows(self, info, context, self.window_rows, self.batch_size, c.window_frames, c.stride_frames)
         shots = self.shots_of(context)
         starts = target_times(self.input, info.duration_s)[:, 0]
         plans = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mvfx.heads.align import align
 from mvfx.heads.dataset import ClipData
@@ -50,7 +51,8 @@ def predict_store(head: Head, store: FeatureStore, out: Path, clip_ids: list[str
     ids = sorted(have if clip_ids is None else have & set(clip_ids))
     if not ids:
         raise MvfxError(f"{store.path}: no clip has {', '.join(head.provenance_)} features to predict from")
-    durations = dict(zip(store.clips()["clip_id"], store.clips()["duration_s"]))
+    records = store.clips()
+    durations = dict(zip(records["clip_id"], records["duration_s"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "timelines").mkdir(exist_ok=True)
     task = head.training_.get("task")
@@ -111,8 +113,6 @@ def _correspondence(head: Head, blocks: dict, length: dict, out: Path, window_s:
     whole = {side: np.concatenate([align(*blocks[c][e], np.array([[0.0, length[c]]])) for c in ids]) for side, e in sides.items()}
     own = head.predict_proba(whole)[:, 1]
     zv, zm = head.embed_side("video", whole["video"]), head.embed_side("music", whole["music"])
-    import torch
-
     with torch.no_grad():
         scores = head.model_.pair_scores(torch.as_tensor(zv), torch.as_tensor(zm)).numpy()
     rows = []

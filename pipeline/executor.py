@@ -94,9 +94,14 @@ class DaskExecutor:
             self.cluster.close()
 
 
+def machine_memory() -> int:
+    """Bytes of physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def worker_memory_limit(workers: int) -> int:
     """Each local worker's share of the machine's memory (Dask's nanny restarts a worker that passes 95% of it)."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(workers, 1)
+    return machine_memory() // max(workers, 1)
 
 
 def make_executor(workers: int | None, n_tasks: int, scheduler: str | None, resources: dict[str, float] | None = None):

@@ -16,7 +16,6 @@ whole-clip batches and the features are bitwise the same.
 from __future__ import annotations
 
 import math
-import os
 import queue
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from mvfx.extractors.base import Extractor, FeatureBlock
 from mvfx.media.decode import ClipDecoder, Damage, VideoSpec
 from mvfx.media.probe import ClipInfo
+from mvfx.pipeline.executor import local_cores
 
 PIECE_FRAMES = 16  # at least this many frames per piece (more where a batch needs it)
 QUEUE_PIECES = 2  # decoded pieces waiting for the extractors
@@ -54,26 +54,22 @@ def piece_sizes(extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> dic
     return {spec: math.ceil(minimum / n) * n for spec, n in sizes.items()}
 
 
-def decoder_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def memory_needed(info: ClipInfo, extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> tuple[int, str]:
     """Bytes of frames a pass over ``info`` holds at most, and the request that needs the most (for messages).
 
     FFmpeg keeps about one source frame (YUV 4:2:0) per decoding thread plus two; each request holds its
     piece being filled, the queued ones and the one processed, plus what its consumers keep.
     """
-    total = int(info.width * info.height * 1.5 * (decoder_threads() + 2)) if info.has_video else 0
+    total = int(info.width * info.height * 1.5 * (local_cores() + 2)) if info.has_video else 0
     worst, worst_bytes = "", 0
     for spec, piece in piece_sizes(extractors, minimum).items():
+        users = [e for e in extractors if e.modality == "video" and e.input == spec]
         width, height = spec.output_size(info.width, info.height)
-        frames = piece * (QUEUE_PIECES + 2) + sum(e.frames_held(piece) for e in extractors if e.modality == "video" and e.input == spec)
+        frames = piece * (QUEUE_PIECES + 2) + sum(e.frames_held(piece) for e in users)
         nbytes = frames * width * height * 3
         total += nbytes
         if nbytes > worst_bytes:
-            users = ", ".join(e.name for e in extractors if e.modality == "video" and e.input == spec)
-            worst, worst_bytes = f"{frames} frames of {width}x{height} for {users}", nbytes
+            worst, worst_bytes = f"{frames} frames of {width}x{height} for {', '.join(e.name for e in users)}", nbytes
     return total, worst
 
 

@@ -5,7 +5,6 @@ reused for every clip that worker handles.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from mvfx.media.errors import ClipError, MvfxError, is_unwritable, one_line
 from mvfx.media.names import printable
 from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
+from mvfx.pipeline.executor import machine_memory
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
 from mvfx.stores import StagedPart, open_store, stage_part
 
@@ -152,16 +152,7 @@ def default_clip_memory() -> int:
         limit = get_worker().memory_manager.memory_limit
     except (ImportError, ValueError, AttributeError):
         limit = None
-    if not limit:
-        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(limit // 2)
-
-
-@functools.cache
-def input_of(spec: ExtractorSpec) -> tuple[str, object]:
-    """(modality, input spec) of an extractor, without setting it up."""
-    extractor = create(spec.name, **dict(spec.config))
-    return extractor.modality, extractor.input
+    return int((limit or machine_memory()) // 2)
 
 
 def _has_input(extractor: Extractor, info: ClipInfo, result: ClipResult) -> bool:
