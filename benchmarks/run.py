@@ -25,6 +25,8 @@ from benchmarks.heads import markdown as heads_table
 from benchmarks.memory import bench_memory as run_memory
 from benchmarks.memory import markdown as memory_table
 from benchmarks.naive import run_naive
+from benchmarks.store import bench_store as run_store
+from benchmarks.store import markdown as store_table
 from mvfx.media.decode import AudioSpec, VideoSpec, decode
 from mvfx.media.probe import probe
 from mvfx.pipeline.executor import local_cores
@@ -190,53 +192,10 @@ def bench_scaling(results: dict) -> None:
 
 
 def bench_store(results: dict) -> None:
-    from mvfx.stores import open_store
-    from mvfx.stores.exchange import export_hdf5
-
-    store = WORK / "store.zarr"
-    mvfx_run(WORK / "640x360", CHEAP, store)
-    zarr_store = open_store(store)
-    raw = sum(zarr_store.read(e, c)[0].nbytes for e in CHEAP for c in zarr_store.clip_ids(e))
-    h5 = WORK / "store.h5"
-
-    def read_all(s):
-        for e in CHEAP:
-            for c in s.clip_ids(e):
-                s.read(e, c)
-
-    blocks = {e: {c: zarr_store.read(e, c) for c in zarr_store.clip_ids(e)} for e in CHEAP}
-
-    def write_zarr_store():
-        from mvfx.stores import open_writer
-        from mvfx.stores.zarr_store import stage_part
-
-        target = WORK / "w.zarr"
-        shutil.rmtree(target, ignore_errors=True)
-        with open_writer(target) as writer:
-            for e in CHEAP:
-                writer.register_extractor(zarr_store.attrs(e))
-                for c, (values, times) in blocks[e].items():
-                    writer.commit(stage_part(target, e, c, values, times, "float32"))
-            writer.compact()
-
-    write_zarr = timed(write_zarr_store)
-    write_h5 = timed(lambda: export_hdf5(open_store(store), h5))
-    read_zarr = timed(lambda: read_all(open_store(store)))
-    read_h5 = timed(lambda: read_all(open_store(h5)))
-    first = zarr_store.clip_ids("emobase")[0]
-    one_clip = timed(lambda: open_store(store).read("emobase", first), runs=5)
-    one_extractor = timed(lambda: [open_store(store).read("emobase", c) for c in zarr_store.clip_ids("emobase")])
-    disk = lambda p: sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file()) if Path(p).is_dir() else Path(p).stat().st_size  # noqa: E731
-    mb = raw / 2**20
-    results["store"] = {
-        "raw_float32_mb": mb,
-        "zarr_mb": disk(store) / 2**20, "hdf5_mb": disk(h5) / 2**20,
-        "zarr_compression": raw / disk(store), "hdf5_compression": raw / disk(h5),
-        "zarr_write_mb_s": mb / write_zarr["median"], "hdf5_export_mb_s": mb / write_h5["median"],
-        "zarr_read_mb_s": mb / read_zarr["median"], "hdf5_read_mb_s": mb / read_h5["median"],
-        "one_clip_read_ms": 1000 * one_clip["median"], "one_extractor_whole_store_read_s": one_extractor["median"],
-        "timings": {"write_zarr": write_zarr, "export_hdf5": write_h5, "read_zarr": read_zarr, "read_hdf5": read_h5},
-    }
+    """Store I/O per backend (benchmarks/store.py) on the cheap extractors' features of the 640x360 corpus."""
+    source = WORK / "store.zarr"
+    mvfx_run(make_corpus(WORK / "640x360", *SIZES["640x360"]), CHEAP, source)
+    run_store(results, WORK, source, CHEAP, timed)
 
 
 def bench_heads(results: dict) -> None:
@@ -280,16 +239,8 @@ def markdown(results: dict) -> str:
         lines += memory_table(results["memory"])
     if results.get("heads"):
         lines += heads_table(results["heads"])
-    if "store" not in results:
-        return "\n".join(lines) + "\n"
-    st = results["store"]
-    lines += ["", "| store | Zarr | HDF5 |", "|---|---|---|",
-              f"| size (raw float32 {st['raw_float32_mb']:.1f} MB) | {st['zarr_mb']:.1f} MB ({st['zarr_compression']:.2f}x) "
-              f"| {st['hdf5_mb']:.1f} MB ({st['hdf5_compression']:.2f}x) |",
-              f"| write | {st['zarr_write_mb_s']:.1f} MB/s (stage, commit, compact) | {st['hdf5_export_mb_s']:.1f} MB/s (export from Zarr) |",
-              f"| read all clips | {st['zarr_read_mb_s']:.1f} MB/s | {st['hdf5_read_mb_s']:.1f} MB/s |",
-              f"| one clip (emobase) | {st['one_clip_read_ms']:.1f} ms | |",
-              f"| one extractor, whole store (emobase) | {st['one_extractor_whole_store_read_s']:.2f} s | |"]
+    if results.get("store"):
+        lines += store_table(results["store"])
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("corpus")
-@click.option("--store", "-s", required=True, help="Store to write (created if missing); a Zarr folder.")
+@click.option("--store", "-s", required=True,
+              help="Store to write (created if missing): a local Zarr folder; NAME.icechunk for a local Icechunk repository; "
+                   "s3://BUCKET/PREFIX (also gs://, az://) for Icechunk on object storage, credentials from the environment.")
 @click.option("--extractors", "-e", default="colour,emobase", show_default=True,
               help="Comma-separated extractor names; see `mvfx extractors`.")
 @click.option("--option", "-o", "options", multiple=True, metavar="EXTRACTOR.KEY=VALUE",
@@ -37,8 +39,11 @@ if TYPE_CHECKING:
 @click.option("--clip-memory", default="auto", show_default=True, metavar="SIZE",
               help="Decoded frames one clip may hold, e.g. 2GB; a clip that needs more is recorded as failed. "
                    "auto = half of a worker's memory.")
+@click.option("--commit-every", default=10.0, show_default=True, metavar="SECONDS", type=click.FloatRange(min=0),
+              help="How often the clips and failures tables are written and, in an Icechunk store, finished clips "
+                   "committed (made visible, and safe from a crash of this command); 0 = after every clip.")
 def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, random_weights, break_lock, no_compact,
-            clip_memory) -> None:
+            clip_memory, commit_every) -> None:
     """Extract features for every clip of CORPUS into a store.
 
     CORPUS is a folder (searched recursively), a quoted glob ("clips/*.mp4") or a
@@ -47,6 +52,12 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
     with a clip's duration; long clips show their own progress in decoded
     seconds. Pairs (clip, extractor) already in the store are skipped, so
     rerunning a stopped command finishes it. Exit status is 0 only when no clip failed.
+
+    \b
+    On a Dask cluster whose workers share no file system, write to object storage:
+      mvfx extract clips/ --store s3://lab/features --scheduler tcp://scheduler:8786
+    Workers write their clips' features straight to the bucket; this command commits
+    them as Icechunk transactions (`mvfx store log` lists them).
     """
     from mvfx.extractors.torch_device import resolve_device
 
@@ -54,7 +65,7 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
     summary = extract_with_progress(
         corpus, store, names, parse_extractor_options(options), workers=workers or None, scheduler=scheduler,
         device=resolve_device(device), dtype=dtype, break_lock=break_lock, compact=not no_compact,
-        random_weights=random_weights, clip_memory=_parse_size(clip_memory),
+        random_weights=random_weights, clip_memory=_parse_size(clip_memory), commit_every_s=commit_every,
     )
     print_summary(summary, store)
     sys.exit(0 if summary.ok else 1)

@@ -91,14 +91,50 @@ def store_verify(path: str) -> None:
 
 @store.command("export")
 @click.argument("path")
-@click.argument("out_h5")
-def store_export(path: str, out_h5: str) -> None:
-    """Write the store as one HDF5 file (same hierarchy and attributes; gzip), for collaborators."""
-    from mvfx.stores import open_store
-    from mvfx.stores.exchange import export_hdf5
+@click.argument("out")
+def store_export(path: str, out: str) -> None:
+    """Write the store as one HDF5 file (OUT ends in .h5/.hdf5; gzip), or as a new local Zarr store (any other
+    OUT), with the same hierarchy and attributes. PATH may be an Icechunk store as of a tag or commit:
 
-    export_hdf5(open_store(path), out_h5)
-    console.print(f"exported {path} -> {out_h5}")
+    \b
+      mvfx store export s3://lab/features@paper-v1 features-paper-v1.h5
+    """
+    from mvfx.stores import open_store
+    from mvfx.stores.exchange import export_hdf5, export_zarr
+
+    export = export_hdf5 if out.lower().endswith((".h5", ".hdf5")) else export_zarr
+    export(open_store(path), out)
+    console.print(f"exported {path} -> {out}")
+
+
+@store.command("log")
+@click.argument("path")
+def store_log(path: str) -> None:
+    """List the commits of an Icechunk store (a local *.icechunk folder or s3://, gs://, az://), newest first.
+
+    Any commit id or tag reads the store as it was then: append it as STORE@REF to any command that reads a
+    store, e.g. `mvfx store info s3://lab/features@4QW7...` or `mvfx train lasso s3://lab/features@paper-v1 ...`.
+    """
+    from mvfx.stores import store_log as commits
+
+    table = Table("commit", "time (UTC)", "message", "clips", "tags")
+    log = commits(path)
+    for row in log.itertuples():
+        table.add_row(row.commit, row.time, row.message, str(row.clips), row.tags)
+    out.print(table)
+    out.print(f"{len(log)} commits in {path}")
+
+
+@store.command("tag")
+@click.argument("path")
+@click.argument("name")
+def store_tag(path: str, name: str) -> None:
+    """Tag the store's latest commit (or PATH@COMMIT) as NAME, so a paper can cite the exact features it used:
+    they stay readable as PATH@NAME whatever is committed later."""
+    from mvfx.stores import tag_store
+
+    snapshot = tag_store(path, name)
+    console.print(f"tagged commit {snapshot} of {path} as {name!r}; read it as {path.split('@')[0]}@{name}")
 
 
 @store.command("import")

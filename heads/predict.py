@@ -46,11 +46,11 @@ def windows(duration: float, window_s: float) -> np.ndarray:
 def predict_store(head: Head, store: FeatureStore, out: Path, clip_ids: list[str] | None = None,
                   window_s: float = WINDOW_S) -> pd.DataFrame:
     """Predict every clip (or ``clip_ids``) of ``store`` that has the head's features; write the CSV and PNGs."""
-    check_features(head.provenance_, store, str(store.path))
+    check_features(head.provenance_, store, store.location)
     have = set.intersection(*(set(store.clip_ids(e)) for e in head.provenance_))
     ids = sorted(have if clip_ids is None else have & set(clip_ids))
     if not ids:
-        raise MvfxError(f"{store.path}: no clip has {', '.join(head.provenance_)} features to predict from")
+        raise MvfxError(f"{store.location}: no clip has {', '.join(head.provenance_)} features to predict from")
     records = store.clips()
     durations = dict(zip(records["clip_id"], records["duration_s"]))
     out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def train_regression(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {
-        "model": head.kind, "store": str(store_path), "labels": str(labels), "features": extractors, "target": target,
+        "model": head.kind, **store.reference(), "labels": str(labels), "features": extractors, "target": target,
         "folds": folds, "seed": seed, "where": where or {}, "random_weight_features": random, "params": head.get_params(),
         "pretrain_labels": pretrain_labels or {},
     }

@@ -87,7 +87,7 @@ def train_fusion(
     }
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"model": "fusion", "store": str(store_path), "labels": str(labels), "features": extractors, "task": "emotion class",
+    config = {"model": "fusion", **store.reference(), "labels": str(labels), "features": extractors, "task": "emotion class",
               "feature_sets": feature_sets, "folds": folds, "use_split": use_split, "seed": seed,
               "params": head.get_params(), "random_weight_features": random}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))

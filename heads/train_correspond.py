@@ -108,7 +108,7 @@ def train_correspond(store_path: str, pairs_csv: str, head: CorrespondHead, out:
     }
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"model": "correspond", "store": str(store_path), "pairs": str(pairs_csv), "features": head.features,
+    config = {"model": "correspond", **store.reference(), "pairs": str(pairs_csv), "features": head.features,
               "video_features": head.video_features, "music_features": head.music_features, "task": f"match ({head.objective})",
               "folds": folds, "seed": seed, "params": head.get_params(), "random_weight_features": random}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))

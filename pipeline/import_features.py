@@ -36,7 +36,7 @@ import pandas as pd
 from mvfx.extractors import create
 from mvfx.media.errors import MvfxError, one_line
 from mvfx.media.names import printable
-from mvfx.stores import StagedPart, open_writer, stage_part
+from mvfx.stores import StagedPart, open_writer
 
 INDEX_NAMES = ("", "Unnamed: 0", "index")
 
@@ -161,6 +161,7 @@ def _import(files: list[Path], layout: Layout, name: str, store: str | Path, tim
     with open_writer(store, break_lock=break_lock) as writer:
         staged: list[tuple[StagedPart, str, Path, float]] = []
         failed: list[tuple[str, str, str]] = []
+        staging = writer.staging()
         for path in files:
             clip_id = printable(path.stem)
             try:
@@ -168,7 +169,7 @@ def _import(files: list[Path], layout: Layout, name: str, store: str | Path, tim
                 if len(values) == 0:
                     raise MvfxError(f"{path}: no rows")
                 times = _times(starts, len(values), hop, path)
-                part = stage_part(writer.path, name, clip_id, values, times, "float32")
+                part = staging.stage(name, clip_id, values, times, "float32")
                 staged.append((part, clip_id, path, float(times[-1, 1])))
             except (MvfxError, ValueError, pd.errors.ParserError) as exc:
                 message = str(exc) if isinstance(exc, MvfxError) else f"{path}: {one_line(exc)}"

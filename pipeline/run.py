@@ -14,14 +14,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mvfx.extractors import create
 from mvfx.extractors.base import Extractor
-from mvfx.media.errors import MvfxError, StoreUnwritable, is_unwritable, one_line
+from mvfx.media.errors import StoreUnwritable, is_unwritable, one_line
 from mvfx.media.names import printable
 from mvfx.pipeline.corpus import ClipSource, discover
 from mvfx.pipeline.executor import local_cores, make_executor
 from mvfx.pipeline.tasks import ClipResult, ClipTask, ExtractorSpec, Failure, process_clip
 from mvfx.stores import open_writer
 
-CHECKPOINT_EVERY_S = 10.0
 COMMON_LIBRARIES = ("mvfx", "numpy", "av", "zarr")
 
 
@@ -72,6 +71,7 @@ def run_extract(
     compact: bool = True,
     random_weights: bool = False,
     clip_memory: int = 0,
+    commit_every_s: float = 10.0,
     on_start: Callable[[int, str], None] | None = None,
     on_result: Callable[[ClipResult], None] | None = None,
     on_progress: Callable[[str, float, float], None] | None = None,
@@ -79,13 +79,10 @@ def run_extract(
     """Extract ``extractor_names`` for every clip of ``corpus`` that the store lacks.
 
     ``clip_memory``: bytes of decoded frames one clip may hold (0: half of a worker's memory); a clip that
-    would need more is a failures row. ``on_progress(clip_id, decoded_s, duration_s)`` follows decoding.
+    would need more is a failures row. Finished clips are committed every ``commit_every_s`` seconds (0: after each).
+    ``on_progress(clip_id, decoded_s, duration_s)`` follows decoding.
     """
     options = options or {}
-    store = store.removeprefix("file://")
-    if "://" in store:
-        raise MvfxError(f"{store}: only local or shared POSIX paths can be written (commits are atomic renames); "
-                        "write locally, then `mvfx store export` or copy the finished store")
     started = time.perf_counter()
     extractors = [create(name, **options.get(name, {})) for name in extractor_names]  # bad options fail before any work
     for extractor in list(extractors):  # per-shot extractors need shots: run them too unless asked already
@@ -117,7 +114,7 @@ def run_extract(
             executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None)
             threads = 1 if executor.description != "in-process" else local_cores()
             task_dtypes = tuple(sorted(dtypes.items()))
-            tasks = [ClipTask(clip, missing, str(writer.path), task_dtypes, device, threads, clip_memory) for clip, missing in todo]
+            tasks = [ClipTask(clip, missing, writer.staging(), task_dtypes, device, threads, clip_memory) for clip, missing in todo]
             summary.executor = executor.description
             if on_start:
                 on_start(len(tasks), executor.description)
@@ -127,7 +124,7 @@ def run_extract(
                     _commit(writer, result, summary)
                     if on_result:
                         on_result(result)
-                    if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
+                    if time.monotonic() - last_checkpoint >= commit_every_s:
                         writer.checkpoint()
                         last_checkpoint = time.monotonic()
             finally:
@@ -199,7 +196,7 @@ def _commit(writer, result: ClipResult, summary: RunSummary) -> None:
     if unwritable is not None:  # not the clip's fault: commit what was staged, stop; a rerun finishes the clip
         for staged in result.staged:
             writer.commit(staged)
-        raise StoreUnwritable.from_os_error(str(writer.path), OSError(unwritable.errno, os.strerror(unwritable.errno or 0)))
+        raise StoreUnwritable.from_os_error(writer.location, OSError(unwritable.errno, os.strerror(unwritable.errno or 0)))
     attempted = [s.extractor for s in result.staged] + [f.extractor for f in result.failures if f.extractor != "*"]
     writer.clear_failures(result.clip_id, attempted)
     for staged in result.staged:

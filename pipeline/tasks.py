@@ -19,7 +19,7 @@ from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
 from mvfx.pipeline.executor import machine_memory
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
-from mvfx.stores import StagedPart, open_store, stage_part
+from mvfx.stores import StagedPart, Staging
 
 _WORKER_EXTRACTORS: dict[tuple, Extractor] = {}
 
@@ -37,7 +37,7 @@ class ExtractorSpec:
 class ClipTask:
     clip: ClipSource
     extractors: tuple[ExtractorSpec, ...]
-    store: str
+    staging: Staging  # where finished blocks go (``writer.staging()``: a local folder or an Icechunk fork)
     dtypes: tuple[tuple[str, str], ...] = ()  # (extractor, storage dtype); float32 when absent
     device: str = "cpu"
     threads: int = 1
@@ -177,7 +177,7 @@ def _dependencies(group: list[Extractor], made: dict[str, FeatureBlock], task: C
 def _stored(task: ClipTask, name: str, clip_id: str) -> FeatureBlock | None:
     """A dependency's rows committed to the store by an earlier run, if any (the extractor reports what it misses)."""
     try:
-        return FeatureBlock(*open_store(task.store).read(name, clip_id))
+        return FeatureBlock(*task.staging.reader().read(name, clip_id))
     except MvfxError:
         return None
 
@@ -202,10 +202,9 @@ def _accepted(extractor: Extractor, outcome: PassOutcome, info: ClipInfo, result
 
 def _stage(extractor: Extractor, block: FeatureBlock, task: ClipTask, result: ClipResult) -> None:
     try:
-        result.staged.append(stage_part(
-            task.store, extractor.name, result.clip_id, block.values, block.times,
-            dict(task.dtypes).get(extractor.name, "float32"), result.record
+        result.staged.append(task.staging.stage(
+            extractor.name, result.clip_id, block.values, block.times, dict(task.dtypes).get(extractor.name, "float32"), result.record
         ))
     except OSError as exc:  # "store unwritable" stops the run (see run._commit); other errors fail this pair only
         error = "StoreUnwritable" if is_unwritable(exc) else type(exc).__name__
-        result.failures.append(Failure(extractor.name, "store", error, f"{task.store}: {one_line(exc)}", errno=exc.errno))
+        result.failures.append(Failure(extractor.name, "store", error, f"{task.staging}: {one_line(exc)}", errno=exc.errno))

@@ -10,6 +10,7 @@ import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ def values_checksum(values: np.ndarray) -> str:
     return f"crc32:{zlib.crc32(np.ascontiguousarray(values).tobytes()):08x}"
 
 
-def check_format(path: Path, attrs: dict) -> None:
+def check_format(path: str | Path, attrs: dict) -> None:
     fmt = attrs.get("format")
     if fmt != FORMAT_NAME:
         raise MvfxError(f"{path}: not an mvfx store (format {fmt!r})")
@@ -44,12 +45,28 @@ def check_format(path: Path, attrs: dict) -> None:
         raise MvfxError(f"{path}: store format {attrs['format_version']} is newer than this mvfx reads")
 
 
+class Staging(Protocol):
+    """Where a worker writes one clip's finished block before the store's writer commits it (``writer.staging()``)."""
+
+    def stage(self, extractor: str, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str,
+              clip_record: dict | None = None): ...
+
+    def reader(self) -> FeatureStore:
+        """The store as committed, for workers that need earlier results."""
+
+
 class FeatureStore(ABC):
     """Read access to an mvfx store, whatever the file format."""
 
     def __init__(self, path: str | Path) -> None:
+        self.location = str(path)  # as the user named it: a path, or a URL such as s3://bucket/prefix
         self.path = Path(path)
+        self.commit_id: str | None = None  # the commit read, for stores that keep history (Icechunk)
         self._index: dict[str, dict[str, Location]] = {}
+
+    def reference(self) -> dict[str, str | None]:
+        """How a run names the features it used: the store, and the exact commit where there is one."""
+        return {"store": self.location, "store_commit": self.commit_id}
 
     # --- what a backend provides -------------------------------------------------
     @abstractmethod
@@ -82,7 +99,7 @@ class FeatureStore(ABC):
     # --- shared ------------------------------------------------------------------
     def _missing(self, extractor: str) -> MvfxError:
         present = ", ".join(self.extractors()) or "none"
-        return MvfxError(f"{self.path}: no features for extractor {extractor!r}; present: {present}")
+        return MvfxError(f"{self.location}: no features for extractor {extractor!r}; present: {present}")
 
     def attrs(self, extractor: str) -> dict:
         """Provenance of an extractor's features (without the clip index)."""
@@ -126,7 +143,7 @@ class FeatureStore(ABC):
         """(values [T, D], times [T, 2]) of one clip."""
         loc = self.index(extractor).get(clip_id)
         if loc is None:
-            raise MvfxError(f"{self.path}: no {extractor} features for clip {clip_id!r}")
+            raise MvfxError(f"{self.location}: no {extractor} features for clip {clip_id!r}")
         return self.read_rows(extractor, loc)
 
     def summary(self) -> dict:

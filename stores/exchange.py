@@ -1,4 +1,4 @@
-"""Export a store to one HDF5 file and import it back, value for value.
+"""Export a store to one HDF5 file or a local Zarr store, and import an HDF5 file back, value for value.
 
 Compacted rows are copied in slabs with their offsets unchanged, then any
 uncompacted parts are appended; values keep their stored dtype, so a round
@@ -92,27 +92,32 @@ def export_hdf5(src: FeatureStore, out: str | Path) -> None:
     os.replace(tmp, out)
 
 
-def import_hdf5(h5_path: str | Path, zarr_path: str | Path) -> None:
-    """Restore a Zarr store from an exported HDF5 file; ``zarr_path`` must not exist."""
+def export_zarr(src: FeatureStore, zarr_path: str | Path) -> None:
+    """Copy any store (an Icechunk one at any commit, an HDF5 file) into a new local Zarr store; ``zarr_path`` must not exist."""
     zarr_path = Path(zarr_path)
     if zarr_path.exists():
-        raise MvfxError(f"{zarr_path}: already exists; import into a new path")
-    src = Hdf5FeatureStore(h5_path)
+        raise MvfxError(f"{zarr_path}: already exists; export into a new path")
     tmp = zarr_path.with_name(zarr_path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    root = zarr.open_group(str(tmp), mode="w")
+    root.attrs.update(src.store_attrs())
+    write_zarr_table(root.require_group("clips"), src.clips().to_dict("records"), CLIP_COLUMNS)
+    write_zarr_table(root.require_group("failures"), src.failures().to_dict("records"), FAILURE_COLUMNS)
+    for name in src.extractors():
+        group = root.require_group(f"features/{name}")
+        group.require_group("parts")
+
+        def create(key, shape, dtype, chunks, group=group):
+            return group.create_array(key, shape=shape, dtype=dtype, chunks=chunks, compressors=FEATURE_COMPRESSORS)
+
+        group.attrs.update(_copy_features(src, name, create))
+    tmp.rename(zarr_path)
+
+
+def import_hdf5(h5_path: str | Path, zarr_path: str | Path) -> None:
+    """Restore a Zarr store from an exported HDF5 file; ``zarr_path`` must not exist."""
+    src = Hdf5FeatureStore(h5_path)
     try:
-        root = zarr.open_group(str(tmp), mode="w")
-        root.attrs.update(src.store_attrs())
-        write_zarr_table(root.require_group("clips"), src.clips().to_dict("records"), CLIP_COLUMNS)
-        write_zarr_table(root.require_group("failures"), src.failures().to_dict("records"), FAILURE_COLUMNS)
-        for name in src.extractors():
-            group = root.require_group(f"features/{name}")
-            group.require_group("parts")
-
-            def create(key, shape, dtype, chunks, group=group):
-                return group.create_array(key, shape=shape, dtype=dtype, chunks=chunks, compressors=FEATURE_COMPRESSORS)
-
-            group.attrs.update(_copy_features(src, name, create))
+        export_zarr(src, zarr_path)
     finally:
         src.close()
-    tmp.rename(zarr_path)

@@ -99,3 +99,17 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def _where(owner: dict) -> str:
     return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('since', '?')}"
+
+
+class NoLock:
+    """The lock of a store on object storage: none. A lock object there would outlive a killed run with nothing
+    to release it; Icechunk's optimistic commits keep concurrent runs correct instead (see icechunk_store)."""
+
+    held = False
+    took_over: str | None = None
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass

@@ -51,44 +51,67 @@ def part_name(clip_id: str) -> str:
 
 @dataclass(frozen=True)
 class StagedPart:
-    """A fully written, not yet visible, result of one (clip, extractor)."""
+    """A fully written, not yet visible, result of one (clip, extractor).
+
+    ``path``: the staging folder (local Zarr) or the part's group inside ``fork`` (an Icechunk fork session
+    the worker wrote into; the writer merges it)."""
 
     path: str
     extractor: str
     clip_id: str
     rows: int
+    fork: object | None = None
 
 
-def stage_part(
-    store: str | Path, extractor: str, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str,
-    clip_record: dict | None = None,
-) -> StagedPart:
-    """Write one clip's block as a standalone zarr group in the store's staging area (any worker may call this).
+def write_part(group: zarr.Group, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str, clip_record: dict | None) -> int:
+    """Fill an empty group with one clip's block; returns its rows.
 
     The part carries the clip's record too, so a crash before the clips table is
     written loses nothing: the next writer restores the record from the part.
     """
-    path = Path(store) / STAGING / uuid.uuid4().hex
-    group = zarr.open_group(str(path), mode="w")
     stored = np.asarray(values, dtype=dtype)
     group.create_array("values", data=stored, chunks=stored.shape if len(stored) else (1, stored.shape[1]))
     group.create_array("times", data=np.asarray(times, dtype="float64"), chunks=times.shape if len(times) else (1, 2))
     group.attrs.update(
         {"clip_id": clip_id, "rows": int(len(stored)), "checksum": values_checksum(stored), "clip": clip_record or {}}
     )
-    return StagedPart(str(path), extractor, clip_id, int(len(values)))
+    return int(len(stored))
+
+
+@dataclass(frozen=True)
+class LocalStaging:
+    """Where workers put finished blocks of a local (or shared POSIX) Zarr store: ``<store>/.staging/``."""
+
+    store: str
+
+    def stage(self, extractor: str, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str,
+              clip_record: dict | None = None) -> StagedPart:
+        """Write one clip's block as a standalone zarr group, invisible to readers until committed (any worker may call this)."""
+        path = Path(self.store) / STAGING / uuid.uuid4().hex
+        rows = write_part(zarr.open_group(str(path), mode="w"), clip_id, values, times, dtype, clip_record)
+        return StagedPart(str(path), extractor, clip_id, rows)
+
+    def reader(self) -> FeatureStore:
+        """The store as committed, for a worker that needs earlier results (per-shot features read shots)."""
+        return ZarrFeatureStore(self.store)
+
+    def __str__(self) -> str:
+        return self.store
 
 
 class ZarrFeatureStore(FeatureStore):
     """Read access to a Zarr store. Plain zarr can read it too (see the README)."""
 
-    def __init__(self, path: str | Path, mode: str = "r") -> None:
+    def __init__(self, path: str | Path, mode: str = "r", root: zarr.Group | None = None) -> None:
+        """A local Zarr folder, or ``root``: the same layout in another zarr store (an Icechunk session's)."""
         super().__init__(path)
-        if mode == "r" and not (self.path / "zarr.json").exists():
-            raise MvfxError(f"{self.path}: not an mvfx store (no zarr.json)")
-        self.root = zarr.open_group(str(self.path), mode=mode)
+        if root is None:
+            if mode == "r" and not (self.path / "zarr.json").exists():
+                raise MvfxError(f"{self.location}: not an mvfx store (no zarr.json)")
+            root = zarr.open_group(str(self.path), mode=mode)
+        self.root = root
         if mode == "r" or "format" in self.root.attrs:
-            check_format(self.path, dict(self.root.attrs))
+            check_format(self.location, dict(self.root.attrs))
 
     def store_attrs(self) -> dict:
         return dict(self.root.attrs)
@@ -137,23 +160,29 @@ class ZarrFeatureStore(FeatureStore):
 class ZarrStoreWriter(ZarrFeatureStore):
     """The single writer of a store: registers extractors, commits parts, keeps the tables."""
 
-    def __init__(self, path: str | Path, break_lock: bool = False) -> None:
-        path = Path(path)
-        self.lock = StoreLock(path, break_lock=break_lock)
+    def __init__(self, path: str | Path, break_lock: bool = False, lock: StoreLock | None = None, root: zarr.Group | None = None) -> None:
+        self.lock = lock or StoreLock(Path(path), break_lock=break_lock)
         self.lock.acquire()
         try:
-            super().__init__(path, mode="a")
-            if "format" not in self.root.attrs:  # a new store
-                self.root.attrs.update(
-                    {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mvfx_version": pkg_version("mvfx"), "created": now_iso()}
-                )
-            self.root.require_group("features")
+            super().__init__(path, mode="a", root=root)
+            self._init_layout()
             self._clips = {r["clip_id"]: r for r in self.clips().to_dict("records")}
             self._failures = {(r["clip_id"], r["extractor"]): r for r in self.failures().to_dict("records")}
             self._recover()
         except BaseException:
             self.lock.release()
             raise
+
+    def _init_layout(self) -> None:
+        if "format" not in self.root.attrs:  # a new store
+            self.root.attrs.update(
+                {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mvfx_version": pkg_version("mvfx"), "created": now_iso()}
+            )
+        self.root.require_group("features")
+
+    def staging(self) -> LocalStaging:
+        """Where a worker writes a clip's finished blocks for ``commit``."""
+        return LocalStaging(str(self.path))
 
     def _recover(self) -> None:
         """After a crash: drop staging and the parts a compaction already indexed. (Clip records that only parts
@@ -163,7 +192,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
             indexed = set(self.group_attrs(name).get("clip_index", {}).get("clip_id", []))
             for part_id, attrs in self.parts(name):
                 if attrs["clip_id"] in indexed:
-                    shutil.rmtree(self.path / "features" / name / "parts" / part_id)
+                    self._drop_part(name, part_id)
         self._index.clear()
 
     def register_extractor(self, description: dict, dtype: str = "float32") -> None:
@@ -175,7 +204,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
             new = {k: description.get(k) for k in ("version", "config", "weights")} | {"dtype": dtype}
             if old != new:
                 diff = ", ".join(f"{k}: {old[k]} -> {new[k]}" for k in old if old[k] != new[k])
-                raise MvfxError(f"{self.path}: {name} features here were made differently ({diff}); write to a new store")
+                raise MvfxError(f"{self.location}: {name} features here were made differently ({diff}); write to a new store")
             return
         group.require_group("parts")
         group.attrs.update(
@@ -186,14 +215,20 @@ class ZarrStoreWriter(ZarrFeatureStore):
         return set(self.index(extractor))
 
     def commit(self, staged: StagedPart) -> None:
-        """Make a staged part visible (one atomic rename); a clip already committed is not duplicated."""
-        target = self.path / "features" / staged.extractor / "parts" / part_name(staged.clip_id)
+        """Make a staged part visible; a clip already committed is not duplicated."""
         if staged.clip_id in self.index(staged.extractor):
-            shutil.rmtree(staged.path, ignore_errors=True)
+            self._discard(staged)
             return
-        Path(staged.path).rename(target)
-        self._index[staged.extractor][staged.clip_id] = Location(staged.rows, part=target.name)
+        self._publish(staged)
+        self._index[staged.extractor][staged.clip_id] = Location(staged.rows, part=part_name(staged.clip_id))
         self._failures.pop((staged.clip_id, staged.extractor), None)
+
+    def _publish(self, staged: StagedPart) -> None:
+        """One atomic rename from staging into the extractor's parts."""
+        Path(staged.path).rename(self.path / "features" / staged.extractor / "parts" / part_name(staged.clip_id))
+
+    def _discard(self, staged: StagedPart) -> None:
+        shutil.rmtree(staged.path, ignore_errors=True)
 
     def known_clips(self) -> set[str]:
         return set(self._clips)
@@ -219,6 +254,9 @@ class ZarrStoreWriter(ZarrFeatureStore):
 
     def checkpoint(self) -> None:
         """Persist the clips and failures tables (derived, small; rewritten whole)."""
+        self._write_tables()
+
+    def _write_tables(self) -> None:
         write_zarr_table(self.root.require_group("clips"), sorted(self._clips.values(), key=lambda r: r["clip_id"]), CLIP_COLUMNS)
         failures = sorted(self._failures.values(), key=lambda r: (r["clip_id"], r["extractor"]))
         write_zarr_table(self.root.require_group("failures"), failures, FAILURE_COLUMNS)
@@ -227,6 +265,9 @@ class ZarrStoreWriter(ZarrFeatureStore):
     def compact(self) -> int:
         """Move every part into the contiguous arrays; returns the number of parts compacted."""
         self.checkpoint()  # clip records must be in the table before the parts that also hold them go
+        return self._compact_parts()
+
+    def _compact_parts(self) -> int:
         moved = 0
         for name in self.extractors():
             group = self._feature_group(name)
@@ -267,7 +308,10 @@ class ZarrStoreWriter(ZarrFeatureStore):
             offset += len(v)
         group.attrs["clip_index"] = ci  # the commit point: one atomic zarr.json write
         for _, part_id, _ in batch:
-            shutil.rmtree(self.path / "features" / name / "parts" / part_id)
+            self._drop_part(name, part_id)
+
+    def _drop_part(self, extractor: str, part_id: str) -> None:
+        del self.root[f"features/{extractor}/parts/{part_id}"]
 
     def close(self) -> None:
         """Persist the tables and release the lock. On a full or read-only file system the tables are

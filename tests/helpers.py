@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (tests/ is on sys.path under pytest, so: ``from helpers import ...``)."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -56,3 +57,11 @@ def indexed_video(path: Path, n_frames: int, fps: int, size=(64, 48)) -> None:
 def tone(seconds: float, sample_rate: int = 44100, hz: float = 440.0) -> np.ndarray:
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     return np.stack([0.3 * np.sin(2 * np.pi * hz * t)] * 2)
+
+
+def readme_python_block(marker: str) -> str:
+    """The README's first python block containing ``marker`` (the README's examples are run as written)."""
+    text = (REPO / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if marker in b]
+    assert blocks, f"README has no python block with {marker!r}"
+    return blocks[0]

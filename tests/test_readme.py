@@ -1,18 +1,9 @@
 """The README's reading example must work exactly as written."""
-import re
-
-from helpers import REPO
-
-
-def _python_block(marker: str) -> str:
-    text = (REPO / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if marker in b]
-    assert blocks, f"README has no python block with {marker!r}"
-    return blocks[0]
+from helpers import readme_python_block
 
 
 def test_plain_zarr_reading_example(demo_store, capsys):
-    code = _python_block("zarr.open_group")
+    code = readme_python_block("zarr.open_group(store")
     assert 'store = "demo/features.zarr"' in code and len(code.strip().splitlines()) <= 12
     exec(code.replace("demo/features.zarr", str(demo_store)), {})
     printed = capsys.readouterr().out
@@ -25,7 +16,7 @@ def test_plain_h5py_reading_example(demo_store, tmp_path, capsys):
 
     h5 = tmp_path / "features.h5"
     export_hdf5(open_store(demo_store), h5)
-    code = _python_block("h5py.File")
+    code = readme_python_block("h5py.File")
     assert len(code.strip().splitlines()) <= 12
     exec(code.replace("demo/features.h5", str(h5)), {})
     assert capsys.readouterr().out.startswith("(8, 988) [0.  0.5] pcm_intensity_sma_max none")

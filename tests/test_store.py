@@ -11,7 +11,7 @@ import zarr
 from mvfx.media.errors import MvfxError
 from mvfx.stores import open_store, open_writer
 from mvfx.stores.lock import StoreLocked
-from mvfx.stores.zarr_store import STAGING, stage_part
+from mvfx.stores.zarr_store import STAGING, LocalStaging
 
 DESC = {"extractor": "toy", "version": "1", "dim": 3, "feature_names": ["a", "b", "c"], "config": {"k": 1}, "weights": "none"}
 
@@ -27,7 +27,7 @@ def _write(path, clips, compact=True):
         w.register_extractor(DESC)
         for i, clip_id in enumerate(clips):
             values, times = _block(i, rows=i + 2)
-            w.commit(stage_part(path, "toy", clip_id, values, times, "float32"))
+            w.commit(w.staging().stage("toy", clip_id, values, times, "float32"))
             w.set_clip({"clip_id": clip_id, "path": f"/x/{clip_id}.mp4", "duration_s": 1.0, "status": "ok"})
         if compact:
             w.compact()
@@ -55,7 +55,7 @@ def test_compaction_appends_to_existing_rows(tmp_path):
     _write(path, ["a", "b"])
     with open_writer(path) as w:
         values, times = _block(7, 4)
-        w.commit(stage_part(path, "toy", "z", values, times, "float32"))
+        w.commit(w.staging().stage("toy", "z", values, times, "float32"))
         assert w.compact() == 1
     s = open_store(path)
     np.testing.assert_array_equal(s.read("toy", "z")[0], values)
@@ -67,7 +67,7 @@ def test_a_clip_is_never_committed_twice(tmp_path):
     path = tmp_path / "s.zarr"
     _write(path, ["a"])
     with open_writer(path) as w:
-        w.commit(stage_part(path, "toy", "a", *_block(5, 9), "float32"))
+        w.commit(w.staging().stage("toy", "a", *_block(5, 9), "float32"))
         w.compact()
     s = open_store(path)
     assert s.summary()["extractors"]["toy"]["rows"] == 2
@@ -78,14 +78,14 @@ def test_recovery_after_a_crash_mid_compaction(tmp_path):
     path = tmp_path / "s.zarr"
     _write(path, ["a"], compact=False)
     # Simulate a crash: a staged part never committed, and rows written past the index.
-    stage_part(path, "toy", "ghost", *_block(3, 5), "float32")
+    LocalStaging(str(path)).stage("toy", "ghost", *_block(3, 5), "float32")
     with open_writer(path) as w:
         w.compact()
     group = zarr.open_group(str(path), mode="a")
     group["features/toy/values"].resize((10, 3))  # garbage rows that no index entry covers
     with open_writer(path) as w:
         assert not (path / STAGING).exists()
-        w.commit(stage_part(path, "toy", "b", *_block(1, 3), "float32"))
+        w.commit(w.staging().stage("toy", "b", *_block(1, 3), "float32"))
         w.compact()
     s = open_store(path)
     assert s.clip_ids("toy") == ["a", "b"]
@@ -153,7 +153,7 @@ def test_float16_storage(tmp_path):
     path = tmp_path / "s.zarr"
     with open_writer(path) as w:
         w.register_extractor(DESC, dtype="float16")
-        w.commit(stage_part(path, "toy", "a", *_block(0, 2), "float16"))
+        w.commit(w.staging().stage("toy", "a", *_block(0, 2), "float16"))
         w.compact()
     values, _ = open_store(path).read("toy", "a")
     assert values.dtype == np.float16
