@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from mvfx.commands import extract, models, predict, store, train, weights
+from mvfx.commands import extract, models, mvf, predict, store, train, weights
 from mvfx.commands.common import console
 from mvfx.media.errors import MvfxError
 
@@ -47,6 +47,8 @@ def main() -> None:
     """
 
 
+for command in (mvf.train_mvf_cmd, mvf.train_autoencoder_cmd):
+    train.train.add_command(command)
 for command in (extract.extract, extract.list_extractors, extract.demo_corpus, store.store, weights.weights, train.train,
                 train.pairs, predict.predict, models.retrieve, models.embed, models.report):
     main.add_command(command)

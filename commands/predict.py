@@ -47,8 +47,9 @@ def predict(run_dir, target, out_dir, store, labels, window, workers, device) ->
     with limited_threads():
         table = predict_store(head, open_store(store_path), Path(out_dir), clip_ids, window)
     _show(head, table, labels)
-    console.print(f"{table['clip_id'].nunique()} clips predicted by the {head.kind} model -> {Path(out_dir) / 'predictions.csv'}, "
-                  f"{Path(out_dir) / 'timelines'}/")
+    timelines = Path(out_dir) / "timelines"
+    drawn = f", {timelines}/" if timelines.is_dir() else ""
+    console.print(f"{table['clip_id'].nunique()} clips predicted by the {head.kind} model -> {Path(out_dir) / 'predictions.csv'}{drawn}")
 
 
 def _extract_for(head, corpus: str, store_path: str, workers: int, device: str) -> list[str]:

@@ -36,7 +36,7 @@ FORMAT = "mvfx-head"
 FORMAT_VERSION = 1
 PROVENANCE_KEYS = ("extractor", "version", "config", "weights", "dim")
 HEADS: dict[str, type[Head]] = {}
-HEAD_MODULES = ("lasso", "lstm", "classify", "correspond")
+HEAD_MODULES = ("lasso", "lstm", "classify", "correspond", "mvf")
 
 
 def register(cls: type[Head]) -> type[Head]:

@@ -7,7 +7,9 @@
   and also from windows of ``window_s`` seconds (hop half a window): the
   class probabilities on the video's time line;
 - correspondence models give P(match) of each clip's own music and video,
-  per clip and per window, and the clip's three best-fitting music clips.
+  per clip and per window, and the clip's three best-fitting music clips;
+- end-to-end MVF networks predict once per clip from its cached inputs (the frames spread over the whole
+  clip), so they draw no time line.
 """
 from __future__ import annotations
 
@@ -54,8 +56,12 @@ def predict_store(head: Head, store: FeatureStore, out: Path, clip_ids: list[str
     records = store.clips()
     durations = dict(zip(records["clip_id"], records["duration_s"]))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "timelines").mkdir(exist_ok=True)
     task = head.training_.get("task")
+    if task == "clip classification":  # end-to-end networks: one prediction per clip from its cached inputs
+        table = _clip_classification(head, store, ids)
+        table.to_csv(out / "predictions.csv", index=False)
+        return table
+    (out / "timelines").mkdir(exist_ok=True)
     blocks = {c: {e: store.read(e, c) for e in head.provenance_} for c in ids}
     length = {c: float(durations.get(c) or max(t[-1, 1] for _, t in blocks[c].values())) for c in ids}
     if task == "regression":
@@ -105,6 +111,14 @@ def _classification(head: Head, blocks: dict, length: dict, out: Path, window_s:
         timeline_plot(_png(out, clip_id), spans, {c: over_time[:, k] for k, c in enumerate(classes)},
                       f"{clip_id}: {classes[int(whole.argmax())]} ({window_s:g} s windows)", "probability")
     return pd.DataFrame(rows)
+
+
+def _clip_classification(head: Head, store: FeatureStore, ids: list[str]) -> pd.DataFrame:
+    from mvfx.heads.mvf import load_inputs
+
+    proba = head.predict_proba(load_inputs(store, ids, list(head.architectures), head.frame_size, head.music_frames))
+    return pd.DataFrame([{"clip_id": c, "predicted": head.classes_[int(p.argmax())], **{f"p_{k}": float(v) for k, v in zip(head.classes_, p)}}
+                         for c, p in zip(ids, proba)])
 
 
 def _correspondence(head: Head, blocks: dict, length: dict, out: Path, window_s: float) -> pd.DataFrame:

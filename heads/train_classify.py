@@ -44,6 +44,21 @@ def _in_columns(proba: np.ndarray, have: list[str], classes: list[str]) -> np.nd
     return out
 
 
+def write_class_run(out: str | Path, config: dict, table: pd.DataFrame, classes: list[str], y: np.ndarray, tested: np.ndarray,
+                    proba: np.ndarray, name: str, pooled_scores: dict) -> Path:
+    """A classification run's folder: config.json, out-of-fold predictions.csv, confusion and ROC plots."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    pd.DataFrame({"clip_id": table["clip_id"][tested], "label": table["label"][tested],
+                  "predicted": [classes[i] for i in proba[tested].argmax(axis=1)],
+                  **{f"p_{c}": proba[tested][:, i] for i, c in enumerate(classes)}}).to_csv(out_dir / "predictions.csv", index=False)
+    title = f"{name}: accuracy {pooled_scores['accuracy']:.2f}, macro F1 {pooled_scores['f1']:.2f}"
+    confusion_plot(out_dir / "confusion.png", np.array(pooled_scores["confusion"]), classes, title)
+    roc_plot(out_dir / "roc.png", y[tested], proba[tested], classes, f"{name}: one-vs-rest ROC (out of fold)")
+    return out_dir
+
+
 @with_training_threads
 def train_fusion(
     store_path: str, labels: str, head: FusionHead, out: str, folds: int = 6, seed: int = 0, use_split: bool = False,
@@ -85,18 +100,10 @@ def train_fusion(
         "chance_accuracy": float(np.bincount(y[tested]).max() / tested.sum()),
         "folds": fold_rows,
     }
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     config = {"model": "fusion", **store.reference(), "labels": str(labels), "features": extractors, "task": "emotion class",
               "feature_sets": feature_sets, "folds": folds, "use_split": use_split, "seed": seed,
               "params": head.get_params(), "random_weight_features": random}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    pd.DataFrame({"clip_id": table["clip_id"][tested], "label": table["label"][tested],
-                  "predicted": [classes[i] for i in oof[main][tested].argmax(axis=1)],
-                  **{f"p_{c}": oof[main][tested][:, i] for i, c in enumerate(classes)}}).to_csv(out_dir / "predictions.csv", index=False)
-    title = f"{main}: accuracy {metrics['pooled'][main]['accuracy']:.2f}, macro F1 {metrics['pooled'][main]['f1']:.2f}"
-    confusion_plot(out_dir / "confusion.png", np.array(metrics["pooled"][main]["confusion"]), classes, title)
-    roc_plot(out_dir / "roc.png", y[tested], oof[main][tested], classes, f"{main}: one-vs-rest ROC (out of fold)")
+    out_dir = write_class_run(out, config, table, classes, y, tested, oof[main], main, metrics["pooled"][main])
     final = clone(head).fit(features, named).with_provenance(store, extractors)
     final.training_ = {"task": "classification", "target": "label", "classes": classes}
     final.save(out_dir / "model")

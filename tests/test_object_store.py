@@ -150,7 +150,11 @@ def s3_cluster(s3):
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker still closing gracefully on a loaded machine
+                proc.kill()
+                proc.wait()
 
 
 def _committed_clips(url: str) -> int:
