@@ -290,7 +290,7 @@ def history(address: StoreAddress) -> pd.DataFrame:
     for tag in sorted(repo.list_tags()):
         tags.setdefault(repo.lookup_tag(tag), []).append(tag)
     try:
-        commits = list(repo.ancestry(branch=BRANCH) if address.ref is None else readonly_ancestry(repo, address))
+        commits = list(repo.ancestry(snapshot_id=readonly_session(repo, address).snapshot_id))  # the tip, or @ref
     except icechunk.IcechunkError as exc:
         raise _failed(address, exc) from None
     return pd.DataFrame([
@@ -298,10 +298,6 @@ def history(address: StoreAddress) -> pd.DataFrame:
          "clips": int(c.metadata.get("clips", 0)), "tags": ",".join(tags.get(c.id, []))}
         for c in commits
     ], columns=["commit", "time", "message", "clips", "tags"])
-
-
-def readonly_ancestry(repo: icechunk.Repository, address: StoreAddress):
-    return repo.ancestry(snapshot_id=readonly_session(repo, address).snapshot_id)
 
 
 def tag(address: StoreAddress, name: str) -> str:

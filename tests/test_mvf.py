@@ -31,11 +31,10 @@ def test_mmtm_gates_each_branch_by_the_joint_squeeze():
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_a_filter_separable_block_is_the_composition_of_its_parts_and_a_rank_one_filter(dims):
+def test_a_filter_separable_block_equals_the_full_filter_composed_of_its_parts(dims):
     torch.manual_seed(0)
     block = FilterSeparable(dims, 1, 1, 3, 1)
     x = torch.randn(2, 1, *([9] * dims))
-    torch.testing.assert_close(block(x), block.second(block.first(x)))
     first, second = block.first.weight[0, 0], block.second.weight[0, 0]
     full = second * first  # broadcasting (k,1,1)*(1,k,k) or (k,1)*(1,k): the outer product
     conv = torch.nn.functional.conv3d if dims == 3 else torch.nn.functional.conv2d
@@ -47,7 +46,6 @@ def test_a_channel_separable_block_filters_each_channel_alone_then_mixes():
     torch.manual_seed(0)
     block = ChannelSeparable(3, 4, 6, 3, 1)
     x = torch.randn(1, 4, 5, 8, 8)
-    torch.testing.assert_close(block(x), block.pointwise(block.depthwise(x)))
     y = x.clone()
     y[:, 0] += 1.0
     depthwise = block.depthwise(y) - block.depthwise(x)
