@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 
 from benchmarks.corpus import make_corpus
+from benchmarks.gpu import bench_gpu as run_gpu
+from benchmarks.gpu import markdown as gpu_table
 from benchmarks.heads import bench_heads as run_heads
 from benchmarks.heads import markdown as heads_table
 from benchmarks.memory import bench_memory as run_memory
@@ -208,6 +210,17 @@ def bench_memory(results: dict) -> None:
     run_memory(results, WORK)
 
 
+def bench_gpu(results: dict) -> None:
+    """Per extractor, end to end at -j 1 and -j 4, GPU utilisation and the decode limit on a GPU (benchmarks/gpu.py)."""
+    run_gpu(results, WORK, timed, media_seconds, save=lambda r: results_path(r).with_suffix(".json").write_text(
+        json.dumps(r, indent=2, default=float)))
+
+
+def results_path(results: dict) -> Path:
+    chosen = sys.argv[1:]
+    return HERE / "results" / f"{results['machine']}-{results['date']}{'-' + '-'.join(chosen) if chosen else ''}"
+
+
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']} ({results['cores']} cores, {results['python']}, torch {results['torch']}), "
              f"{results['date']}; medians of {RUNS} runs (min-max).", "",
@@ -241,6 +254,8 @@ def markdown(results: dict) -> str:
         lines += heads_table(results["heads"])
     if results.get("store"):
         lines += store_table(results["store"])
+    if results.get("gpu"):
+        lines += gpu_table(results["gpu"])
     return "\n".join(lines) + "\n"
 
 
@@ -253,13 +268,13 @@ def main() -> None:
                "torch": torch.__version__, "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d"),
                "pipeline": {}, "extractors": {}, "faces": {}}
     started = time.perf_counter()
-    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_memory, bench_heads]
+    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_memory, bench_heads, bench_gpu]
     chosen = sys.argv[1:]  # e.g. `python -m benchmarks.run faces` runs bench_faces only
     for step in [s for s in steps if not chosen or s.__name__.removeprefix("bench_") in chosen]:
         print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)
         step(results)
     results["total_seconds"] = time.perf_counter() - started
-    out = HERE / "results" / f"{results['machine']}-{results['date']}{'-' + '-'.join(chosen) if chosen else ''}"
+    out = results_path(results)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
     table = markdown(results)
     out.with_suffix(".md").write_text(table)

@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -42,8 +43,14 @@ if TYPE_CHECKING:
 @click.option("--commit-every", default=10.0, show_default=True, metavar="SECONDS", type=click.FloatRange(min=0),
               help="How often the clips and failures tables are written and, in an Icechunk store, finished clips "
                    "committed (made visible, and safe from a crash of this command); 0 = after every clip.")
+@click.option("--clips-in-flight", default="auto", show_default=True, metavar="N|auto",
+              help="Clips each worker process decodes at once; their windows and frames share the networks' forward passes. "
+                   "auto = 1 on the CPU, 3 on a GPU.")
+@click.option("--decode", "decode", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Video decoding: cuda = NVDEC on the GPU; auto = NVDEC when a GPU is used and the codec allows. "
+                   "Where NVDEC cannot be used, clips are decoded on the CPU and the summary says why.")
 def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, random_weights, break_lock, no_compact,
-            clip_memory, commit_every) -> None:
+            clip_memory, commit_every, clips_in_flight, decode) -> None:
     """Extract features for every clip of CORPUS into a store.
 
     CORPUS is a folder (searched recursively), a quoted glob ("clips/*.mp4") or a
@@ -66,6 +73,7 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
         corpus, store, names, parse_extractor_options(options), workers=workers or None, scheduler=scheduler,
         device=resolve_device(device), dtype=dtype, break_lock=break_lock, compact=not no_compact,
         random_weights=random_weights, clip_memory=_parse_size(clip_memory), commit_every_s=commit_every,
+        clips_in_flight=_parse_in_flight(clips_in_flight), decode=decode,
     )
     print_summary(summary, store)
     sys.exit(0 if summary.ok else 1)
@@ -84,7 +92,7 @@ def extract_with_progress(corpus: str, store: str, names: list[str], options: di
 
     def on_start(n_tasks: int, where: str) -> None:
         nonlocal task_id
-        console.print(f"{n_tasks} clips to process with {', '.join(names)} on {where}")
+        console.print(escape(f"{n_tasks} clips to process with {', '.join(names)} on {where}"))
         task_id = progress.add_task("[bold]extract", total=n_tasks, unit="clips", last="")
 
     def on_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
@@ -100,6 +108,15 @@ def extract_with_progress(corpus: str, store: str, names: list[str], options: di
     with progress:
         return run_extract(corpus, store, names, options, on_start=on_start, on_result=on_result, on_progress=on_progress,
                            **settings)
+
+
+def _parse_in_flight(text: str) -> int:
+    """'auto' -> 0, else a positive count."""
+    if text.strip().lower() == "auto":
+        return 0
+    if not text.strip().isdigit() or int(text) < 1:
+        raise MvfxError(f"--clips-in-flight {text!r}: expected a whole number of at least 1, or auto")
+    return int(text)
 
 
 def _parse_size(text: str) -> int:
@@ -119,15 +136,17 @@ def _parse_size(text: str) -> int:
 
 def print_summary(summary: RunSummary, store: str) -> None:
     for notice in summary.notices:
-        console.print(f"[yellow]note:[/yellow] {notice}")
+        console.print(f"[yellow]note:[/yellow] {escape(notice)}")
     for clip_id, packets, spans in summary.damaged:
-        console.print(f"[yellow]damaged[/yellow] {clip_id}: {packets} undecodable packets skipped at {spans} s; the rest is stored")
+        console.print(f"[yellow]damaged[/yellow] {escape(clip_id)}: {packets} undecodable packets skipped at {spans} s; the rest is stored")
+    for clip_id, spans in summary.missing:
+        console.print(f"[yellow]stream ends early[/yellow] {escape(clip_id)}: {escape(spans)} s has no decodable data")
     for clip_id, same_as in summary.duplicates:
-        console.print(f"[yellow]duplicate[/yellow] {clip_id} has the same content as {same_as}")
+        console.print(f"[yellow]duplicate[/yellow] {escape(clip_id)} has the same content as {escape(same_as)}")
     processed = summary.pairs_done + summary.pairs_failed
     rate = summary.clips / summary.seconds if summary.seconds else 0.0
     for clip_id, failure in summary.failures[:20]:
-        console.print(f"[red]failed[/red] {clip_id} [{failure.extractor}/{failure.stage}]: {failure.message}")
+        console.print(f"[red]failed[/red] {escape(f'{clip_id} [{failure.extractor}/{failure.stage}]: {failure.message}')}")
     if len(summary.failures) > 20:
         console.print(f"... and {len(summary.failures) - 20} more: see `mvfx store info {store}`")
     console.print(
@@ -135,6 +154,8 @@ def print_summary(summary: RunSummary, store: str) -> None:
         f"{summary.pairs_skipped} already in the store (skipped), {summary.pairs_failed + summary.clips_failed} failed "
         f"({processed} attempted) in {summary.seconds:.1f} s ({rate:.2f} clips/s, {summary.executor})"
     )
+    if summary.threads:
+        console.print(f"threads: {summary.threads}")
 
 
 @click.command("extractors")

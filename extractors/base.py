@@ -18,7 +18,9 @@ extractors do.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -194,11 +196,16 @@ class Extractor(ABC):
     libraries: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into provenance
     weight_files: ClassVar[tuple[str, ...]] = ()  # every weights-registry entry this extractor may load
     storage_dtype: ClassVar[str | None] = None  # e.g. "uint8" for image crops; None: the run's --dtype
+    empty_allowed: ClassVar[bool] = False  # True: zero rows is a result (face_crops of a clip without a face)
+    thread_safe: ClassVar[bool] = False  # True: clips in flight may use this instance at once (see ``serialised``)
 
     def __init__(self, **overrides: Any) -> None:
         self.config = self.config_class.from_dict(overrides)
         self.device = "cpu"
         self.random_weights = False
+        self.gpu_workers = 1  # worker processes sharing this extractor's GPU (its batches take their part of its memory)
+        self.sharing = False  # True when clips in flight in this process share this instance
+        self._lock = threading.Lock()
 
     # --- declared as data -------------------------------------------------
     @property
@@ -242,6 +249,18 @@ class Extractor(ABC):
     def extract(self, data: np.ndarray | Frames, info: ClipInfo, context: dict[str, FeatureBlock]) -> FeatureBlock:
         """One clip's features from its decoded input; ``context`` maps ``depends_on`` names to their blocks."""
 
+    def share_forward_passes(self) -> None:
+        """Called when several clips are in flight in this process: merge their forward passes where supported."""
+        self.sharing = True
+
+    def serialised(self):
+        """Context for feeding one clip's stream: exclusive unless the extractor is ``thread_safe``.
+
+        Clips in flight share one instance per process; an extractor that keeps state between calls
+        (a library object, a forward hook) is used by one clip at a time.
+        """
+        return contextlib.nullcontext() if self.thread_safe else self._lock
+
     # --- streaming (see streams.py) ------------------------------------------
     def stream(self, info: ClipInfo, context: dict[str, FeatureBlock]) -> Stream:
         """How this extractor takes a clip piece by piece (default: all of its input, then ``extract``)."""
@@ -259,8 +278,8 @@ class Extractor(ABC):
         """True when the stream needs its dependencies' finished blocks before its first frame (per-shot I3D)."""
         return False
 
-    def frames_held(self, piece: int) -> int:
-        """The most frames this extractor keeps at once besides the piece being decoded (memory planning)."""
+    def frames_held(self, piece: int, info: ClipInfo) -> int:
+        """The most frames this extractor keeps at once for ``info`` besides the piece being decoded (memory planning)."""
         return piece
 
     def weights_provenance(self, random_weights: bool = False) -> dict:

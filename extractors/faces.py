@@ -42,7 +42,6 @@ from mvfx.extractors.streams import FrameByFrame, Stream, through_stream
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
 from mvfx.extractors.weights import require
 from mvfx.media.decode import Frames
-from mvfx.media.errors import ClipError
 from mvfx.media.probe import ClipInfo
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -278,16 +277,21 @@ class FaceExpression(FrameByFrame, _DependsOnFaces, TorchExtractor):
         """[F, S, S] uint8 grey faces -> [F, 7] probabilities, with the chosen model's own preprocessing."""
         import torch
 
+        def forward(pixels):
+            return torch.softmax(self.model(pixels).float(), dim=1)
+
         if self.config.model == "mini_xception":
             from mvfx.extractors.mini_xception import preprocess
 
-            pixels = preprocess(crops)
-        else:  # VGG19: centre 44 x 44 of 48, /255, grey replicated to 3 channels
-            prep = self.weights_entry.preprocessing
-            margin = (prep["grey_size"] - prep["crop"]) // 2
-            centre = crops[:, margin : margin + prep["crop"], margin : margin + prep["crop"]].astype(np.float32) * prep["scale"]
-            pixels = np.repeat(centre[:, None], 3, axis=1)
-        return self.run_batches(lambda x: torch.softmax(self.model(x).float(), dim=1), pixels, len(FER_CLASSES))
+            return self.run_batches(forward, preprocess(crops), len(FER_CLASSES))
+        return self.run_batches(lambda faces: forward(self.vgg19_pixels(faces)), crops, len(FER_CLASSES))  # uint8 to the device
+
+    def vgg19_pixels(self, faces):
+        """[F, 48, 48] uint8 on the device -> [F, 3, 44, 44] float32: the centre 44 x 44, /255, grey replicated to 3 channels."""
+        prep = self.weights_entry.preprocessing
+        margin = (prep["grey_size"] - prep["crop"]) // 2
+        centre = faces[:, margin : margin + prep["crop"], margin : margin + prep["crop"]].float() * prep["scale"]
+        return centre[:, None].repeat(1, 3, 1, 1)
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         per_frame = self.face_boxes(data, context)
@@ -326,7 +330,8 @@ class FaceCropsConfig(FacesConfig):
 @register
 class FaceCrops(_DependsOnFaces, Extractor):
     name = "face_crops"
-    version = "2"
+    version = "3"  # 3: a clip without a face stores zero crops (2 recorded a failure)
+    empty_allowed = True
     summary = "up to N 48x48 grey crops of the largest face, eyes levelled, spread over the clip (MVF face stream), uint8"
     config_class = FaceCropsConfig
     libraries = ("opencv-python",)
@@ -378,8 +383,8 @@ class FaceCropStream(Stream):
 
     def finish(self) -> FeatureBlock:
         n = len(self.crops)
-        if not n:
-            raise ClipError("extract", f"{self.info.path}: no face found in {self.frames_seen} frames")
+        if not n:  # no face is a result (animations, landscapes): zero crops, stored like any other block
+            return FeatureBlock(np.zeros((0, self.extractor.dim), np.float32), np.zeros((0, 2)))
         n_crops = self.extractor.config.n_crops
         picks = [int(k) for k in np.linspace(0, n - 1, min(n_crops, n))]
         picks = [picks[k % len(picks)] for k in range(n_crops)]  # too few: repeat frames with faces

@@ -7,8 +7,9 @@ sampled frames, over [t_k, t_k+1]. The network is the published FlowNetS
 refinement decoder with skip connections predicting flow at 1/4
 resolution), laid out as in ClementPinard/FlowNetPytorch (no batch norm)
 so that its Flying Chairs checkpoint loads with strict keys. Inputs are RGB
-in [0, 1] minus (0.411, 0.432, 0.45); predicted flow is multiplied by
-div_flow = 20 and upsampled to the input size.
+in [0, 1] minus (0.411, 0.432, 0.45), computed on the device from uint8
+frames (``image_ops``); predicted flow is multiplied by div_flow = 20 and
+upsampled to the input size.
 Row: mean flow magnitude (pixels at the network's input size), an 8-bin
 histogram of flow direction weighted by magnitude (sums to 1), and the
 encoder's globally averaged deepest features (conv6_1, 1024-d).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, TimeGrid, option
+from mvfx.extractors.image_ops import normalise, upload
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import Stream, through_stream
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
@@ -133,10 +135,10 @@ class FlowNetS(TorchExtractor):
         import torch
 
         prep = self.weights_entry.preprocessing
-        pixels = (frames.astype(np.float32) / 255.0 - np.asarray(prep["mean"], np.float32)).transpose(0, 3, 1, 2)
-        pairs = np.concatenate([pixels[:-1], pixels[1:]], axis=1)  # [N-1, 6, H, W]
         with self.inference():
-            flow, features = self.model(self.to_device(pairs))
+            pixels = normalise(upload(frames, self.device), prep["mean"]).permute(0, 3, 1, 2)
+            pairs = torch.cat([pixels[:-1], pixels[1:]], dim=1).contiguous()  # [N-1, 6, H, W]
+            flow, features = self.model(pairs)
             flow = torch.nn.functional.interpolate(prep["div_flow"] * flow.float(), scale_factor=4, mode="bilinear",
                                                    align_corners=False)
             pooled = features.float().mean(dim=(2, 3)).cpu().numpy()
@@ -146,7 +148,7 @@ class FlowNetS(TorchExtractor):
     def stream(self, info: ClipInfo, context: dict) -> Stream:
         return FramePairs(self, info, context)
 
-    def frames_held(self, piece: int) -> int:
+    def frames_held(self, piece: int, info: ClipInfo) -> int:
         return self.batch_size + piece
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:

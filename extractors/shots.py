@@ -53,7 +53,7 @@ class Shots(Extractor):
     def stream(self, info: ClipInfo, context: dict) -> Stream:
         return ShotStream(self, info, context)
 
-    def frames_held(self, piece: int) -> int:
+    def frames_held(self, piece: int, info: ClipInfo) -> int:
         return 0
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:

@@ -29,8 +29,10 @@ from typing import ClassVar
 import numpy as np
 
 from mvfx.extractors.base import Config, Extractor, option
+from mvfx.extractors.batching import SharedForward
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
-from mvfx.extractors.torch_device import PRECISIONS, auto_batch_size, autocast, resolve_device
+from mvfx.extractors.image_ops import upload
+from mvfx.extractors.torch_device import PRECISIONS, auto_batch_size, autocast, device_free_memory, resolve_device
 from mvfx.extractors.weights import WeightFile, entry, require
 
 
@@ -48,6 +50,9 @@ class TorchExtractor(Extractor):
     config_class = TorchConfig
     cpu_batch_size: ClassVar[int] = 16  # automatic batch size on the CPU
     mb_per_item: ClassVar[float] = 60.0  # GPU memory one item needs, for the automatic batch size
+    gpu_batch_cap: ClassVar[int] = 256  # automatic batch size on a GPU at most (larger stops paying)
+    device_free: int | None = None  # bytes free on the GPU when set up (tests set a simulated figure)
+    shared: SharedForward | None = None  # set when clips in flight merge their forward passes (``batch_rows``)
 
     @abstractmethod
     def build(self):
@@ -77,6 +82,7 @@ class TorchExtractor(Extractor):
         import torch
 
         super().setup(resolve_device(device), random_weights)
+        self.device_free = device_free_memory(self.device)  # the process's one reading, taken before its first model
         torch.manual_seed(0)
         self.model = self.build()
         if self.model is None:  # a configuration without a network (faces with the Haar detector)
@@ -88,7 +94,8 @@ class TorchExtractor(Extractor):
 
     @property
     def batch_size(self) -> int:
-        return auto_batch_size(self.config.batch_size, self.device, self.cpu_batch_size, self.mb_per_item)
+        return auto_batch_size(self.config.batch_size, self.device, self.cpu_batch_size, self.mb_per_item, self.gpu_batch_cap,
+                               self.device_free, self.gpu_workers)
 
     @property
     def frames_per_batch(self) -> int:
@@ -103,9 +110,24 @@ class TorchExtractor(Extractor):
             yield
 
     def to_device(self, array: np.ndarray):
-        import torch
+        """The array as a tensor on the device, in its own dtype (uint8 frames stay uint8; pinned on CUDA)."""
+        return upload(array, self.device)
 
-        return torch.as_tensor(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+    def batch_rows(self, items: np.ndarray) -> np.ndarray:
+        """Rows of one batch of uint8 items (frames, or the picked frames of windows), computed on the device.
+
+        Extractors that implement it are ``thread_safe`` and merge the forward passes of the clips in flight.
+        """
+        raise NotImplementedError(f"{self.name} computes its rows another way")
+
+    def share_forward_passes(self) -> None:
+        super().share_forward_passes()
+        if self.thread_safe:
+            self.shared = SharedForward(self.batch_rows, self.batch_size, self.name)
+
+    def rows_of(self, items: np.ndarray) -> np.ndarray:
+        """``batch_rows(items)``, merged with other clips' requests when clips in flight share this extractor."""
+        return self.shared(items) if self.shared is not None else self.batch_rows(items)
 
     def run_batches(self, forward: Callable, items: np.ndarray, dim: int) -> np.ndarray:
         """``forward(tensor on device) -> tensor`` over ``items`` in batches; float32 numpy out."""

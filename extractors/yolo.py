@@ -1,7 +1,8 @@
 """YOLOv5 (Ultralytics, COCO 80 classes) object histograms per frame.
 
 Frames at 2 fps are letterboxed to 640 px (aspect kept, grey 114 padding,
-as Ultralytics does), run through YOLOv5{n,s,m}u built from Ultralytics'
+as Ultralytics does; the letterboxed frames go to the device as uint8 and
+are scaled to [0, 1] there), run through YOLOv5{n,s,m}u built from Ultralytics'
 bundled model yaml, and post-processed by Ultralytics' non-maximum
 suppression (confidence 0.25, IoU 0.45). Each row holds, per COCO class,
 the number of detections and the highest confidence (0 when none): an
@@ -18,11 +19,13 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 
 import cv2
 import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, FrameSampled, option
+from mvfx.extractors.image_ops import upload
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import FrameByFrame
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
@@ -56,11 +59,9 @@ def offline_ultralytics():
 
 @functools.lru_cache(maxsize=1)
 def coco_names() -> list[str]:
-    offline_ultralytics()
-    from ultralytics.utils import ROOT, YAML
-
-    names = YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"]
-    return [names[i] for i in range(80)]
+    """The 80 class names in output order, from the file mvfx ships (checked against Ultralytics' in the tests)."""
+    text = files("mvfx.extractors").joinpath("data/coco80.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def letterbox(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -131,7 +132,7 @@ class Yolov5(FrameByFrame, FrameSampled, TorchExtractor):
         with self.inference():
             for start in range(0, len(frames), self.batch_size):
                 batch = np.stack([letterbox(f, c.imgsz) for f in frames[start : start + self.batch_size]])
-                x = self.to_device(batch).permute(0, 3, 1, 2).float().div(255)
+                x = upload(batch, self.device).permute(0, 3, 1, 2).float().div(255)
                 prediction = self.model(x)
                 prediction = prediction[0] if isinstance(prediction, (list, tuple)) else prediction
                 kept = non_max_suppression(prediction.float(), conf_thres=c.conf, iou_thres=c.iou, max_det=300)

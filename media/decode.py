@@ -9,17 +9,22 @@ frames: either on a uniform grid (``fps``) or ``n_frames`` spread uniformly
 over the clip ("distributed" sampling, as in the MVED papers), then scaled
 with swscale to the requested size. A frame is converted to RGB only when
 some request picked it, so a 2 fps request costs little beyond decoding.
+The video can be decoded by NVDEC instead (``media.hwdecode``): a GPU frame
+is downloaded only when picked, and gives the same RGB as CPU decoding.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import av
 import numpy as np
 
 from mvfx.media.errors import ClipError
+from mvfx.media.hwdecode import CPU_DECODER, DecoderChoice, NvdecFailure, host_frame, nvdec_hwaccel
 from mvfx.media.probe import ClipInfo, audio_stream, video_stream
+
+EARLY_END_S = 1.0  # a stream ending this much before the clip's duration is recorded as missing its end
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class DecodedClip:
     audio: dict[AudioSpec, np.ndarray] = field(default_factory=dict)
     video: dict[VideoSpec, Frames] = field(default_factory=dict)
     damage: Damage = field(default_factory=lambda: Damage())
+    notices: list[str] = field(default_factory=list)  # one line each time NVDEC was asked for and not used
 
 
 @dataclass
@@ -138,9 +144,22 @@ class _FrameSampler:
         if self._prev is not frame:
             self._prev, self._prev_rgb = frame, None
 
+    def restart(self) -> None:
+        """Forget the last frame seen: decoding starts again from the clip's start (taken instants stay taken)."""
+        self._prev, self._prev_rgb = None, None
+
+    def spread_over(self, video_s: float) -> None:
+        """N frames spread over the clip: spread them over the video stream's own ``video_s`` seconds instead, when
+        the video ends before the clip (real 30 s containers whose video stops at 29.5 s gave 15 of 16 frames)."""
+        if self.spec.n_frames is not None and self.taken == 0 and 0 < video_s < self.spans[-1, 1]:
+            self.spans = target_times(self.spec, video_s)
+            self.instants = [pick_time(self.spec, s) for s in self.spans]
+
     def fill_to(self, decoded_end: float) -> None:
-        """Fill the instants up to where decoding actually ended (a truncated file yields fewer)."""
-        while self._prev is not None and self.taken < len(self.instants) and self.instants[self.taken] < decoded_end:
+        """Fill the instants up to where decoding actually ended (a truncated file yields fewer on an fps grid);
+        N frames spread over the clip are always N: the last frame stands for instants past the end."""
+        end = np.inf if self.spec.n_frames is not None else decoded_end
+        while self._prev is not None and self.taken < len(self.instants) and self.instants[self.taken] < end:
             self._take(self._prev)
 
     def take(self, limit: float = np.inf) -> Frames:
@@ -156,7 +175,7 @@ class _FrameSampler:
         if frame is self._prev and self._prev_rgb is not None:
             self.pending.append(self._prev_rgb)
             return
-        rgb = frame.reformat(width=self.width, height=self.height, format="rgb24").to_ndarray()
+        rgb = host_frame(frame).reformat(width=self.width, height=self.height, format="rgb24").to_ndarray()
         if frame is self._prev:
             self._prev_rgb = rgb
         self.pending.append(rgb)
@@ -213,6 +232,12 @@ class ClipDecoder:
     last, possibly empty, piece per request. Audio is kept whole (16 kHz mono float32 is
     3.8 MB a minute) and is in ``audio`` once the pieces are exhausted, with ``damage``.
     ``position_s`` is how far decoding has got, for progress displays.
+
+    ``backend`` (``media.hwdecode.choose_decoder``) picks FFmpeg on the CPU or NVDEC for the video.
+    When NVDEC fails on the clip (not on damaged data) the clip is decoded again on the CPU: the
+    samplers go on from the instants already handed on, audio and damage are counted afresh.
+    ``notices`` holds one line per time NVDEC was asked for and not used (for the run summary).
+    ``threads``: FFmpeg's decoding threads (the worker's share of the cores, see ``pipeline.threads``).
     """
 
     def __init__(
@@ -221,12 +246,20 @@ class ClipDecoder:
         audio_specs: set[AudioSpec] | frozenset[AudioSpec] = frozenset(),
         video_specs: set[VideoSpec] | frozenset[VideoSpec] = frozenset(),
         piece_frames: Mapping[VideoSpec, int] | None = None,
+        backend: DecoderChoice = CPU_DECODER,
+        threads: int = 0,
     ) -> None:
         self.info = info
+        self.threads = threads  # FFmpeg's decoding threads; 0: FFmpeg's choice (one per core)
         self.audio_specs = frozenset(audio_specs) if info.has_audio else frozenset()
         self.video_specs = frozenset(video_specs) if info.has_video else frozenset()
         self.piece_frames = dict(piece_frames or {})
+        self.backend = backend
+        self.notices: list[str] = [backend.notice] if backend.notice else []
         self.audio: dict[AudioSpec, np.ndarray] = {}
+        self.audio_frames = 0
+        self.lost: dict[str, str] = {}  # "audio" | "video" -> why nothing of it could be decoded
+        self.ends: dict[str, float] = {}  # "audio" | "video" -> where its decoded content ends (seconds)
         self.damage = Damage()
         self.position_s = 0.0
 
@@ -234,21 +267,69 @@ class ClipDecoder:
         info = self.info
         if not (self.audio_specs or self.video_specs):
             return
+        samplers = [_FrameSampler(s, info.duration_s, info.width, info.height) for s in self.video_specs]
         try:
-            container = av.open(info.path)
-        except av.FFmpegError as exc:
-            raise ClipError("decode", f"{info.path}: cannot open ({exc.strerror or exc})") from None
+            n_video = yield from self._demux(samplers, nvdec=self.backend.nvdec and bool(samplers))
+        except NvdecFailure as failure:
+            self.notices.append(f"NVDEC failed on {info.path} ({failure}); decoded it again on the CPU")
+            for sampler in samplers:
+                sampler.restart()
+            n_video = yield from self._demux(samplers, nvdec=False)
+        self._account_for_lost_streams(n_video, bool(samplers))
+        for sampler in samplers:
+            piece = self.piece_frames.get(sampler.spec, np.inf)
+            while len(sampler.pending) > piece:
+                yield sampler.spec, sampler.take(piece)
+            yield sampler.spec, sampler.take()
+
+    def _account_for_lost_streams(self, n_video: int, video_asked: bool) -> None:
+        """A stream with nothing decodable is ``lost`` (its extractors fail, the other stream's go on); the clip
+        fails only when nothing usable is left. A stream ending over ``EARLY_END_S`` before the clip is in ``ends``."""
+        info = self.info
+        damaged = f" ({self.damage.packets} damaged packets)" if self.damage.packets else ""
+        video_dead = video_asked and n_video == 0
+        audio_dead = bool(self.audio_specs) and (self.audio_frames == 0 or all(len(x) == 0 for x in self.audio.values()))
+        if video_dead and (audio_dead or not self.audio_specs):
+            raise ClipError("decode", f"{info.path}: video stream holds no decodable frame{damaged}")
+        if audio_dead and not video_asked:
+            raise ClipError("decode", f"{info.path}: audio stream holds no decodable sample{damaged}")
+        if video_dead:
+            self.lost["video"] = f"video stream holds no decodable frame{damaged}; the audio was used"
+        if audio_dead:
+            self.lost["audio"] = f"audio stream holds no decodable sample{damaged}; the video was used"
+            self.audio = {}
+        if video_asked:
+            self.ends["video"] = 0.0 if video_dead else self.position_s
+        if self.audio_specs:
+            spec = next(iter(self.audio_specs))
+            self.ends["audio"] = len(self.audio.get(spec, ())) / spec.sample_rate
+
+    def missing_spans(self) -> str:
+        """'audio 6.40-30.00' for each decoded stream that ends more than ``EARLY_END_S`` before the clip; '' if none."""
+        end = self.info.duration_s
+        return ";".join(f"{kind} {at:.2f}-{end:.2f}" for kind, at in sorted(self.ends.items()) if end - at > EARLY_END_S)
+
+    def _demux(self, samplers: list[_FrameSampler], nvdec: bool) -> Generator[tuple[VideoSpec, Frames], None, int]:
+        """One pass over the file (video on NVDEC when ``nvdec``) filling ``audio``, ``damage`` and the samplers,
+        yielding full pieces; returns the number of video frames decoded. Raises NvdecFailure when NVDEC fails."""
+        info = self.info
+        self.damage, self.position_s, self.audio = Damage(), 0.0, {}
+        container = self._open(nvdec)
         with container:
-            v = video_stream(container) if self.video_specs else None
+            v = video_stream(container) if samplers else None
             a = audio_stream(container) if self.audio_specs else None
             if v is not None:
                 v.thread_type = "AUTO"
+                v.thread_count = self.threads
             v_start = float(v.start_time * v.time_base) if v is not None and v.start_time else 0.0
-            samplers = [_FrameSampler(s, info.duration_s, info.width, info.height) for s in self.video_specs] if v else []
+            if v is not None and v.duration is not None:
+                for sampler in samplers:
+                    sampler.spread_over(float(v.duration * v.time_base))
             resamplers = {s: av.AudioResampler(format="flt", layout="mono", rate=s.sample_rate) for s in self.audio_specs} if a else {}
             chunks = {s: _Samples(int((info.duration_s + 1.0) * s.sample_rate)) for s in resamplers}
             frame_period = 1.0 / info.fps if info.fps else 0.0
             n_video = 0
+            self.audio_frames = 0  # decoded, not silence put in for damaged packets
             packets = container.demux([s for s in (v, a) if s is not None])
             while True:
                 try:
@@ -258,9 +339,8 @@ class ClipDecoder:
                 except av.FFmpegError:  # the container itself is damaged from here on: keep what was decoded
                     self.damage.add(self.position_s, info.duration_s)
                     break
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:
+                frames = self._decode(packet, nvdec)
+                if frames is None:
                     start, end = _packet_span(packet, v_start)
                     self.damage.add(start, end)
                     if packet.stream is a:  # silence in place of the lost audio keeps later audio in time
@@ -269,8 +349,11 @@ class ClipDecoder:
                     continue
                 for frame in frames:
                     if isinstance(frame, av.AudioFrame):
+                        self.audio_frames += 1
                         _resample(frame, resamplers, chunks, self.damage, v_start)
                         continue
+                    if nvdec and n_video == 0 and frame.sw_format is None:  # FFmpeg's own fallback: software decoding
+                        self.notices.append(f"NVDEC refused {info.path} ({info.video_codec}, {info.width}x{info.height}); decoded on the CPU")
                     t = float(frame.time) - v_start if frame.time is not None else n_video * frame_period
                     n_video += 1
                     self.position_s = max(self.position_s, t + frame_period)
@@ -281,17 +364,32 @@ class ClipDecoder:
             for spec, resampler in resamplers.items():
                 chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
                 self.audio[spec] = chunks[spec].array()
-        damaged = f" ({self.damage.packets} damaged packets)" if self.damage.packets else ""
-        if v is not None and n_video == 0:
-            raise ClipError("decode", f"{info.path}: video stream holds no decodable frame{damaged}")
-        if a is not None and all(len(x) == 0 for x in self.audio.values()):
-            raise ClipError("decode", f"{info.path}: audio stream holds no decodable sample{damaged}")
-        for sampler in samplers:
+        if nvdec and n_video == 0:
+            raise NvdecFailure("no frame decoded")
+        for sampler in samplers:  # here, so that a GPU frame failing to download is NVDEC's failure too
             sampler.fill_to(min(self.position_s, info.duration_s))
-            piece = self.piece_frames.get(sampler.spec, np.inf)
-            while len(sampler.pending) > piece:
-                yield sampler.spec, sampler.take(piece)
-            yield sampler.spec, sampler.take()
+        return n_video
+
+    def _open(self, nvdec: bool) -> av.container.InputContainer:
+        """The clip opened for decoding; a failure to open it with NVDEC is NVDEC's."""
+        try:
+            return av.open(self.info.path, hwaccel=nvdec_hwaccel(self.backend.gpu) if nvdec else None)
+        except av.FFmpegError as exc:
+            if nvdec:
+                raise NvdecFailure(f"cannot open it: {exc.strerror or exc}") from None
+            raise ClipError("decode", f"{self.info.path}: cannot open ({exc.strerror or exc})") from None
+
+    @staticmethod
+    def _decode(packet: av.Packet, nvdec: bool) -> list[av.Frame] | None:
+        """The packet's frames, None when its data is damaged. Any other error of NVDEC is NVDEC's: NvdecFailure."""
+        try:
+            return packet.decode()
+        except av.InvalidDataError:
+            return None
+        except av.FFmpegError as exc:
+            if nvdec and packet.stream.type == "video":
+                raise NvdecFailure(exc.strerror or str(exc)) from None
+            return None
 
 
 def concat_frames(pieces: list[Frames]) -> Frames:
@@ -303,11 +401,12 @@ def decode(
     info: ClipInfo,
     audio_specs: set[AudioSpec] | frozenset[AudioSpec] = frozenset(),
     video_specs: set[VideoSpec] | frozenset[VideoSpec] = frozenset(),
+    backend: DecoderChoice = CPU_DECODER,
 ) -> DecodedClip:
     """Decode ``info.path`` whole, producing every requested audio rate and frame set (tests, small clips)."""
-    decoder = ClipDecoder(info, audio_specs, video_specs)
+    decoder = ClipDecoder(info, audio_specs, video_specs, backend=backend)
     pieces: dict[VideoSpec, list[Frames]] = {}
     for spec, frames in decoder.pieces():
         pieces.setdefault(spec, []).append(frames)
     video = {spec: concat_frames(parts) for spec, parts in pieces.items()}
-    return DecodedClip(info=info, audio=decoder.audio, video=video, damage=decoder.damage)
+    return DecodedClip(info=info, audio=decoder.audio, video=video, damage=decoder.damage, notices=decoder.notices)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from mvfx.media.errors import MvfxError, one_line
@@ -28,17 +29,49 @@ PROGRESS_TOPIC = "mvfx-progress"
 
 
 class InProcessExecutor:
-    """Run tasks here, one after another, with no start-up cost (decoding overlaps extraction inside a task)."""
+    """Run tasks here with no start-up cost: one after another, or ``clips_in_flight`` at once in threads.
 
-    description = "in-process"
+    Clips in flight share this process's models (and their forward passes, see ``extractors.batching``);
+    decoding and the networks release the GIL, so the threads overlap.
+    """
+
+    workers = 1
+
+    def __init__(self, clips_in_flight: int = 1) -> None:
+        self.clips_in_flight = clips_in_flight
+        self.description = "in-process" + (f", {clips_in_flight} clips in flight" if clips_in_flight > 1 else "")
+
+    def cores_per_worker(self) -> int:
+        return local_cores()
 
     def map_unordered(self, fn: Callable, tasks: Iterable, on_error: Callable[[Any, BaseException], Any],
                       on_progress: ProgressSink | None = None) -> Iterator:
-        for task in tasks:
-            yield fn(task, on_progress)
+        if self.clips_in_flight <= 1:
+            for task in tasks:
+                yield fn(task, on_progress)
+            return
+        with ThreadPoolExecutor(self.clips_in_flight, thread_name_prefix="mvfx-clip") as pool:
+            pending: dict = {}
+            queued = iter(tasks)
+            for task in queued:  # at most twice the threads submitted at once: the rest wait here, not in the pool
+                pending[pool.submit(fn, task, on_progress)] = task
+                if len(pending) < 2 * self.clips_in_flight:
+                    continue
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (_outcome(f, pending.pop(f), on_error) for f in done)
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (_outcome(f, pending.pop(f), on_error) for f in done)
 
     def close(self) -> None:
         pass
+
+
+def _outcome(future, task, on_error: Callable[[Any, BaseException], Any]):
+    try:
+        return future.result()
+    except Exception as exc:  # a bug outside the clip's own error handling: that clip fails, the run goes on
+        return on_error(task, exc)
 
 
 def publish_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
@@ -51,24 +84,41 @@ def publish_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
 class DaskExecutor:
     """Run tasks on Dask distributed: a new local cluster or an existing scheduler address."""
 
-    def __init__(self, workers: int = 0, scheduler: str | None = None, resources: dict[str, float] | None = None) -> None:
+    def __init__(self, workers: int = 0, scheduler: str | None = None, resources: dict[str, float] | None = None,
+                 clips_in_flight: int = 1) -> None:
         from dask.distributed import Client, LocalCluster
 
         self.resources = resources or None
         self.cluster = None
+        self.clips_in_flight = clips_in_flight
         try:
-            if scheduler:
+            if scheduler:  # its workers' threads, set by whoever started them, are their clips in flight
                 self.client = Client(scheduler, timeout="10s")
-                self.description = f"dask cluster at {scheduler} ({len(self.client.scheduler_info()['workers'])} workers)"
+                workers_info = self.client.scheduler_info()["workers"].values()
+                self.workers = len(workers_info)
+                self.clips_in_flight = min((w["nthreads"] for w in workers_info), default=1)
+                self.description = f"dask cluster at {scheduler} ({self.workers} workers)"
             else:
                 self.cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                    n_workers=workers, threads_per_worker=clips_in_flight, processes=True, dashboard_address=None,
                     resources=self.resources, memory_limit=worker_memory_limit(workers),
                 )
                 self.client = Client(self.cluster)
-                self.description = f"local dask cluster ({workers} worker processes)"
+                self.workers = workers
+                in_flight = f", {clips_in_flight} clips in flight each" if clips_in_flight > 1 else ""
+                self.description = f"local dask cluster ({workers} worker processes{in_flight})"
         except OSError as exc:
             raise MvfxError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {one_line(exc)}") from None
+
+    def cores_per_worker(self) -> int:
+        """Cores per worker process: a local cluster's share of this machine, else the smallest share on any host."""
+        if self.cluster is not None:
+            return max(1, local_cores() // max(1, self.workers))
+        cores = self.client.run(local_cores)  # {worker address: cores of its machine}
+        hosts: dict[str, list[int]] = {}
+        for address, n in cores.items():
+            hosts.setdefault(address.rsplit(":", 1)[0], []).append(n)
+        return min((max(1, n[0] // len(n)) for n in hosts.values()), default=1)
 
     def map_unordered(self, fn: Callable, tasks: Iterable, on_error: Callable[[Any, BaseException], Any],
                       on_progress: ProgressSink | None = None) -> Iterator:
@@ -104,11 +154,12 @@ def worker_memory_limit(workers: int) -> int:
     return machine_memory() // max(workers, 1)
 
 
-def make_executor(workers: int | None, n_tasks: int, scheduler: str | None, resources: dict[str, float] | None = None):
+def make_executor(workers: int | None, n_tasks: int, scheduler: str | None, resources: dict[str, float] | None = None,
+                  clips_in_flight: int = 1):
     """Pick a backend: an explicit scheduler, else a local cluster unless the job is tiny or workers == 1."""
     if scheduler:
         return DaskExecutor(scheduler=scheduler, resources=resources)
     n = workers if workers else min(local_cores(), n_tasks)
     if n <= 1 or n_tasks <= 2:
-        return InProcessExecutor()
-    return DaskExecutor(workers=n, resources=resources)
+        return InProcessExecutor(min(clips_in_flight, max(1, n_tasks)))
+    return DaskExecutor(workers=n, resources=resources, clips_in_flight=clips_in_flight)

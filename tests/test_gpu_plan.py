@@ -1,0 +1,142 @@
+"""GPU nodes: the memory plan with a simulated device, the thread budget, and forward passes shared across clips.
+
+The device-memory figure is simulated (``device_free``), so these run on the CPU; what needs a real GPU
+(NVDEC, bf16) is in test_decode_backend.py and benchmarks/gpu.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from mvfx.extractors import create
+from mvfx.extractors.batching import SharedForward
+from mvfx.extractors.torch_base import TorchExtractor
+from mvfx.media.probe import ClipInfo
+from mvfx.pipeline.streaming import memory_needed, piece_sizes
+from mvfx.pipeline.threads import ThreadBudget
+
+ALL_13 = ["colour", "emobase", "logmel_phase", "vggish", "resnet50", "places365", "slowfast_r50", "i3d", "flownets",
+          "yolov5", "faces", "face_expression", "shots"]
+GIB = 2**30
+
+
+def ten_minute_720p() -> ClipInfo:
+    return ClipInfo("/corpus/concert.mp4", 10**9, "sha256:0", 600.0, True, True, 29.97, 1280, 720, "h264", 48000, 2, "aac")
+
+
+def on_simulated_gpu(names: list[str], free_bytes: int, gpu_workers: int) -> list:
+    """Extractors as a worker on a GPU with ``free_bytes`` free would size them (no network is built)."""
+    extractors = [create(n) for n in names]
+    for e in extractors:
+        e.gpu_workers = gpu_workers
+        if isinstance(e, TorchExtractor):
+            e.device, e.device_free = "cuda", free_bytes
+    return extractors
+
+
+def test_a_gpu_batch_still_admits_a_ten_minute_720p_clip_at_j4_on_a_128_gb_node():
+    """The issue's refusal: at -j 4 the window models' automatic GPU batch (hundreds of windows) was counted as
+    held in host memory. Batches are now bounded by the device's part, a cap, and the clip's own windows."""
+    extractors = on_simulated_gpu(ALL_13, free_bytes=140 * GIB, gpu_workers=4)
+    budget = ThreadBudget(per_worker=16 // 4, clips_in_flight=3)
+    clip_may_use = 128 * GIB // 4 // 2 // budget.clips_in_flight  # default_clip_memory on such a node, per clip in flight
+    needed, worst = memory_needed(ten_minute_720p(), extractors, decoder_threads=budget.per_decoder)
+    assert needed < clip_may_use, worst
+    by_name = {e.name: e for e in extractors}
+    assert by_name["slowfast_r50"].batch_size == 16  # a quarter of 140 GiB, in 4 workers' parts, holds 22 windows of 400 MiB
+    assert by_name["resnet50"].batch_size == 128  # the same part holds 149 frames of 60 MiB; a power of two below
+    assert by_name["i3d"].batch_size == 32  # 44 windows would fit: the cap binds
+    assert needed < 3 * GIB, worst  # refused at 47.0 GiB before
+
+
+def test_batches_sized_from_different_free_memory_readings_keep_pieces_small():
+    """Seen on an H200: ResNet-50 and Places365 sized from readings before and after the other's model loaded got
+    145 and 146 frames; pieces (a multiple of both) became 21170 frames and every 60 s 720p clip 'needed' 44 GiB."""
+    resnet, places = on_simulated_gpu(["resnet50", "places365"], free_bytes=140 * GIB, gpu_workers=4)
+    places.device_free = 140 * GIB - 300 * 2**20
+    one_minute = ClipInfo("/c/a.mp4", 1, "sha256:0", 60.0, True, True, 30.0, 1280, 720)
+    needed, worst = memory_needed(one_minute, [resnet, places], decoder_threads=4)
+    assert piece_sizes([resnet, places]) == {resnet.input: max(resnet.batch_size, places.batch_size)}
+    assert needed < GIB, worst
+
+
+def test_a_window_batch_never_exceeds_the_clips_own_windows():
+    short = ClipInfo("/c/a.mp4", 1, "sha256:0", 6.0, True, False, 30.0, 1280, 720)
+    (slowfast,) = on_simulated_gpu(["slowfast_r50"], free_bytes=140 * GIB, gpu_workers=1)
+    assert slowfast.clip_batch(short) == len(slowfast.windows(180)) == 2
+    assert slowfast.frames_held(16, short) == 64 + 64 + 16
+    (cpu_slowfast,) = [create("slowfast_r50")]
+    assert cpu_slowfast.clip_batch(ten_minute_720p()) == 1  # the CPU batch is unchanged
+
+
+def test_the_thread_budget_shares_cores_among_workers_and_clips():
+    budget = ThreadBudget(per_worker=16 // 4, clips_in_flight=3)
+    assert (budget.per_worker, budget.per_decoder) == (4, 1)
+    assert ThreadBudget(per_worker=16, clips_in_flight=3).per_decoder == 5
+    assert "4 per worker process" in budget.describe() and "3 clip(s) in flight" in budget.describe()
+
+
+def test_shared_forward_merges_waiting_requests_and_returns_each_its_own_rows():
+    calls = []
+
+    def forward(items: np.ndarray) -> np.ndarray:
+        calls.append(len(items))
+        time.sleep(0.2)  # the first pass is busy while the other requests arrive
+        return items.reshape(len(items), -1).sum(axis=1, keepdims=True)
+
+    shared = SharedForward(forward, batch=16, name="sum")
+    requests = {k: np.full((k, 2, 2), k, np.float32) for k in (1, 2, 3, 4)}
+    out = {}
+    first = threading.Thread(target=lambda: out.__setitem__(1, shared(requests[1])))
+    first.start()
+    time.sleep(0.05)
+    others = [threading.Thread(target=lambda k=k: out.__setitem__(k, shared(requests[k]))) for k in (2, 3, 4)]
+    for t in others:
+        t.start()
+    for t in (first, *others):
+        t.join(5)
+    assert calls == [1, 9]  # the three that waited went through one pass together
+    for k, rows in out.items():
+        np.testing.assert_array_equal(rows, np.full((k, 1), 4 * k, np.float32))
+
+
+def test_shared_forward_gives_the_error_to_every_caller_of_the_failed_batch():
+    def forward(items: np.ndarray) -> np.ndarray:
+        raise RuntimeError("CUDA out of memory")
+
+    shared = SharedForward(forward, batch=4)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        shared(np.zeros((2, 3), np.float32))
+    with pytest.raises(RuntimeError):  # the model thread still serves
+        shared(np.zeros((1, 3), np.float32))
+
+
+def test_clips_in_flight_give_the_rows_of_clip_by_clip_extraction(demo_corpus, tmp_path):
+    """Three clips in flight in one process, their windows and frames merged into shared forward passes, store the
+    same rows as one clip at a time, within the tolerance of two thread counts (test_visual: relative 1e-5)."""
+    from mvfx.pipeline import tasks
+    from mvfx.pipeline.run import run_extract
+    from mvfx.stores import open_store
+
+    names = ["resnet50", "i3d", "colour"]
+    options = {"resnet50": {"fps": "1"}, "i3d": {"fps": "8", "window_frames": "8", "stride_frames": "8"}}
+    stores = {}
+    for in_flight in (1, 3):
+        tasks._WORKER_EXTRACTORS.clear()  # set up afresh: sharing is decided when an extractor is built
+        stores[in_flight] = tmp_path / f"in_flight_{in_flight}.zarr"
+        summary = run_extract(str(demo_corpus / "clip_00[0-2].mp4"), str(stores[in_flight]), names, options, workers=1,
+                              random_weights=True, clips_in_flight=in_flight)
+        assert summary.ok and "in flight" in summary.threads
+    shared = {spec.name: e for (spec, _), e in tasks._WORKER_EXTRACTORS.items()}
+    for name in ("resnet50", "i3d"):
+        assert shared[name].shared is not None and shared[name].shared.requests > 0
+    one, three = open_store(stores[1]), open_store(stores[3])
+    for name in names:
+        for clip_id in sorted(one.clip_ids(name)):
+            a, b = one.read(name, clip_id), three.read(name, clip_id)
+            np.testing.assert_array_equal(a[1], b[1])
+            np.testing.assert_allclose(b[0], a[0], rtol=0, atol=1e-5 * max(1.0, float(np.abs(a[0]).max())))
+    tasks._WORKER_EXTRACTORS.clear()
