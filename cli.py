@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 from mvfx.commands import extract, models, mvf, predict, store, train, weights
 from mvfx.commands.common import console
@@ -23,7 +24,7 @@ class MvfxGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MvfxError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]: committed clips are safe; rerun the same command to finish")

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mvfx.media.errors import MvfxError, MvfxWarning
@@ -55,6 +56,6 @@ def reporting_warnings() -> Iterator[None]:
         yield
     for warning in caught:
         if issubclass(warning.category, MvfxWarning):
-            console.print(f"[yellow]warning:[/yellow] {warning.message}")
+            console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}")
         else:  # not ours to judge: shown as Python would have shown it
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)

@@ -5,6 +5,7 @@ import click
 from rich.table import Table
 
 from mvfx.commands.common import console, out
+from mvfx.heads.metrics import spread
 
 
 @click.command("retrieve")
@@ -56,12 +57,13 @@ def embed(store_path, model_dir, out_path) -> None:
 @click.argument("runs", nargs=-1, required=True)
 def report(runs: tuple[str, ...]) -> None:
     """Compare run folders (metrics.json + config.json) in one table."""
-    from mvfx.heads.report import read_run
+    from mvfx.heads.report import METRIC_NAMES, read_run
 
-    table = Table("run", "model", "features", "target", "CCC", "r", "RMSE", "inter-rater CCC", "clips")
-    for run in runs:
-        row = read_run(run)
-        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" if row[m] else "-" for m in ("ccc", "pearson", "rmse")]
-        ceiling = f"{row['inter_rater_ccc']:.3f}" if row["inter_rater_ccc"] is not None else "-"
-        table.add_row(row["run"], row["model"], row["features"], row["target"], *cells, ceiling, str(row["n_clips"] or ""))
+    rows = [read_run(run) for run in runs]
+    metrics = [m for m in METRIC_NAMES if any(row["metrics"].get(m) for row in rows)]
+    table = Table("run", "model", "features", "target", *(METRIC_NAMES[m] for m in metrics), "inter-rater CCC", "clips")
+    for row in rows:
+        ceiling = row["inter_rater_ccc"]
+        table.add_row(row["run"], row["model"], row["features"], row["target"], *(spread(row["metrics"].get(m)) for m in metrics),
+                      f"{ceiling:.3f}" if ceiling is not None and ceiling == ceiling else "-", str(row["n_clips"] or ""))
     out.print(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from mvfx.commands.common import console, fold_progress, reporting_warnings
+from mvfx.heads.metrics import spread
 
 ARCH = click.Choice(["A0", "A1", "A2", "A3"])
 
@@ -52,8 +53,8 @@ def train_mvf_cmd(store_path, labels, music, video, face, mmtm, se, init_from, o
     console.print("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in metrics["parameters"].items()))
     for name, run in metrics["runs"].items():
         agg = run["aggregate"]
-        console.print(f"[bold]{name}[/bold]: accuracy {agg['accuracy']['mean']:.3f} ± {agg['accuracy']['std']:.3f}, "
-                      f"macro F1 {agg['f1']['mean']:.3f} ± {agg['f1']['std']:.3f}, ROC AUC {agg['roc_auc']['mean']:.3f}")
+        console.print(f"[bold]{name}[/bold]: accuracy {spread(agg['accuracy'])}, macro F1 {spread(agg['f1'])}, "
+                      f"ROC AUC {spread(agg['roc_auc'])}")
     console.print(f"{metrics['n_clips']} clips, {len(metrics['classes'])} classes (chance {metrics['chance_accuracy']:.3f}) "
                   f"in {metrics['seconds']:.0f} s -> {out}")
 

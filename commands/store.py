@@ -5,6 +5,7 @@ import json
 import sys
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from mvfx.commands.common import console, out
@@ -41,14 +42,17 @@ def store_info(path: str, as_json: bool) -> None:
     out.print(table)
     failures = s.failures()
     for row in failures.head(10).itertuples():
-        out.print(f"  [red]failed[/red] {row.clip_id} [{row.extractor}/{row.stage}]: {row.message}")
+        out.print(f"  [red]failed[/red] {escape(f'{row.clip_id} [{row.extractor}/{row.stage}]: {row.message}')}")
     if len(failures) > 10:
         out.print(f"  ... {len(failures) - 10} more failures")
     clips = s.clips()
     if "damaged_packets" in clips:
         damaged = clips[pd.to_numeric(clips["damaged_packets"], errors="coerce").fillna(0) > 0]
         for row in damaged.head(10).itertuples():
-            out.print(f"  [yellow]damaged[/yellow] {row.clip_id}: {int(row.damaged_packets)} packets skipped at {row.damaged_spans} s")
+            out.print(f"  [yellow]damaged[/yellow] {escape(str(row.clip_id))}: {int(row.damaged_packets)} packets skipped at {row.damaged_spans} s")
+    if "missing_spans" in clips:
+        for row in clips[clips["missing_spans"].fillna("").astype(str) != ""].head(10).itertuples():
+            out.print(f"  [yellow]stream ends early[/yellow] {escape(str(row.clip_id))}: {escape(row.missing_spans)} s has no decodable data")
 
 
 @store.command("compact")
@@ -77,7 +81,7 @@ def store_verify(path: str) -> None:
     problems = s.verify()
     problems += [f"{name}: no clip has these features" for name in s.extractors() if not s.index(name)]
     for problem in problems:
-        out.print(f"[red]problem[/red] {problem}")
+        out.print(f"[red]problem[/red] {escape(str(problem))}")
     failures = s.failures()
     if len(failures):
         stages = failures["stage"].value_counts().to_dict()
@@ -155,26 +159,39 @@ def store_import(h5_file: str, new_path: str) -> None:
 @click.option("--time-column", default="time", show_default=True, help="Column with each row's start time in seconds.")
 @click.option("--hop", type=float, default=None, help="Fixed seconds per row, when the CSVs have no time column.")
 @click.option("--drop-columns", multiple=True, metavar="NAME[,NAME...]",
-              help="Columns to leave out (text columns, extra ids), e.g. --drop-columns liveturn_0,unassigned.")
+              help="Columns to leave out by header name (extra ids, text columns); a name no column has is an error.")
+@click.option("--drop-positions", multiple=True, metavar="N[,N...]",
+              help="Columns to leave out by 1-based position in the CSV line (1 = the first column), e.g. 2,991.")
+@click.option("--drop-text-columns", is_flag=True,
+              help="Leave out every column of text cells with no number in them (found in the first file), and say which.")
 @click.option("--names-from", metavar="EXTRACTOR",
-              help="Take the feature names from an extractor, e.g. emobase (openSMILE's 988 names) for a broken header.")
+              help="Take the feature names from an extractor, e.g. emobase (openSMILE's 988 names), for a broken header; "
+                   "the files' header cells are then not compared, only their number.")
 @click.option("--break-lock", is_flag=True, help="Take over a store locked from another host (a crashed run on this host needs no flag).")
-def store_import_features(folder: str, name: str, store_path: str, time_column: str, hop, drop_columns, names_from,
-                          break_lock: bool) -> None:
+def store_import_features(folder: str, name: str, store_path: str, time_column: str, hop: float | None, drop_columns: tuple[str, ...],
+                          drop_positions: tuple[str, ...], drop_text_columns: bool, names_from: str | None, break_lock: bool) -> None:
     """Import features computed elsewhere: FOLDER/*.csv, one per clip (file stem = clip id),
     one row per time step, other columns = named features.
 
     \b
-    A published layout with a broken header (MuVi's emobase CSVs) imports with e.g.
+    MuVi's emobase CSVs (an unnamed index column, a different emobase name repeated as every
+    other header cell, a text column of liveturn_N, 988 numbers, a text column of unassigned):
       mvfx store import-features muvi_csv/ --name emobase --store muvi.zarr --hop 0.5 \\
-          --drop-columns liveturn_0,unassigned --names-from emobase
+          --drop-text-columns --names-from emobase
     (an unnamed leading index column 0, 1, 2... is dropped by itself).
     """
+    from mvfx.media.errors import MvfxError
     from mvfx.pipeline.import_features import import_feature_csvs
 
     dropped = tuple(c.strip() for group in drop_columns for c in group.split(",") if c.strip())
-    result = import_feature_csvs(folder, name, store_path, time_column, hop, break_lock, dropped, names_from)
+    positions = [p.strip() for group in drop_positions for p in group.split(",") if p.strip()]
+    if not all(p.isdigit() for p in positions):
+        raise MvfxError(f"--drop-positions {','.join(positions)}: give 1-based column numbers, e.g. --drop-positions 2,991")
+    result = import_feature_csvs(folder, name, store_path, time_column, hop, break_lock, dropped, names_from,
+                                 tuple(int(p) for p in positions), drop_text_columns)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
     for problem in result.problems[:20]:
-        console.print(f"[red]failed[/red] {problem}")
+        console.print(f"[red]failed[/red] {escape(str(problem))}")
     console.print(f"imported {result.imported} clips as {name} into {store_path}, {len(result.problems)} failed")
     sys.exit(1 if result.problems else 0)

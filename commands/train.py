@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from mvfx.commands.common import console, fold_progress, parse_assignments, reporting_warnings
+from mvfx.heads.metrics import spread
 
 
 @click.group()
@@ -51,8 +52,7 @@ def _run_training(**kwargs) -> None:
     agg, ceiling = metrics["aggregate"], metrics["inter_rater_ccc"]
     console.print(
         f"[bold]{kwargs['target']}[/bold] over {metrics['n_clips']} clips, {kwargs['folds']} folds, scored {metrics['grain']}: "
-        f"CCC {agg['ccc']['mean']:.3f} ± {agg['ccc']['std']:.3f}, r {agg['pearson']['mean']:.3f} ± {agg['pearson']['std']:.3f}, "
-        f"RMSE {agg['rmse']['mean']:.3f} ± {agg['rmse']['std']:.3f}{_ceiling(ceiling)} "
+        f"CCC {spread(agg['ccc'])}, r {spread(agg['pearson'])}, RMSE {spread(agg['rmse'])}{_ceiling(ceiling)} "
         f"in {metrics['seconds']:.0f} s -> {kwargs['out']}"
     )
 
@@ -125,7 +125,7 @@ def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_spl
     """Late-fusion emotion classifier over clip-level features (MVED), optionally an ensemble.
 
     Writes metrics.json (accuracy, macro F1, one-vs-rest ROC AUC per fold and
-    aggregate), confusion.png, roc.png, predictions.csv and model.pt.
+    aggregate), confusion.png, roc.png, predictions.csv and model/ (model.json + state.pt) for `mvfx predict`.
     """
     from mvfx.heads.classify import FusionHead
     from mvfx.heads.train_classify import train_fusion
@@ -139,8 +139,8 @@ def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_spl
     for name, agg in metrics["aggregate"].items():
         if name == "ensemble" and len(sets) == 1:
             continue
-        console.print(f"[bold]{name}[/bold]: accuracy {agg['accuracy']['mean']:.3f} ± {agg['accuracy']['std']:.3f}, "
-                      f"macro F1 {agg['f1']['mean']:.3f} ± {agg['f1']['std']:.3f}, ROC AUC {agg['roc_auc']['mean']:.3f}")
+        console.print(f"[bold]{name}[/bold]: accuracy {spread(agg['accuracy'])}, macro F1 {spread(agg['f1'])}, "
+                      f"ROC AUC {spread(agg['roc_auc'])}")
     console.print(f"{metrics['n_clips']} clips, {len(metrics['classes'])} classes (chance {metrics['chance_accuracy']:.3f}) "
                   f"in {metrics['seconds']:.0f} s -> {out}")
 

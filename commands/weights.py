@@ -24,7 +24,8 @@ def weights() -> None:
 @weights.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def weights_list(as_json: bool) -> None:
-    """Every registered weight file with its status: missing, ok, unverified, wrong hash."""
+    """Every registered weight file with its status: ok, forced (imported with --force), unverified (no published
+    hash), packaged (an installed package ships it; copied in on first use), missing, wrong hash."""
     from mvfx.extractors import users_of
     from mvfx.extractors.weights import REGISTRY, cache_dir, status
 
@@ -38,7 +39,7 @@ def weights_list(as_json: bool) -> None:
         out.print_json(json.dumps(rows))
         return
     out.print(f"weights cache: {cache_dir()}")
-    colours = {"ok": "green", "unverified": "yellow", "missing": "red", "wrong hash": "red"}
+    colours = {"ok": "green", "forced": "yellow", "unverified": "yellow", "packaged": "green", "missing": "red", "wrong hash": "red"}
     table = Table("name", "status", "file", "MB", "licence", "used by")
     for r in rows:
         table.add_row(r["name"], f"[{colours[r['status']]}]{r['status']}[/]", r["file"], f"{r['approx_mb']:g}",
@@ -87,7 +88,7 @@ def weights_verify() -> None:
     bad = 0
     for name in sorted(REGISTRY):
         state, digest = status(name)
-        if state != "missing":
+        if digest is not None:
             out.print(f"{name}: {state} ({digest})")
         bad += state == "wrong hash"
     sys.exit(1 if bad else 0)

@@ -40,7 +40,7 @@ def centre_square(rgb: np.ndarray, size: int) -> np.ndarray:
 @register
 class RgbFrames(FrameByFrame, Extractor):
     name = "frames"
-    version = "1"
+    version = "2"  # 2: N frames spread over the video stream's own span, always N (1 gave fewer when the video ended early)
     modality = "video"
     summary = "N RGB frames spread over the clip (or a fixed fps), centre square at size x size, uint8 (MVF video stream)"
     config_class = FramesConfig

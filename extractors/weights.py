@@ -285,31 +285,43 @@ def _recorded_hash(name: str) -> Path:
 
 
 def status(name: str) -> tuple[str, str | None]:
-    """('missing' | 'ok' | 'unverified' | 'wrong hash', sha256 of the cached file or None).
+    """('missing' | 'packaged' | 'ok' | 'forced' | 'unverified' | 'wrong hash', sha256 of the cached file or None).
 
-    A missing file that an installed package ships (``package_file``) is copied into the cache first.
+    A status call never writes: a file that an installed package ships (``package_file``) and the cache lacks is
+    'packaged' (``require`` copies it in). 'forced': `weights import --force` took a file whose hash differs from
+    the registry's, and the cached file is still that one.
     """
     path = cached_path(name)
-    packaged = entry(name).packaged_path()
-    if not path.is_file() and packaged is not None:
-        import_file(name, packaged)
     if not path.is_file():
-        return "missing", None
+        return ("packaged" if entry(name).packaged_path() is not None else "missing"), None
     digest = cached_digest(path)
-    expected = entry(name).sha256
-    if expected is None:
-        recorded = _recorded_hash(name).read_text().strip() if _recorded_hash(name).is_file() else digest
-        return ("unverified" if recorded == digest else "wrong hash"), digest
-    return ("ok" if digest.startswith(expected) else "wrong hash"), digest
+    expected, recorded = entry(name).sha256, _recorded(name)
+    if expected is not None and digest.startswith(expected):
+        return "ok", digest
+    if recorded == digest:
+        return ("unverified" if expected is None else "forced"), digest
+    if expected is None and recorded is None:  # no published hash and nothing recorded: first use records it
+        return "unverified", digest
+    return "wrong hash", digest
+
+
+def _recorded(name: str) -> str | None:
+    """The sha256 recorded when a file without a published hash, or a forced one, was imported."""
+    path = _recorded_hash(name)
+    return path.read_text().strip() if path.is_file() else None
 
 
 def require(name: str) -> tuple[Path, str]:
     """Path and sha256 of a usable cached file, or a one-line error naming both ways to get it."""
     state, digest = status(name)
-    if state in ("ok", "unverified"):
+    if state == "packaged":
+        import_file(name, entry(name).packaged_path())
+        state, digest = status(name)
+    if state in ("ok", "forced", "unverified"):
         return cached_path(name), digest
     e = entry(name)
-    problem = "is missing" if state == "missing" else f"has the wrong sha256 ({digest[:12]}..., expected {e.sha256[:12]}...)"
+    expected = e.sha256 or _recorded(name) or "?"
+    problem = "is missing" if state == "missing" else f"has the wrong sha256 ({digest[:12]}..., expected {expected[:12]}...)"
     if e.package_file:
         package, _, inside = e.package_file.partition(":")
         raise MvfxError(f"weight file {e.filename} ({e.name}) {problem} in {cache_dir()}: run `make setup`, or "

@@ -9,6 +9,8 @@ average column by column; a step that no finite value overlaps is NaN.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -26,3 +28,18 @@ def align(values: np.ndarray, times: np.ndarray, grid: np.ndarray) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (weights @ np.where(present, values, 0.0).astype(np.float64)) / (weights @ present.astype(np.float64))
     return out.astype(np.float32)
+
+
+def clip_mean(values: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """[D] one clip's rows pooled into one: each row weighted by how long it lasts (``align`` over the rows' span).
+
+    Training (``dataset.pooled``) and prediction use this one function: rows [0, 1] -> 0 and [1, 5] -> 1 pool
+    to 0.8 in both (per-shot I3D, shots and imported CSVs have rows of unequal length). Rows that all last no
+    time (single time stamps) count equally.
+    """
+    start, end = float(times[:, 0].min()), float(times[:, 1].max())
+    if end > start and np.any(times[:, 1] > times[:, 0]):
+        return align(values, times, np.array([[start, end]]))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN, as in align
+        return np.nanmean(values.astype(np.float64), axis=0).astype(np.float32)

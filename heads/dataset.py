@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvfx.heads.align import align
+from mvfx.heads.align import align, clip_mean
 from mvfx.heads.labels import Gold
 from mvfx.media.errors import MvfxError, MvfxWarning
 from mvfx.stores.base import FeatureStore
@@ -94,8 +94,9 @@ def stack(clips: list[ClipData], extractors: list[str]) -> tuple[np.ndarray, np.
 
 
 def pooled(store: FeatureStore, extractor: str, clip_ids: list[str]) -> np.ndarray:
-    """[N, D] clip-level features: the mean of each clip's rows over time (NaN-aware)."""
-    return np.stack([np.nanmean(store.read(extractor, c)[0].astype(np.float64), axis=0) for c in clip_ids]).astype(np.float32)
+    """[N, D] clip-level features: each clip's rows pooled by ``align.clip_mean`` (duration-weighted, NaN-aware),
+    the same function ``predict`` pools unseen clips with."""
+    return np.stack([clip_mean(*store.read(extractor, c)) for c in clip_ids]).astype(np.float32)
 
 
 def scaling(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,9 +30,23 @@ def regression_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and standard deviation ignoring NaN (a constant clip has no r or CCC)."""
+    """Mean and standard deviation over the folds where the metric is defined (a constant prediction has no r
+    or CCC), with how many those were (``defined`` of ``folds``): a mean of 1 fold of 5 must say so."""
     arr = np.asarray(values, float)
-    return {"mean": float(np.nanmean(arr)), "std": float(np.nanstd(arr))} if np.isfinite(arr).any() else {"mean": float("nan"), "std": float("nan")}
+    finite = arr[np.isfinite(arr)]
+    spread = {"mean": float(finite.mean()), "std": float(finite.std())} if len(finite) else {"mean": float("nan"), "std": float("nan")}
+    return spread | {"defined": int(len(finite)), "folds": int(len(arr))}
+
+
+def spread(stat: dict | None) -> str:
+    """'0.412 ± 0.051', with '(in 1 of 5 folds)' when some folds leave it undefined; 'undefined' or '-'."""
+    if not stat or "mean" not in stat:
+        return "-"
+    if not np.isfinite(stat["mean"]):
+        return "undefined"
+    text = f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    defined, folds = stat.get("defined"), stat.get("folds")
+    return text + (f" (in {defined} of {folds} folds)" if defined is not None and folds and defined < folds else "")
 
 
 def hit_at_k(relevant: np.ndarray, k: int) -> float:

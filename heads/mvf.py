@@ -13,6 +13,8 @@ Inputs (one fixed-size tensor per clip, built once by ``load_inputs``):
 from __future__ import annotations
 
 import json
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from torch import nn
 from mvfx.heads.estimator import Head, register
 from mvfx.heads.mvf_nets import ModalityNet, MvfClassifier, cross_modal_mmtm, parameter_count, run_stages
 from mvfx.heads.torch_fit import FitConfig, fit
-from mvfx.media.errors import MvfxError
+from mvfx.media.errors import MvfxError, MvfxWarning
 from mvfx.stores.base import FeatureStore
 
 MODALITY_FEATURES = {"music": "logmel_phase", "video": "frames", "face": "face_crops"}
@@ -52,12 +54,18 @@ def _images(values: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray
 
 
 def clip_inputs(blocks: dict[str, np.ndarray], shapes: dict[str, tuple], modalities: list[str], frame_size: int,
-                music_frames: int = MUSIC_FRAMES) -> dict[str, np.ndarray]:
-    """One clip's network inputs from its stored rows (``blocks``: extractor -> values)."""
+                music_frames: int = MUSIC_FRAMES, n_faces: int = 16) -> dict[str, np.ndarray]:
+    """One clip's network inputs from its stored rows (``blocks``: extractor -> values).
+
+    A clip in which no face was found (``face_crops`` stored zero crops) gets ``n_faces`` blank crops: its face
+    branch sees zeros, the same for every faceless clip, and the music and video branches decide.
+    """
     out = {}
     for m in modalities:
         values = blocks[MODALITY_FEATURES[m]]
-        if m == "music":
+        if m == "face" and len(values) == 0:
+            out[m] = np.zeros((1, n_faces, *shapes[m][:2]), np.uint8)
+        elif m == "music":
             out[m] = _music(values, music_frames)
         else:
             out[m] = _images(values, shapes[m], frame_size if m == "video" else shapes[m][0])
@@ -68,8 +76,21 @@ def load_inputs(store: FeatureStore, clip_ids: list[str], modalities: list[str],
                 music_frames: int = MUSIC_FRAMES) -> dict[str, np.ndarray]:
     """Stacked inputs of every clip: modality -> [N, ...] (video and faces stay uint8)."""
     shapes = {m: tuple(store.attrs(MODALITY_FEATURES[m])["value_shape"]) for m in modalities}
-    per_clip = [clip_inputs({MODALITY_FEATURES[m]: store.read(MODALITY_FEATURES[m], c)[0] for m in modalities}, shapes, modalities,
-                            frame_size, music_frames) for c in clip_ids]
+    n_faces = store.attrs("face_crops")["config"].get("n_crops", 16) if "face" in modalities else 16
+    blocks = [{MODALITY_FEATURES[m]: store.read(MODALITY_FEATURES[m], c)[0] for m in modalities} for c in clip_ids]
+    faceless = sum(1 for b in blocks if "face" in modalities and len(b["face_crops"]) == 0)
+    if faceless:
+        warnings.warn(f"{store.location}: {faceless} of {len(clip_ids)} clips have no face; their face input is blank "
+                      "(zero) crops", MvfxWarning, stacklevel=2)
+    per_clip = [clip_inputs(b, shapes, modalities, frame_size, music_frames, n_faces) for b in blocks]
+    for m in modalities:  # one clip off is one line naming it, not np.stack's "all input arrays must have the same shape"
+        shapes_seen = Counter(p[m].shape for p in per_clip)
+        usual = shapes_seen.most_common(1)[0][0] if shapes_seen else None
+        odd = [c for c, p in zip(clip_ids, per_clip) if p[m].shape != usual]
+        if odd:
+            raise MvfxError(f"{store.location}: clip {odd[0]} has a {m} input of shape {per_clip[clip_ids.index(odd[0])][m].shape}, "
+                            f"{len(clip_ids) - len(odd)} others {usual} ({len(odd)} clip(s) off); re-extract "
+                            f"{MODALITY_FEATURES[m]} for it with the current extractor (`mvfx extract ... -e {MODALITY_FEATURES[m]}`)")
     return {m: np.stack([p[m] for p in per_clip]) for m in modalities}
 
 

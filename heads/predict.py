@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mvfx.heads.align import align
+from mvfx.heads.align import align, clip_mean
 from mvfx.heads.dataset import ClipData
 from mvfx.heads.estimator import Head, check_features
 from mvfx.heads.plots import timeline_plot
@@ -104,7 +104,7 @@ def _pooled(by_extractor: dict, spans: np.ndarray) -> dict[str, np.ndarray]:
 def _classification(head: Head, blocks: dict, length: dict, out: Path, window_s: float) -> pd.DataFrame:
     classes, rows = head.classes_, []
     for clip_id, by_extractor in blocks.items():
-        whole = head.predict_proba(_pooled(by_extractor, np.array([[0.0, length[clip_id]]])))[0]
+        whole = head.predict_proba({e: clip_mean(v, t)[None] for e, (v, t) in by_extractor.items()})[0]
         spans = windows(length[clip_id], window_s)
         over_time = head.predict_proba(_pooled(by_extractor, spans))
         rows.append({"clip_id": clip_id, "predicted": classes[int(whole.argmax())], **{f"p_{c}": float(p) for c, p in zip(classes, whole)}})
@@ -124,7 +124,7 @@ def _clip_classification(head: Head, store: FeatureStore, ids: list[str]) -> pd.
 def _correspondence(head: Head, blocks: dict, length: dict, out: Path, window_s: float) -> pd.DataFrame:
     sides = {"video": head.video_features, "music": head.music_features}
     ids = list(blocks)
-    whole = {side: np.concatenate([align(*blocks[c][e], np.array([[0.0, length[c]]])) for c in ids]) for side, e in sides.items()}
+    whole = {side: np.stack([clip_mean(*blocks[c][e]) for c in ids]) for side, e in sides.items()}
     own = head.predict_proba(whole)[:, 1]
     zv, zm = head.embed_side("video", whole["video"]), head.embed_side("music", whole["music"])
     with torch.no_grad():

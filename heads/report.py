@@ -6,11 +6,13 @@ from pathlib import Path
 
 from mvfx.media.errors import MvfxError
 
-REGRESSION_METRICS = ("ccc", "pearson", "rmse")
+# Column titles of the metrics a run may have: regression runs the first three, classification runs the rest.
+METRIC_NAMES = {"ccc": "CCC", "pearson": "r", "rmse": "RMSE", "accuracy": "accuracy", "f1": "macro F1", "roc_auc": "ROC AUC"}
 
 
 def read_run(folder: str | Path) -> dict:
-    """One row of the comparison table: run name, model, features, target, metric means ± std, ceiling, clips."""
+    """One row of the comparison table: run name, model, features, target, ``metrics`` (name -> mean, std, folds
+    defined) of the run's main model, ceiling, clips."""
     folder = Path(folder)
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -18,12 +20,14 @@ def read_run(folder: str | Path) -> dict:
     except (OSError, ValueError) as exc:
         raise MvfxError(f"{folder}: not a run folder ({exc})") from None
     aggregate = metrics.get("aggregate", {})
+    if "main" in metrics:  # classification runs: one aggregate per model (members, ensemble); report the main one
+        aggregate = aggregate.get(metrics["main"], {})
     return {
         "run": folder.name,
         "model": config["model"] + (f" ({fusion})" if isinstance(fusion := config.get("params", {}).get("fusion"), str) else ""),
         "features": ",".join(config["features"]),
         "target": config.get("target", config.get("task", "")),
-        **{m: aggregate[m] if m in aggregate and "mean" in aggregate[m] else None for m in REGRESSION_METRICS},
+        "metrics": {m: aggregate[m] for m in METRIC_NAMES if isinstance(aggregate.get(m), dict) and "mean" in aggregate[m]},
         "inter_rater_ccc": metrics.get("inter_rater_ccc", {}).get("mean"),
         "n_clips": metrics.get("n_clips"),
     }

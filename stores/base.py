@@ -165,11 +165,13 @@ class FeatureStore(ABC):
                 "damaged_clips": int((damaged > 0).sum())}
 
     def verify(self) -> list[str]:
-        """Every problem found: index vs arrays, shapes, time order, NaN/Inf, checksums, clips table."""
+        """Every problem found: dim 0, index vs arrays, shapes, time order, NaN (unless allowed), Inf (always), checksums, clips table."""
         problems = []
         known = set(self.clips()["clip_id"])
         for name in self.extractors():
             attrs = self.group_attrs(name)
+            if attrs.get("dim") == 0:
+                problems.append(f"{name}: dim 0, a feature set without features")
             ci = {**EMPTY_INDEX, **attrs.get("clip_index", {})}
             lengths = {k: len(v) for k, v in ci.items() if k != "checksum" or v}
             if len(set(lengths.values())) > 1:
@@ -201,8 +203,10 @@ class FeatureStore(ABC):
             problems.append(f"shapes values {values.shape}, times {times.shape}; expected ({loc.count}, {attrs['dim']})")
         if not np.isfinite(times).all() or np.any(times[:, 1] < times[:, 0]) or np.any(np.diff(times[:, 0]) < 0):
             problems.append("times are not finite, not increasing, or end before they start")
-        if not attrs.get("nan_allowed", False) and not np.isfinite(values).all():
-            problems.append("values hold NaN or Inf")
+        if not attrs.get("nan_allowed", False) and np.isnan(values).any():
+            problems.append("values hold NaN")
+        if np.isinf(values).any():  # nan_allowed allows missing values, never infinite ones
+            problems.append(f"values hold Inf ({int(np.isinf(values).sum())} cells)")
         if loc.checksum and values_checksum(values) != loc.checksum:
             problems.append(f"checksum {values_checksum(values)} differs from the recorded {loc.checksum}")
         return problems

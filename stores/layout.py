@@ -31,6 +31,7 @@ CLIP_COLUMNS: dict[str, str] = {
     "status": "str",  # ok | partial | failed
     "damaged_packets": "int32",  # packets FFmpeg could not decode and mvfx skipped (0: an intact file)
     "damaged_spans": "str",  # where, in seconds: "1.43-1.81;2.10-2.30"
+    "missing_spans": "str",  # streams that end early or hold nothing decodable: "audio 6.40-30.00" ("" in older stores)
 }
 
 FAILURE_COLUMNS: dict[str, str] = {

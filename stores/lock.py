@@ -38,7 +38,14 @@ class StoreLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        store = self.path.parent
+        if store.exists() and not store.is_dir():
+            raise MvfxError(f"{store}: is a file, not a store folder; give a new or existing store path")
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644))
+        except OSError as exc:  # /proc/x.zarr, a read-only place, a parent that is a file
+            raise MvfxError(f"{store}: cannot create a store here ({exc.strerror or exc})") from None
         while True:
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:

@@ -82,6 +82,7 @@ def hostile_corpus(tmp_path_factory, demo_corpus) -> Path:
     _mpeg4_in_avi(root / "mpeg4.avi")
     (root / "spaces and accents é ü.mp4").write_bytes(good)  # also a duplicate of good_a
     (Path(os.fsdecode(bytes(root)) + "/" + os.fsdecode(LATIN1_NAME))).write_bytes((demo_corpus / "clip_002.mp4").read_bytes())
+    (root / "line\nbreak.mp4").write_bytes((demo_corpus / "clip_003.mp4").read_bytes())  # a newline in a real file name
     (root / "folder.mp4").mkdir()
     os.symlink("loop.mp4", root / "loop.mp4")
     os.symlink(root / "gone.mp4", root / "dangling.mp4")
@@ -95,7 +96,7 @@ ENTRIES = {  # file stem -> what must become of it
     "video_only": "partial", "tenth_of_a_second": "either", "mono_8k": "stored", "surround_48k": "stored",
     "variable_rate": "partial", "tiny_34x18": "partial", "eight_k": "partial", "portrait": "stored", "mpeg4": "partial",
     "spaces and accents é ü": "stored", "chanson d'%E9t%E9": "stored", "folder": "discovery", "loop": "discovery",
-    "dangling": "discovery", "link_to_good": "stored",
+    "dangling": "discovery", "link_to_good": "stored", "line%0Abreak": "stored",
 }
 
 
@@ -140,6 +141,37 @@ def test_discovery_problems_and_duplicates_are_reported(hostile_run):
     assert failures.loc["folder", "message"].endswith("a folder named like a media file")
     assert "duplicate link_to_good has the same content as good_b" in result.stderr
     assert "duplicate spaces and accents é ü has the same content as good_a" in result.stderr
+
+
+def test_failure_lines_keep_their_extractor_and_stage(hostile_run):
+    """rich read "[colour/input]" as markup and dropped it: three lines said "failed audio_only : ... no video stream"."""
+    _, result = hostile_run
+    assert "failed audio_only [colour/input]: " in result.stderr and "failed audio_only : " not in result.stderr
+
+
+def test_a_newline_in_a_file_name_is_escaped_in_its_id(hostile_run):
+    store, _ = hostile_run
+    assert "line%0Abreak" in open_store(store).clip_ids("colour")
+    assert raw_bytes("line%0Abreak.mp4") == b"line\nbreak.mp4"
+
+
+@pytest.mark.parametrize("where", ["a_file", "/proc/x.zarr"])
+def test_a_store_path_that_cannot_be_a_store_is_one_line(demo_corpus, tmp_path, where):
+    store = tmp_path / "a_file.zarr" if where == "a_file" else Path(where)
+    if where == "a_file":
+        store.write_text("not a store")
+    result = run_cli("extract", demo_corpus, "--store", store, "-e", "colour", "-j", "1")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"error: {store}: " + ("is a file, not a store folder; give a new or existing store path" if where == "a_file"
+                               else "cannot create a store here (No such file or directory)")]
+
+
+@pytest.mark.parametrize(("option", "says"), [("nosuch.x=1", "no extractor is called 'nosuch'"),
+                                              ("emobase.window_s=1", "emobase is not among the extractors of this run (colour)")])
+def test_an_option_for_an_extractor_that_does_not_run_is_refused(demo_corpus, tmp_path, option, says):
+    result = run_cli("extract", demo_corpus, "--store", tmp_path / "s.zarr", "-e", "colour", "-o", option)
+    assert result.exit_code == 2 and says in result.stderr and not (tmp_path / "s.zarr").exists()
 
 
 def test_a_name_that_is_not_utf8_gets_a_faithful_reversible_id(hostile_run, hostile_corpus, tmp_path):
@@ -206,3 +238,50 @@ def test_full_then_read_only_file_system_stops_cleanly_and_resumes(demo_corpus, 
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
         shutil.rmtree(mount, ignore_errors=True)
+
+
+def _remux_audio(source: Path, out: Path, keep_until_s: float | None = None, garble: bool = False) -> None:
+    """``source`` with its audio packets garbled (same sizes and times, random bytes) or dropped after ``keep_until_s``."""
+    rng = np.random.default_rng(3)
+    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
+        for packet in src.demux(*[src.streams[i] for i in streams]):
+            if packet.dts is None:
+                continue
+            audio = packet.stream.type == "audio"
+            if audio and keep_until_s is not None and float(packet.pts * packet.time_base) >= keep_until_s:
+                continue
+            copy = av.Packet(rng.bytes(packet.size) if audio and garble else bytes(packet))
+            copy.pts, copy.dts, copy.duration, copy.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
+            copy.stream = streams[packet.stream.index]
+            dst.mux(copy)
+
+
+def test_lost_audio_fails_the_audio_extractors_only(demo_corpus, tmp_path):
+    """A real MP4 whose audio packets are all garbage failed as a whole clip; the intact video is now stored."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _remux_audio(demo_corpus / "clip_000.mp4", corpus / "no_audio_left.mp4", garble=True)
+    result = run_cli("extract", corpus, "--store", tmp_path / "s.zarr", "-e", "colour,shots,emobase", "-j", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    s = open_store(tmp_path / "s.zarr")
+    assert s.clip_ids("colour") == ["no_audio_left"] and s.clip_ids("shots") == ["no_audio_left"] and s.clip_ids("emobase") == []
+    failure = s.failures().set_index("extractor").loc["emobase"]
+    assert failure["stage"] == "decode" and "audio stream holds no decodable sample" in failure["message"]
+    record = s.clips().set_index("clip_id").loc["no_audio_left"]
+    assert record["status"] == "partial" and record["missing_spans"] == "audio 0.00-4.00"
+
+
+def test_audio_that_stops_early_is_recorded_where_and_how_long(demo_corpus, tmp_path):
+    """A clip whose audio died at 1.5 s of 4 s was stored as "ok" with a quarter of its emobase rows, saying nothing."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _remux_audio(demo_corpus / "clip_001.mp4", corpus / "audio_dies.mp4", keep_until_s=1.5)
+    result = run_cli("extract", corpus, "--store", tmp_path / "s.zarr", "-e", "colour,emobase", "-j", "1")
+    assert result.exit_code == 0, result.stderr
+    record = open_store(tmp_path / "s.zarr").clips().set_index("clip_id").loc["audio_dies"]
+    kind, span = record["missing_spans"].split(" ")
+    start, end = (float(x) for x in span.split("-"))
+    assert kind == "audio" and start == pytest.approx(1.5, abs=0.1) and end == pytest.approx(4.0, abs=0.05)
+    assert "stream ends early audio_dies: audio 1." in result.stderr
+    assert "stream ends early" in run_cli("store", "info", tmp_path / "s.zarr").stdout

@@ -155,3 +155,29 @@ def test_the_vgg19_path_stays_available():
     assert vgg.weight_names[0] == "vgg19_fer2013"
     vgg.setup("cpu", random_weights=True)
     assert vgg.probabilities(np.zeros((2, 48, 48), np.uint8)).shape == (2, 7)
+
+
+def test_no_face_is_a_result_and_the_mvf_face_branch_trains_with_faceless_clips(demo_corpus, tmp_path):
+    """face_crops of a clip without a face was a failure row, so a corpus with faceless clips ended `extract` with
+    exit code 1; now such a clip stores zero crops, and MVF's face branch sees blank crops for it (and says so)."""
+    from mvfx.media.encode import write_mp4
+    from mvfx.stores import open_store
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for k in range(2):
+        (corpus / f"landscape_{k}.mp4").write_bytes((demo_corpus / f"clip_00{k}.mp4").read_bytes())
+        photo = cv2.resize(ASTRONAUT, (640, 640))
+        write_mp4(corpus / f"astronaut_{k}.mp4", (np.ascontiguousarray(photo[100 + 10 * k : 460 + 10 * k, i : i + 480]) for i in range(48)), 24)
+    store = tmp_path / "s.zarr"
+    result = run_cli("extract", corpus, "--store", store, "-e", "face_crops", "-o", "face_crops.n_crops=4", "-j", "1")
+    assert result.exit_code == 0, result.stderr
+    s = open_store(store)
+    assert [len(s.read("face_crops", c)[0]) for c in ("landscape_0", "landscape_1", "astronaut_0", "astronaut_1")] == [0, 0, 4, 4]
+    assert s.failures().empty and s.verify() == [] and set(s.clips()["status"]) == {"ok"}
+    pd_labels = "clip_id,label\nlandscape_0,calm\nlandscape_1,calm\nastronaut_0,joy\nastronaut_1,joy\n"
+    (tmp_path / "labels.csv").write_text(pd_labels)
+    run = run_cli("train", "mvf", store, "--labels", tmp_path / "labels.csv", "--face", "A0", "--folds", "2", "--epochs", "2",
+                  "--out", tmp_path / "run")
+    assert run.exit_code == 0, run.stderr
+    assert "2 of 4 clips have no face; their face input is blank (zero) crops" in run.stderr

@@ -79,7 +79,108 @@ def test_text_columns_are_named_in_one_line(muvi_folder, tmp_path):
     folder.mkdir()
     (folder / "a.csv").write_text("time,energy,mood\n0,1.0,happy\n0.5,2.0,sad\n")
     result = run_cli("store", "import-features", folder, "--name", "e", "--store", tmp_path / "s.zarr")
-    assert result.exit_code == 2 and "non-numeric columns mood; drop them with --drop-columns" in result.stderr
+    assert result.exit_code == 2 and "non-numeric columns 3 ('mood'); drop them with --drop-columns" in result.stderr
+
+
+def _real_muvi(folder, rows=4):
+    """MuVi's emobase CSVs byte for byte in layout: header ',' + one emobase name x990 (another in each file),
+    then per row an index, liveturn_N, 988 numbers, unassigned. Returns clip id -> the numbers written."""
+    folder.mkdir(parents=True)
+    rng, written = np.random.default_rng(6), {}
+    for k, clip_id in enumerate(["song_a", "song_b", "song_c"]):
+        values = rng.normal(size=(rows, 988)).astype(np.float32)
+        lines = ["," + ",".join([EMOBASE_NAMES[100 * k]] * 990)]
+        lines += [f"{r},liveturn_{r},{','.join(repr(float(v)) for v in values[r])},unassigned" for r in range(rows)]
+        (folder / f"{clip_id}.csv").write_text("\n".join(lines) + "\n")
+        written[clip_id] = values
+    return written
+
+
+def test_real_muvi_layout_imports_as_it_is(tmp_path):
+    folder = tmp_path / "muvi"
+    written = _real_muvi(folder)
+    (folder / "short.csv").write_text("," + ",".join(["pcm_intensity_sma_max"] * 989) + "\n" + ",".join(["0"] * 990) + "\n")
+    args = ["store", "import-features", folder, "--name", "emobase", "--hop", "0.5", "--names-from", "emobase"]
+    by_name = run_cli(*args, "--store", tmp_path / "a.zarr", "--drop-columns", "liveturn_0,unassigned")
+    assert by_name.exit_code == 2 and "nothing to drop at 'liveturn_0', 'unassigned'" in by_name.stderr
+    assert "--drop-text-columns" in by_name.stderr and len(by_name.stderr.strip().splitlines()) == 1
+    for store, options in (("text.zarr", ["--drop-text-columns"]), ("positions.zarr", ["--drop-positions", "2,991"])):
+        result = run_cli(*args, "--store", tmp_path / store, *options)
+        assert result.exit_code == 1, result.stderr  # short.csv: the only file skipped
+        assert "short.csv: 990 columns, not 991 like the other files" in result.stderr
+        assert "imported 3 clips as emobase" in result.stderr
+        s = open_store(tmp_path / store)
+        assert s.attrs("emobase")["feature_names"] == EMOBASE_NAMES and s.clip_ids("emobase") == sorted(written)
+        for clip_id, values in written.items():
+            np.testing.assert_array_equal(s.read("emobase", clip_id)[0], values)
+        assert s.verify() == []
+    noted = "note: --drop-text-columns dropped columns 2 (e.g. 'liveturn_0'), 991 (e.g. 'unassigned') of song_a.csv"
+    assert noted in run_cli(*args, "--store", tmp_path / "again.zarr", "--drop-text-columns").stderr
+
+
+def test_rows_that_would_be_stored_wrong_are_refused_by_line_and_column(tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    files = {
+        "good": "time,a,b\n0,1,2\n0.5,3,\n",  # an empty cell is a missing value: NaN
+        "short_row": "time,a,b\n0,1,2\n0.5,3\n",
+        "infinite": "time,a,b\n0,1,2\n0.5,-inf,4\n",
+        "beyond_float32": "time,a,b\n0,1,2\n0.5,1e39,4\n",
+        "bad_cell": "time,a,b\n0,1,2\n0.5,3,4\n1.0,3,x4\n",
+        "single_row": "time,a,b\n0,1,2\n",
+        "no_time": "time,a,b\n0,1,2\n,3,4\n",
+        "backwards": "time,a,b\n0,1,2\n0.5,3,4\n0.4,5,6\n",
+    }
+    for clip_id, text in files.items():
+        (folder / f"{clip_id}.csv").write_text(text)
+    result = run_cli("store", "import-features", folder, "--name", "hand", "--store", tmp_path / "s.zarr")
+    assert result.exit_code == 1 and "imported 1 clips as hand" in result.stderr
+    for expected in ("short_row.csv: line 3 has 2 fields, the header 3",
+                     "infinite.csv: line 3, column 2 ('a'): '-inf' is infinite",
+                     "beyond_float32.csv: line 3, column 2 ('a'): '1e39' is infinite or beyond float32",
+                     "bad_cell.csv: line 4, column 3 ('b'): 'x4' is not a number",
+                     "single_row.csv: one row with a time column, so the row's length is unknown; import with a fixed --hop",
+                     "no_time.csv: line 3: the time '' is not a finite number",
+                     "backwards.csv: line 4: the time column is not strictly increasing"):
+        assert expected in result.stderr
+    assert "drop them" not in result.stderr  # advice to drop is for columns of text only
+    s = open_store(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(s.read("hand", "good")[0], [[1, 2], [3, np.nan]])
+    assert sorted(s.failures()["clip_id"]) == sorted(set(files) - {"good"})
+    assert s.verify() == []
+
+
+def test_drop_options_that_match_nothing_or_leave_nothing_are_one_line_errors(tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "a.csv").write_text("time,a,b\n0,1,2\n0.5,3,4\n")
+    args = ["store", "import-features", folder, "--name", "hand", "--store", tmp_path / "s.zarr"]
+    for options, expected in ((["--drop-columns", "a,b"], "no feature column left of the 3 columns"),
+                              (["--drop-positions", "2,3"], "no feature column left of the 3 columns"),
+                              (["--drop-columns", "a,nope"], "nothing to drop at 'nope'"),
+                              (["--drop-positions", "4"], "nothing to drop at position 4 (the header has 3 columns)"),
+                              (["--drop-positions", "#2"], "give 1-based column numbers")):
+        result = run_cli(*args, *options)
+        assert result.exit_code == 2 and expected in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s.zarr").exists()
+
+
+def test_verify_reports_inf_where_nan_is_allowed_and_feature_sets_of_dim_0(tmp_path):
+    from mvfx.stores import open_writer
+
+    store = tmp_path / "s.zarr"
+    times = np.array([[0.0, 0.5], [0.5, 1.0]])
+    with open_writer(store) as writer:
+        for name, dim, values in (("gaps", 2, [[np.nan, 1.0], [2.0, 3.0]]), ("blowup", 2, [[np.inf, 1.0], [-np.inf, np.nan]]),
+                                  ("empty", 0, np.zeros((2, 0)))):
+            writer.register_extractor({"extractor": name, "version": "imported", "dim": dim, "config": {}, "weights": "none",
+                                       "feature_names": ["a", "b"][:dim], "nan_allowed": True})
+            writer.commit(writer.staging().stage(name, "clip", np.asarray(values, np.float32), times, "float32"))
+        writer.set_clip({"clip_id": "clip", "path": "/x.csv", "status": "ok", "duration_s": 1.0})
+    result = run_cli("store", "verify", store)
+    assert result.exit_code == 1 and "2 problems" in result.stdout
+    assert "blowup/clip: values hold Inf (2 cells)" in result.stdout and "empty: dim 0" in result.stdout
+    assert "gaps" not in result.stdout  # NaN is allowed there
 
 
 @pytest.fixture(scope="module")

@@ -45,3 +45,14 @@ def test_binary_macro_f1_is_the_mean_of_both_classes():
     proba = np.eye(2)[pred] * 0.8 + 0.1
     f1_zero, f1_one = 6 / 8, 2 / 4  # class 0: P 3/4, R 3/4; class 1: P 1/2, R 1/2
     assert classification_scores(y, proba, ["a", "b"])["f1"] == pytest.approx((f1_zero + f1_one) / 2)
+
+
+def test_a_metric_undefined_in_some_folds_says_in_how_many_it_is_defined():
+    """An 81-clip LASSO printed "r -0.328 ± 0.000" from 1 fold of 5 (constant predictions leave r undefined)."""
+    from mvfx.heads.metrics import mean_std, spread
+
+    stat = mean_std([float("nan"), -0.328, float("nan"), float("nan"), float("nan")])
+    assert (stat["defined"], stat["folds"]) == (1, 5)
+    assert spread(stat) == "-0.328 ± 0.000 (in 1 of 5 folds)"
+    assert spread(mean_std([0.5, 0.3])) == "0.400 ± 0.100"
+    assert spread(mean_std([float("nan")] * 3)) == "undefined" and spread(None) == "-"

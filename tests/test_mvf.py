@@ -78,6 +78,22 @@ def test_frames_are_cached_as_uint8_centre_squares(demo_inputs):
     assert x["video"].shape == (6, 3, 16, FRAME_SIZE, FRAME_SIZE) and x["music"].shape == (6, 2, 128, 256)
 
 
+def test_a_clip_with_fewer_frames_is_one_line_naming_it(demo_inputs, tmp_path):
+    """A store made before `frames` always gave N frames: one clip with 15 of 16 is named, not an np.stack traceback."""
+    from mvfx.stores import open_writer
+
+    source = open_store(demo_inputs[0])
+    clips = source.clip_ids("frames")
+    with open_writer(tmp_path / "short.zarr") as writer:
+        writer.register_extractor(source.attrs("frames"), dtype="uint8")
+        for clip_id in clips:
+            values, times = source.read("frames", clip_id)
+            keep = 15 if clip_id == "clip_004" else 16
+            writer.commit(writer.staging().stage("frames", clip_id, values[:keep], times[:keep], "uint8"))
+    with pytest.raises(MvfxError, match=r"clip clip_004 has a video input of shape \(3, 15, .*5 others"):
+        load_inputs(open_store(tmp_path / "short.zarr"), clips, ["video"], FRAME_SIZE)
+
+
 @pytest.mark.parametrize("modality", ["music", "video", "face"])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_architecture_trains_and_its_loss_falls(demo_inputs, modality, arch):

@@ -104,3 +104,14 @@ def test_an_ultralytics_checkpoint_is_converted_on_import_and_loaded_safely(tmp_
     yolo = extractors.create("yolov5")
     yolo.setup("cpu")  # loads the converted state dict with weights_only=True
     torch.testing.assert_close(yolo.model.state_dict()["model.0.conv.weight"], model.float().state_dict()["model.0.conv.weight"])
+
+
+def test_the_shipped_coco_names_are_ultralytics_own():
+    """Listing extractors reads the 80 names from mvfx's file instead of importing ultralytics (and torch) for them."""
+    from mvfx.extractors.yolo import coco_names, offline_ultralytics
+
+    offline_ultralytics()
+    from ultralytics.utils import ROOT, YAML
+
+    names = YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"]
+    assert coco_names() == [names[i] for i in range(80)]

@@ -150,3 +150,32 @@ def test_user_errors_in_head_commands_are_one_line(heads_corpus, tmp_path, args,
     result = run_cli(*args)
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) <= 3
+
+
+def test_predicting_on_the_training_store_reproduces_the_training_inputs(tmp_path):
+    """Training pooled rows by plain mean, prediction by duration: rows [0,1]->0 and [1,5]->1 gave 0.5 and 0.8.
+    One function now pools both (``align.clip_mean``); a head predicting its own training store sees its inputs."""
+    import pandas as pd
+
+    from mvfx.heads.predict import predict_store
+    from mvfx.stores import open_writer
+
+    rng = np.random.default_rng(0)
+    description = {"extractor": "irregular", "version": "1", "dim": 2, "feature_names": ["a", "b"], "config": {}, "weights": "none"}
+    times = np.array([[0.0, 1.0], [1.0, 5.0], [5.0, 5.5]])  # per-shot rows: unequal lengths
+    with open_writer(tmp_path / "s.zarr") as writer:
+        writer.register_extractor(description)
+        for k in range(12):
+            values = rng.normal(size=(3, 2)).astype(np.float32) + (k % 2)
+            writer.commit(writer.staging().stage("irregular", f"c{k:02d}", values, times, "float32"))
+            writer.set_clip({"clip_id": f"c{k:02d}", "path": f"/x/c{k:02d}.mp4", "duration_s": 5.5, "status": "ok"})
+    store = open_store(tmp_path / "s.zarr")
+    ids = store.clip_ids("irregular")
+    x = {"irregular": pooled(store, "irregular", ids)}
+    values = store.read("irregular", "c00")[0]
+    np.testing.assert_allclose(x["irregular"][0], (values[0] * 1 + values[1] * 4 + values[2] * 0.5) / 5.5, rtol=1e-6)
+    head = FusionHead(feature_sets=[["irregular"]], hidden=8, **FAST).fit(x, np.array(["even", "odd"] * 6))
+    head.with_provenance(store, ["irregular"]).training_ = {"task": "classification", "target": "label", "classes": list(head.classes_)}
+    table = predict_store(head, store, tmp_path / "out").set_index("clip_id").loc[ids]
+    expected = pd.DataFrame(head.predict_proba(x), index=ids, columns=[f"p_{c}" for c in head.classes_])
+    np.testing.assert_allclose(table[expected.columns].to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)

@@ -81,3 +81,22 @@ def test_bad_files_raise_one_line_clip_errors(odd_corpus, name, reason):
         decode(info, {AudioSpec(16000)}, {VideoSpec(fps=2)})
     assert path in err.value.message and reason in err.value.message
     assert "\n" not in err.value.message
+
+
+def test_n_frames_spread_over_a_video_that_ends_before_its_audio(tmp_path):
+    """Real 30 s music videos whose video stream stops before the container's end stored 15 of 16 `frames`
+    (and then broke `train mvf`). The N frames are spread over the video's own span and are always N."""
+    from helpers import tone
+
+    from mvfx.media.encode import write_mp4
+
+    path = tmp_path / "audio_outlasts_video.mp4"
+    write_mp4(path, (np.full((48, 64, 3), 5 * i, np.uint8) for i in range(50)), 25, tone(3.0), 44100)  # 2 s video, 3 s audio
+    info = probe(str(path))
+    assert info.duration_s == pytest.approx(3.0, abs=0.05)
+    spec = VideoSpec(n_frames=16, short_side=48)
+    frames = decode(info, set(), {spec}).video[spec]
+    assert len(frames.images) == 16
+    assert frames.times[-1, 1] == pytest.approx(2.0, abs=0.05)  # the video's span, not the clip's 3 s
+    grey = frames.images[:, 24, 32, 0].astype(int)
+    assert np.all(np.diff(grey) > 0) and grey[-1] >= 5 * 46  # 16 distinct frames reaching the video's end

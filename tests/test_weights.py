@@ -46,7 +46,9 @@ def test_good_corrupted_and_wrong_files(home, toy_entry, tmp_path):
     torch.save({"w": torch.zeros(1)}, wrong)
     with pytest.raises(MvfxError, match="does not match the registry's"):
         import_file("toy", wrong)
-    import_file("toy", wrong, force=True)  # e.g. a fine-tuned checkpoint, recorded as such
+    import_file("toy", wrong, force=True)  # e.g. a fine-tuned checkpoint, recorded as such, and then used
+    assert status("toy")[0] == "forced" and weights.require("toy")[1] == file_sha256(wrong)
+    weights.cached_path("toy").write_bytes(b"changed after the forced import")
     assert status("toy")[0] == "wrong hash"
 
 
@@ -76,6 +78,17 @@ def test_unpublished_hash_is_trusted_on_first_import_then_checked(home, tmp_path
     assert status("vggish_pca")[0] == "unverified"
     weights.cached_path("vggish_pca").write_bytes(b"changed")
     assert status("vggish_pca")[0] == "wrong hash"
+    with pytest.raises(MvfxError, match=r"has the wrong sha256 \(.*expected "):  # was a TypeError on the missing hash
+        weights.require("vggish_pca")
+
+
+def test_listing_extractors_and_weights_writes_nothing(home):
+    """A status call must not write: `mvfx extractors` copied the packaged face weights into the cache."""
+    from helpers import run_cli
+
+    assert run_cli("extractors", "--json").exit_code == 0 and run_cli("weights", "list").exit_code == 0
+    assert not home.exists()
+    assert status("mtcnn_pnet")[0] == "packaged" and weights.require("mtcnn_pnet")[0].is_file()  # first use copies it
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
