@@ -120,8 +120,11 @@ def train_lstm(store_path, labels, features, target, out, folds, seed, where, fu
 @click.option("--hidden", default=64, show_default=True, help="Units of each modality's projection.")
 @click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
               help="balanced: weigh each class by n / (classes x its count) in the loss, for skewed label sets.")
+@click.option("--member-model", type=click.Choice(["auto", "logistic", "mlp"]), default="auto", show_default=True,
+              help="Each member's model: auto = chosen by inner cross-validation on its training rows among logistic "
+                   "regression (C 0.01, 0.1, 1) and, with >= 20 clips per class, the network; mlp = the network alone.")
 def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_split, seed, init_seed, lr, epochs, patience, hidden,
-                     class_weights) -> None:
+                     class_weights, member_model) -> None:
     """Late-fusion emotion classifier over clip-level features (MVED), optionally an ensemble.
 
     Writes metrics.json (accuracy, macro F1, one-vs-rest ROC AUC per fold and
@@ -132,7 +135,7 @@ def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_spl
 
     sets = [features.split(",")] + [e.split(",") for e in ensemble]
     head = FusionHead(feature_sets=sets, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, class_weights=class_weights,
-                      seed=seed if init_seed is None else init_seed)
+                      seed=seed if init_seed is None else init_seed, member_model=member_model)
     progress, on_fold = fold_progress(1 if use_split else folds, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
     with reporting_warnings(), progress:
         metrics = train_fusion(store_path, labels, head, out, folds, seed, use_split, on_fold=on_fold)

@@ -7,6 +7,12 @@ concatenated, dropped out (0.5) and fed to a softmax layer. The ensemble
 averages the class probabilities of several such models, each on its own
 feature sets. Evaluation: stratified k-fold over clips (default 6, seeded),
 or the labels' split column (train / val for early stopping / test).
+
+Small corpora (100-3,000 clips) let that network overfit, so by default each
+member picks its model by inner stratified cross-validation on its own
+training rows (lowest mean log-loss): a standardised multinomial logistic
+regression with C in ``LOGISTIC_C``, and the network where every class has
+``MLP_MIN_PER_CLASS`` rows or more (its inner CV is the costly part).
 """
 from __future__ import annotations
 
@@ -19,6 +25,11 @@ from torch import nn
 from mvfx.heads.dataset import scale, scaling
 from mvfx.heads.estimator import Head, register, tensors
 from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.media.errors import MvfxError
+
+LOGISTIC_C = (0.01, 0.1, 1.0)
+MLP_MIN_PER_CLASS = 20
+INNER_FOLDS = 3
 
 
 @dataclass(frozen=True)
@@ -75,19 +86,100 @@ def predict_proba(model: LateFusionClassifier, features: list[np.ndarray], rows:
         return torch.softmax(model(_inputs(features, rows, stats)), dim=1).numpy()
 
 
+@dataclass
+class LogisticMember:
+    """A standardised multinomial logistic regression as plain arrays: per-modality scaling, [K, D] weights, [K] bias
+    and the K class codes it saw (other classes get probability 0)."""
+
+    stats: list
+    coef: np.ndarray
+    intercept: np.ndarray
+    codes: np.ndarray
+
+    def proba(self, features: list[np.ndarray], rows: np.ndarray, n_classes: int) -> np.ndarray:
+        logits = np.concatenate([scale(f[rows], st) for f, st in zip(features, self.stats)], axis=1).astype(np.float64) @ self.coef.T
+        logits += self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        out = np.zeros((len(rows), n_classes))
+        out[:, self.codes] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return out
+
+
+def fit_logistic(features: list[np.ndarray], y: np.ndarray, train: np.ndarray, c: float, class_weights: str) -> LogisticMember:
+    """L2 logistic regression (lbfgs, multinomial) on ``train`` rows, standardised on them."""
+    from sklearn.linear_model import LogisticRegression
+
+    stats = [scaling(f[train]) for f in features]
+    x = np.concatenate([scale(f[train], st) for f, st in zip(features, stats)], axis=1)
+    model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced" if class_weights == "balanced" else None).fit(x, y[train])
+    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    if len(model.classes_) == 2:  # one sigmoid row -> two softmax rows with the same probabilities
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    return LogisticMember(stats, coef, intercept, model.classes_.astype(np.int64))
+
+
+def member_proba(member: LogisticMember | tuple, features: list[np.ndarray], rows: np.ndarray, n_classes: int) -> np.ndarray:
+    """[rows, n_classes] probabilities of a fitted member (a ``LogisticMember`` or a network and its scaling)."""
+    if isinstance(member, LogisticMember):
+        return member.proba(features, rows, n_classes)
+    model, stats = member
+    return predict_proba(model, features, rows, stats)
+
+
+def fit_member(features: list[np.ndarray], y: np.ndarray, train: np.ndarray, val: np.ndarray | None, n_classes: int, cfg: FusionConfig,
+               choice: str) -> LogisticMember | tuple:
+    """``choice`` ("mlp" or "logistic C=...") fitted on ``train``: the network stops early on ``val`` (else on
+    ``inner_validation``'s share of ``train``); a logistic regression, which has no early stopping, fits on both."""
+    if choice == "mlp":
+        if val is None:
+            train, val = inner_validation(train, y, cfg.seed)
+        return fit_fusion(features, y, train, val, n_classes, cfg)
+    rows = train if val is None else np.concatenate([train, val])
+    return fit_logistic(features, y, rows, float(choice.split("=")[1]), cfg.class_weights)
+
+
+def candidates(y: np.ndarray, rows: np.ndarray, member_model: str) -> list[str]:
+    """The models a member chooses among: logistic regressions always (auto), the network with enough rows per class."""
+    logistic = [f"logistic C={c:g}" for c in LOGISTIC_C]
+    if member_model == "mlp":
+        return ["mlp"]
+    if member_model == "logistic":
+        return logistic
+    return logistic + (["mlp"] if np.bincount(y[rows])[np.unique(y[rows])].min() >= MLP_MIN_PER_CLASS else [])
+
+
+def choose(features: list[np.ndarray], y: np.ndarray, rows: np.ndarray, n_classes: int, cfg: FusionConfig, options: list[str]) -> str:
+    """The option with the lowest mean log-loss over inner stratified folds of ``rows`` (training rows only).
+    With fewer than two rows in some class there is nothing to cross-validate: C=0.1 (the middle), or the only option."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = np.bincount(y[rows])[np.unique(y[rows])].min()
+    if len(options) == 1 or smallest < 2:
+        return "logistic C=0.1" if "logistic C=0.1" in options else options[0]
+    losses = {o: [] for o in options}
+    for inner_train, inner_test in StratifiedKFold(min(INNER_FOLDS, smallest), shuffle=True, random_state=cfg.seed).split(rows, y[rows]):
+        fit_rows, test_rows = rows[inner_train], rows[inner_test]
+        for option in options:
+            proba = member_proba(fit_member(features, y, fit_rows, None, n_classes, cfg, option), features, test_rows, n_classes)
+            losses[option].append(-np.mean(np.log(np.clip(proba[np.arange(len(test_rows)), y[test_rows]], 1e-7, 1.0))))
+    return min(options, key=lambda o: np.mean(losses[o]))
+
+
 @register
 class FusionHead(Head):
     """One late-fusion model per feature set in ``feature_sets``; ``predict_proba`` averages them (the ensemble).
 
     ``fit(x, y)``: ``x`` maps each extractor to clip-level features [N, D] (the mean over time), ``y`` holds
     N class names. Early stopping uses ``validation`` = (x, y) when given, else a stratified 15% of ``x``.
+    ``member_model``: "auto" (each member chooses by inner CV, see ``choose``; ``members_chosen_`` says what),
+    "mlp" (the late-fusion network, as before) or "logistic" (C by inner CV).
     """
 
     kind = "fusion"
 
     def __init__(self, feature_sets: list[list[str]] | None = None, hidden: int = 64, dropout: float = 0.5, lr: float = 1e-3,
                  batch_size: int = 32, max_epochs: int = 400, patience: int = 30, class_weights: str = "none",
-                 seed: int = 0) -> None:
+                 seed: int = 0, member_model: str = "auto") -> None:
         self.feature_sets = feature_sets
         self.hidden = hidden
         self.dropout = dropout
@@ -97,6 +189,7 @@ class FusionHead(Head):
         self.patience = patience
         self.class_weights = class_weights
         self.seed = seed
+        self.member_model = member_model
 
     @property
     def config(self) -> FusionConfig:
@@ -104,23 +197,27 @@ class FusionHead(Head):
                             self.class_weights, self.seed)
 
     def fit(self, x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None = None) -> FusionHead:
+        if self.member_model not in ("auto", "mlp", "logistic"):
+            raise MvfxError(f"member_model {self.member_model!r}: use auto, mlp or logistic")
         self.classes_ = sorted(set(y) | (set(validation[1]) if validation else set()))
-        if validation is None:
-            codes = np.array([self.classes_.index(label) for label in y])
-            train, val = inner_validation(np.arange(len(y)), codes, self.seed)
-        else:
+        val = None
+        if validation is not None:
             x = {e: np.concatenate([x[e], validation[0][e]]) for e in x}
-            train, val = np.arange(len(y)), np.arange(len(y), len(y) + len(validation[1]))
+            val = np.arange(len(y), len(y) + len(validation[1]))
             y = np.concatenate([y, validation[1]])
+        train = np.arange(len(y) - (0 if val is None else len(val)))
         codes = np.array([self.classes_.index(label) for label in y])
-        self.members_ = [fit_fusion([x[e] for e in member], codes, train, val, len(self.classes_), self.config)
-                         for member in self.feature_sets]
+        n, cfg = len(self.classes_), self.config
+        self.members_chosen_ = [choose([x[e] for e in member], codes, train, n, cfg, candidates(codes, train, self.member_model))
+                                for member in self.feature_sets]
+        self.members_ = [fit_member([x[e] for e in member], codes, train, val, n, cfg, choice)
+                         for member, choice in zip(self.feature_sets, self.members_chosen_)]
         return self
 
     def member_proba(self, x: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Each member's [N, classes] probabilities."""
         rows = np.arange(len(next(iter(x.values()))))
-        return [predict_proba(model, [x[e] for e in member], rows, stats) for (model, stats), member in zip(self.members_, self.feature_sets)]
+        return [member_proba(m, [x[e] for e in member], rows, len(self.classes_)) for m, member in zip(self.members_, self.feature_sets)]
 
     def predict_proba(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return np.mean(self.member_proba(x), axis=0)
@@ -129,24 +226,40 @@ class FusionHead(Head):
         return np.array(self.classes_)[self.predict_proba(x).argmax(axis=1)]
 
     def _tensors(self) -> dict:
-        return {"members": [{"weights": model.state_dict(), "standardiser": [tensors(s) for s in stats]} for model, stats in self.members_]}
+        return {"members": [{"logistic": tensors([m.coef, m.intercept, m.codes]), "standardiser": [tensors(s) for s in m.stats]}
+                            if isinstance(m, LogisticMember) else {"weights": m[0].state_dict(), "standardiser": [tensors(s) for s in m[1]]}
+                            for m in self.members_]}
 
     def _facts(self) -> dict:
-        return {"classes": self.classes_, "dims": [[int(s[0].shape[0]) for s in stats] for _, stats in self.members_]}
+        return {"classes": self.classes_, "members_chosen": self.members_chosen_,
+                "dims": [[int(s[0].shape[0]) for s in (m.stats if isinstance(m, LogisticMember) else m[1])] for m in self.members_]}
 
     def _restore(self, state: dict, facts: dict) -> None:
         self.classes_, self.members_ = facts["classes"], []
+        self.members_chosen_ = facts.get("members_chosen", ["mlp"] * len(facts["dims"]))
         for saved, dims in zip(state["members"], facts["dims"]):
+            stats = [tuple(t.numpy() for t in s) for s in saved["standardiser"]]
+            if "logistic" in saved:
+                self.members_.append(LogisticMember(stats, *(t.numpy() for t in saved["logistic"])))
+                continue
             model = LateFusionClassifier(dims, len(self.classes_), self.config)
             model.load_state_dict(saved["weights"])
-            self.members_.append((model.eval(), [tuple(t.numpy() for t in s) for s in saved["standardiser"]]))
+            self.members_.append((model.eval(), stats))
 
 
 def inner_validation(train: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified 15% of the training rows for early stopping."""
+    """About 15% of the training rows for early stopping: one row of each class at least, stratified where every
+    class has two rows and the rest keeps one of each; at least one row is left to fit on.
+
+    (2 folds of 12 clips in 6 classes leave 6 training rows: asking for 6/6 of them for validation made
+    scikit-learn refuse ``test_size=1.0``.)"""
     from sklearn.model_selection import train_test_split
 
-    counts = np.bincount(y[train])
-    stratify = y[train] if counts[counts > 0].min() >= 2 else None
-    fit_rows, val_rows = train_test_split(train, test_size=max(0.15, len(counts) / len(train)), random_state=seed, stratify=stratify)
+    present = np.bincount(y[train])
+    present = present[present > 0]
+    if len(train) < 2:
+        raise MvfxError(f"{len(train)} training clip(s) in a fold: too few to fit and validate; use fewer --folds")
+    stratified = present.min() >= 2 and len(train) >= 2 * len(present)
+    n_val = min(max(round(0.15 * len(train)), len(present) if stratified else 1), len(train) - 1)
+    fit_rows, val_rows = train_test_split(train, test_size=n_val, random_state=seed, stratify=y[train] if stratified else None)
     return np.sort(fit_rows), np.sort(val_rows)

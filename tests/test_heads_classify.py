@@ -151,3 +151,44 @@ def test_retrieval_towers_rank_same_emotion_first(pair_corpus, tmp_path):
     exported = np.load(npz)
     assert exported["video_embeddings"].shape == (240, 64) and len(exported["music_clip_ids"]) == 240
     np.testing.assert_allclose(np.linalg.norm(exported["music_embeddings"], axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("folds", [2, 3])
+def test_every_fold_count_the_data_allows_trains(heads_corpus, tmp_path, folds):
+    """12 clips in 6 classes at --folds 2 ended in scikit-learn's refusal of test_size=1.0 (inner validation)."""
+    labels = pd.read_csv(heads_corpus / "corpus" / "labels.csv").groupby("label").head(2 if folds == 2 else 3)
+    labels.drop(columns="split").to_csv(tmp_path / "labels.csv", index=False)
+    result = run_cli("train", "fusion", heads_corpus / "s.zarr", "--labels", tmp_path / "labels.csv", "-f", "colour",
+                     "--folds", folds, "--epochs", 5, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_clips"] == len(labels)
+    report = run_cli("report", tmp_path / "run")  # a classification run: its accuracy, not "-" in every column
+    assert report.exit_code == 0 and "accuracy" in report.stdout and "nan" not in report.stdout
+    row = next(line for line in report.stdout.splitlines() if line.lstrip("│ ").startswith("run"))
+    assert "±" in row
+    too_many = run_cli("train", "fusion", heads_corpus / "s.zarr", "--labels", tmp_path / "labels.csv", "-f", "colour",
+                       "--folds", folds + 2, "--out", tmp_path / "run2")
+    assert too_many.exit_code == 2 and "fewer than --folds" in too_many.stderr and "Traceback" not in too_many.output
+
+
+# Each fusion member chooses its model by inner CV on its training rows (logistic regressions, the network with 20+
+# clips per class), so on a small low-signal corpus it keeps up with a standardised logistic regression whose C is
+# chosen the same way (benchmarks/lowsignal.py: 120 clips, 6 classes, hundreds of noise dims, 5 seeds).
+def test_fusion_members_keep_up_with_logistic_regression_on_low_signal_data():
+    from benchmarks.lowsignal import run
+
+    for member, row in run(seeds=(0,), noise_scale=0.25).items():
+        assert row["fusion member"] >= row["C by inner CV"] - 0.02, (member, row)
+
+
+@pytest.mark.parametrize("member_model", ["mlp", "logistic"])
+def test_either_member_model_round_trips(tmp_path, member_model):
+    from benchmarks.lowsignal import corpus
+    from mvfx.heads.classify import FusionHead
+    from mvfx.heads.estimator import load_head
+
+    x, y = corpus(0, n_clips=36, noise_scale=0.1)
+    head = FusionHead(feature_sets=[["emobase", "colour"], ["face_expression"]], hidden=8, max_epochs=10, member_model=member_model).fit(x, y)
+    loaded = load_head(head.save(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.predict_proba(x), head.predict_proba(x))
+    assert loaded.members_chosen_ == head.members_chosen_ and all(c.startswith(member_model) for c in head.members_chosen_)
