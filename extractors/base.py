@@ -204,7 +204,6 @@ class Extractor(ABC):
         self.device = "cpu"
         self.random_weights = False
         self.gpu_workers = 1  # worker processes sharing this extractor's GPU (its batches take their part of its memory)
-        self.sharing = False  # True when clips in flight in this process share this instance
         self._lock = threading.Lock()
 
     # --- declared as data -------------------------------------------------
@@ -249,9 +248,8 @@ class Extractor(ABC):
     def extract(self, data: np.ndarray | Frames, info: ClipInfo, context: dict[str, FeatureBlock]) -> FeatureBlock:
         """One clip's features from its decoded input; ``context`` maps ``depends_on`` names to their blocks."""
 
-    def share_forward_passes(self) -> None:
+    def share_forward_passes(self) -> None:  # noqa: B027 - a hook: most extractors have no forward pass to share
         """Called when several clips are in flight in this process: merge their forward passes where supported."""
-        self.sharing = True
 
     def serialised(self):
         """Context for feeding one clip's stream: exclusive unless the extractor is ``thread_safe``.
