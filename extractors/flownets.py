@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, TimeGrid, option
-from mvfx.extractors.image_ops import normalise, upload
+from mvfx.extractors.image_ops import normalise
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import Stream, through_stream
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
@@ -136,7 +136,7 @@ class FlowNetS(TorchExtractor):
 
         prep = self.weights_entry.preprocessing
         with self.inference():
-            pixels = normalise(upload(frames, self.device), prep["mean"]).permute(0, 3, 1, 2)
+            pixels = normalise(self.to_device(frames), prep["mean"]).permute(0, 3, 1, 2)
             pairs = torch.cat([pixels[:-1], pixels[1:]], dim=1).contiguous()  # [N-1, 6, H, W]
             flow, features = self.model(pairs)
             flow = torch.nn.functional.interpolate(prep["div_flow"] * flow.float(), scale_factor=4, mode="bilinear",

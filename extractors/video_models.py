@@ -33,7 +33,7 @@ import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, TimeGrid, option
 from mvfx.extractors.device_ops import ConvNorms, prepare_network
-from mvfx.extractors.image_ops import centre_crop_normalise, upload
+from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import PickedFrames, Stream, Windows
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
@@ -159,7 +159,7 @@ class _KineticsVideoModel(TorchExtractor):
         import torch
 
         with self.inference():
-            logits = self.forward(upload(clips, self.device))
+            logits = self.forward(self.to_device(clips))
             out = torch.softmax(logits.float(), dim=1) if self.logits else self._pooled
             return out.float().cpu().numpy()
 

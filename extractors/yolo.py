@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, FrameSampled, option
-from mvfx.extractors.image_ops import upload
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import FrameByFrame
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
@@ -132,7 +131,7 @@ class Yolov5(FrameByFrame, FrameSampled, TorchExtractor):
         with self.inference():
             for start in range(0, len(frames), self.batch_size):
                 batch = np.stack([letterbox(f, c.imgsz) for f in frames[start : start + self.batch_size]])
-                x = upload(batch, self.device).permute(0, 3, 1, 2).float().div(255)
+                x = self.to_device(batch).permute(0, 3, 1, 2).float().div(255)
                 prediction = self.model(x)
                 prediction = prediction[0] if isinstance(prediction, (list, tuple)) else prediction
                 kept = non_max_suppression(prediction.float(), conf_thres=c.conf, iou_thres=c.iou, max_det=300)

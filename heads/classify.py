@@ -138,6 +138,11 @@ def fit_member(features: list[np.ndarray], y: np.ndarray, train: np.ndarray, val
     return fit_logistic(features, y, rows, float(choice.split("=")[1]), cfg.class_weights)
 
 
+def smallest_class(y: np.ndarray, rows: np.ndarray) -> int:
+    """Rows of the rarest class present among ``rows``."""
+    return int(np.bincount(y[rows])[np.unique(y[rows])].min())
+
+
 def candidates(y: np.ndarray, rows: np.ndarray, member_model: str) -> list[str]:
     """The models a member chooses among: logistic regressions always (auto), the network with enough rows per class."""
     logistic = [f"logistic C={c:g}" for c in LOGISTIC_C]
@@ -145,7 +150,7 @@ def candidates(y: np.ndarray, rows: np.ndarray, member_model: str) -> list[str]:
         return ["mlp"]
     if member_model == "logistic":
         return logistic
-    return logistic + (["mlp"] if np.bincount(y[rows])[np.unique(y[rows])].min() >= MLP_MIN_PER_CLASS else [])
+    return logistic + (["mlp"] if smallest_class(y, rows) >= MLP_MIN_PER_CLASS else [])
 
 
 def choose(features: list[np.ndarray], y: np.ndarray, rows: np.ndarray, n_classes: int, cfg: FusionConfig, options: list[str]) -> str:
@@ -153,7 +158,7 @@ def choose(features: list[np.ndarray], y: np.ndarray, rows: np.ndarray, n_classe
     With fewer than two rows in some class there is nothing to cross-validate: C=0.1 (the middle), or the only option."""
     from sklearn.model_selection import StratifiedKFold
 
-    smallest = np.bincount(y[rows])[np.unique(y[rows])].min()
+    smallest = smallest_class(y, rows)
     if len(options) == 1 or smallest < 2:
         return "logistic C=0.1" if "logistic C=0.1" in options else options[0]
     losses = {o: [] for o in options}

@@ -12,6 +12,7 @@ neighbours' work.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -53,13 +54,11 @@ class InProcessExecutor:
         with ThreadPoolExecutor(self.clips_in_flight, thread_name_prefix="mvfx-clip") as pool:
             pending: dict = {}
             queued = iter(tasks)
-            for task in queued:  # at most twice the threads submitted at once: the rest wait here, not in the pool
-                pending[pool.submit(fn, task, on_progress)] = task
-                if len(pending) < 2 * self.clips_in_flight:
-                    continue
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (_outcome(f, pending.pop(f), on_error) for f in done)
-            while pending:
+            while True:  # at most twice the threads submitted at once: the rest wait here, not in the pool
+                for task in itertools.islice(queued, 2 * self.clips_in_flight - len(pending)):
+                    pending[pool.submit(fn, task, on_progress)] = task
+                if not pending:
+                    return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (_outcome(f, pending.pop(f), on_error) for f in done)
 

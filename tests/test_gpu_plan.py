@@ -80,11 +80,12 @@ def test_the_thread_budget_shares_cores_among_workers_and_clips():
 
 
 def test_shared_forward_merges_waiting_requests_and_returns_each_its_own_rows():
-    calls = []
+    calls, started, release = [], threading.Event(), threading.Event()
 
     def forward(items: np.ndarray) -> np.ndarray:
         calls.append(len(items))
-        time.sleep(0.2)  # the first pass is busy while the other requests arrive
+        started.set()
+        release.wait(5)  # the first pass stays busy until the other requests are waiting
         return items.reshape(len(items), -1).sum(axis=1, keepdims=True)
 
     shared = SharedForward(forward, batch=16, name="sum")
@@ -92,10 +93,14 @@ def test_shared_forward_merges_waiting_requests_and_returns_each_its_own_rows():
     out = {}
     first = threading.Thread(target=lambda: out.__setitem__(1, shared(requests[1])))
     first.start()
-    time.sleep(0.05)
+    assert started.wait(5)
     others = [threading.Thread(target=lambda k=k: out.__setitem__(k, shared(requests[k]))) for k in (2, 3, 4)]
     for t in others:
         t.start()
+    deadline = time.monotonic() + 5
+    while shared.requests < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
     for t in (first, *others):
         t.join(5)
     assert calls == [1, 9]  # the three that waited went through one pass together
