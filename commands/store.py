@@ -193,5 +193,6 @@ def store_import_features(folder: str, name: str, store_path: str, time_column: 
         console.print(f"note: {escape(note)}")
     for problem in result.problems[:20]:
         console.print(f"[red]failed[/red] {escape(str(problem))}")
-    console.print(f"imported {result.imported} clips as {name} into {store_path}, {len(result.problems)} failed")
+    skipped = f", {result.skipped} skipped (imported before, unchanged)" if result.skipped else ""
+    console.print(f"imported {result.imported} clips as {name} into {store_path}{skipped}, {len(result.problems)} failed")
     sys.exit(1 if result.problems else 0)

@@ -24,10 +24,14 @@ cell that is not a number, an infinite value or, with a time column, a
 single row (its length is unknown) is skipped with a one-line reason naming
 the line and column; NaN (an empty cell, ``nan``) is kept as missing.
 
-An import is all or nothing for the store's layout: files are checked and
-staged first, and only if at least one is good is the feature set
-registered and are its clips committed; an import that stores nothing
-leaves nothing behind (not even a new store), so the corrected retry works.
+An import is all or nothing for the store's layout: the feature set is
+registered only when the first good file is in hand, and an import that
+stores nothing leaves nothing behind (not even a new store), so the
+corrected retry works. Good files are appended in batches straight into the
+store's arrays (the importer is the store's only writer, so nothing is
+staged). Importing the same folder again skips the files imported before and
+unchanged (the store keeps each file's crc32; ``skipped`` in the result); a
+file whose features differ from those stored is refused, never mixed in.
 The source folder is provenance (``source``), not configuration: importing
 the same files from another place is the same feature set.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -46,8 +51,9 @@ import pandas as pd
 from mvfx.extractors import create
 from mvfx.media.errors import MvfxError, one_line
 from mvfx.media.names import printable
-from mvfx.stores import StagedPart, open_writer
+from mvfx.stores import open_writer
 
+IMPORT_BATCH = 256  # files parsed, then appended and published together
 INDEX_NAMES = ("", "Unnamed: 0", "index")
 MISSING = ("", "nan")
 
@@ -88,6 +94,7 @@ class ImportResult:
     """Clips imported, one line per skipped file, and notes for the user (e.g. which text columns were dropped)."""
 
     imported: int = 0
+    skipped: int = 0  # files imported before and unchanged
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -285,34 +292,67 @@ def import_feature_csvs(
 
 def _import(files: list[Path], layout: Layout, name: str, store: str | Path, time_column: str, hop: float | None,
             break_lock: bool, folder: str | Path) -> ImportResult:
-    """Stage every good file, then (only if one was good) register the feature set and commit."""
+    """Append every good file straight into the store (this process is its only writer: nothing is staged),
+    ``IMPORT_BATCH`` files at a time; the feature set is registered at the first good file, so an import with
+    none leaves the store as it was. Files imported before and unchanged are skipped."""
+    result = ImportResult()
+    failed: list[tuple[str, str, str]] = []
     with open_writer(store, break_lock=break_lock) as writer:
-        staged: list[tuple[StagedPart, str, Path, float]] = []
-        failed: list[tuple[str, str, str]] = []
-        staging = writer.staging()
+        description = _description(name, layout, folder, time_column, hop)
+        stamps = writer.source_stamps(name) if name in writer.extractors() else {}
+        done = writer.done(name) if name in writer.extractors() else ()
+        batch: list[tuple[str, np.ndarray, np.ndarray, Path]] = []
+        new_stamps: dict[str, str] = {}
         for path in files:
             clip_id = printable(path.stem)
             try:
+                stamp = f"crc32:{zlib.crc32(path.read_bytes()):08x}"
+                if stamps.get(clip_id) == stamp:
+                    result.skipped += 1
+                    continue
                 values, starts = _read(path, layout)
                 times = _times(starts, len(values), hop)
-                part = staging.stage(name, clip_id, values, times, "float32")
-                staged.append((part, clip_id, path, float(times[-1, 1])))
-            except (MvfxError, ValueError, csv.Error) as exc:
+            except (MvfxError, ValueError, csv.Error, OSError) as exc:
                 message = str(exc) if isinstance(exc, MvfxError) else f"{path}: {one_line(exc)}"
                 failed.append((clip_id, type(exc).__name__, printable(message)))
-        if not staged:
+                continue
+            if clip_id in done:  # imported before this store kept file stamps, or from another file
+                if writer.read(name, clip_id)[0].tobytes() != values.tobytes():
+                    failed.append((clip_id, "ClipChanged", f"{path}: differs from the {name} features this store "
+                                   "already holds for it; import into a new feature set name or store"))
+                    continue
+                result.skipped += 1
+            else:
+                batch.append((clip_id, values, times, path))
+            new_stamps[clip_id] = stamp
+            if len(batch) >= IMPORT_BATCH:
+                result.imported += _append(writer, description, batch)
+        result.imported += _append(writer, description, batch)
+        if not result.imported and not result.skipped:
             more = f" (and {len(failed) - 1} more files)" if len(failed) > 1 else ""
             raise MvfxError(f"nothing imported: {failed[0][2]}{more}")
-        writer.register_extractor(_description(name, layout, folder, time_column, hop))
-        for part, clip_id, path, end in staged:
-            writer.commit(part)
-            writer.clear_failures(clip_id, [name])
-            if clip_id not in writer.known_clips():  # features of clips mvfx never saw: their duration is the last row's end
-                writer.set_clip({"clip_id": clip_id, "path": printable(str(path.resolve())), "status": "ok", "duration_s": end})
+        writer.add_source_stamps(name, new_stamps)
         for clip_id, error, message in failed:
             writer.add_failure(clip_id, name, "import", error, message)
-        writer.compact()
-    return ImportResult(len(staged), [message for _, _, message in failed])
+    result.problems = [message for _, _, message in failed]
+    return result
+
+
+def _append(writer, description: dict, batch: list[tuple[str, np.ndarray, np.ndarray, Path]]) -> int:
+    """Register the feature set (once; refused if it was made differently), write ``batch`` and empty it.
+    Clips mvfx never saw get a clips-table record, their duration the last row's end."""
+    if not batch:
+        return 0
+    name = description["extractor"]
+    writer.register_extractor(description)
+    written = writer.append(name, [(clip_id, values, times) for clip_id, values, times, _ in batch])
+    for clip_id, _, times, path in batch:
+        writer.clear_failures(clip_id, [name])
+        if clip_id not in writer.known_clips():
+            writer.set_clip({"clip_id": clip_id, "path": printable(str(path.resolve())), "status": "ok",
+                             "duration_s": float(times[-1, 1])})
+    batch.clear()
+    return written
 
 
 def _description(name: str, layout: Layout, folder: str | Path, time_column: str, hop: float | None) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -16,20 +15,11 @@ import numpy as np
 import pandas as pd
 
 from mvfx.media.errors import MvfxError
+from mvfx.stores.index import INDEXED, LEGACY_INDEX, ClipIndex, IndexColumns, Location
 from mvfx.stores.layout import CLIP_COLUMNS, FORMAT_NAME, FORMAT_VERSION
 from mvfx.stores.tables import to_columns, to_frame
 
-EMPTY_INDEX = {"clip_id": [], "offset": [], "count": [], "checksum": []}
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where one clip's rows live: compacted rows [offset, offset+count) or a part group."""
-
-    count: int
-    offset: int = -1
-    part: str = ""
-    checksum: str = ""
+VERIFY_SLAB_ROWS = 1 << 16  # compacted rows verified per read
 
 
 def values_checksum(values: np.ndarray) -> str:
@@ -62,7 +52,7 @@ class FeatureStore(ABC):
         self.location = str(path)  # as the user named it: a path, or a URL such as s3://bucket/prefix
         self.path = Path(path)
         self.commit_id: str | None = None  # the commit read, for stores that keep history (Icechunk)
-        self._index: dict[str, dict[str, Location]] = {}
+        self._index: dict[str, ClipIndex] = {}
 
     def reference(self) -> dict[str, str | None]:
         """How a run names the features it used: the store, and the exact commit where there is one."""
@@ -77,7 +67,11 @@ class FeatureStore(ABC):
 
     @abstractmethod
     def group_attrs(self, extractor: str) -> dict:
-        """Every attribute of ``features/<extractor>``, clip_index included."""
+        """Every attribute of ``features/<extractor>``, the index's (``indexed_clips``, format 1's clip_index) included."""
+
+    @abstractmethod
+    def index_columns(self, extractor: str) -> IndexColumns:
+        """The committed index of the compacted clips (``stores.index``)."""
 
     @abstractmethod
     def parts(self, extractor: str) -> list[tuple[str, dict]]:
@@ -103,20 +97,14 @@ class FeatureStore(ABC):
 
     def attrs(self, extractor: str) -> dict:
         """Provenance of an extractor's features (without the clip index)."""
-        return {k: v for k, v in self.group_attrs(extractor).items() if k != "clip_index"}
+        return {k: v for k, v in self.group_attrs(extractor).items() if k not in (LEGACY_INDEX, INDEXED)}
 
-    def index(self, extractor: str) -> dict[str, Location]:
-        """clip_id -> Location for every committed clip of an extractor."""
+    def index(self, extractor: str) -> ClipIndex:
+        """clip_id -> Location for every committed clip of an extractor (read once, then kept)."""
         if extractor not in self._index:
-            ci = {**EMPTY_INDEX, **self.group_attrs(extractor).get("clip_index", {})}
-            checksums = ci["checksum"] or [""] * len(ci["clip_id"])
-            index = {
-                c: Location(int(n), offset=int(o), checksum=k)
-                for c, o, n, k in zip(ci["clip_id"], ci["offset"], ci["count"], checksums)
-            }
-            for part_id, attrs in self.parts(extractor):
-                index.setdefault(attrs["clip_id"], Location(int(attrs["rows"]), part=part_id, checksum=attrs.get("checksum", "")))
-            self._index[extractor] = index
+            parts = {attrs["clip_id"]: Location(int(attrs["rows"]), part=part_id, checksum=attrs.get("checksum", ""))
+                     for part_id, attrs in self.parts(extractor)}
+            self._index[extractor] = ClipIndex(self.index_columns(extractor), parts)
         return self._index[extractor]
 
     def clips(self) -> pd.DataFrame:
@@ -128,7 +116,8 @@ class FeatureStore(ABC):
             for _, attrs in self.parts(name):
                 if attrs.get("clip") and attrs["clip_id"] not in carried:
                     carried[attrs["clip_id"]] = {"status": "ok", **attrs["clip"]}
-        missing = [record for clip_id, record in sorted(carried.items()) if clip_id not in set(table["clip_id"])]
+        listed = set(table["clip_id"])
+        missing = [record for clip_id, record in sorted(carried.items()) if clip_id not in listed]
         if not missing:
             return table
         return pd.concat([table, to_frame(to_columns(missing, CLIP_COLUMNS), CLIP_COLUMNS)], ignore_index=True)
@@ -155,9 +144,9 @@ class FeatureStore(ABC):
                 "dim": attrs["dim"],
                 "version": attrs["version"],
                 "clips": len(index),
-                "rows": int(sum(loc.count for loc in index.values())),
+                "rows": index.rows(),
                 "weights": attrs.get("weights", "none"),
-                "uncompacted_parts": sum(1 for loc in index.values() if loc.part),
+                "uncompacted_parts": len(index.parts),
             }
         clips = self.clips()
         damaged = pd.to_numeric(clips.get("damaged_packets", pd.Series(dtype=float)), errors="coerce").fillna(0)
@@ -165,42 +154,81 @@ class FeatureStore(ABC):
                 "damaged_clips": int((damaged > 0).sum())}
 
     def verify(self) -> list[str]:
-        """Every problem found: dim 0, index vs arrays, shapes, time order, NaN (unless allowed), Inf (always), checksums, clips table."""
+        """Every problem found: dim 0, index vs arrays, shapes, time order, NaN (unless allowed), Inf (always), checksums, clips table.
+
+        Compacted rows are read in slabs of whole chunks, not clip by clip, so a store of 100k small clips
+        verifies at thousands of clips a second."""
         problems = []
         known = set(self.clips()["clip_id"])
         for name in self.extractors():
             attrs = self.group_attrs(name)
             if attrs.get("dim") == 0:
                 problems.append(f"{name}: dim 0, a feature set without features")
-            ci = {**EMPTY_INDEX, **attrs.get("clip_index", {})}
-            lengths = {k: len(v) for k, v in ci.items() if k != "checksum" or v}
-            if len(set(lengths.values())) > 1:
-                problems.append(f"{name}: clip_index columns differ in length {lengths}")
+            try:
+                columns = self.index_columns(name)
+            except Exception as exc:  # an unreadable index is what verify must report
+                problems.append(f"{name}: index unreadable ({type(exc).__name__}: {exc})")
                 continue
-            if len(set(ci["clip_id"])) != len(ci["clip_id"]):
-                problems.append(f"{name}: a clip appears twice in clip_index")
-            spans = sorted(zip(ci["offset"], ci["count"], ci["clip_id"]))
-            end, rows = 0, self.compacted_rows(name)
-            for offset, count, clip_id in spans:
-                if offset < end:
-                    problems.append(f"{name}/{clip_id}: rows [{offset}, {offset + count}) overlap another clip")
-                if offset + count > rows:
-                    problems.append(f"{name}/{clip_id}: rows [{offset}, {offset + count}) beyond the {rows} stored rows")
-                end = max(end, offset + count)
-            for clip_id, loc in self.index(name).items():
-                problems.extend(f"{name}/{clip_id}: {p}" for p in self._verify_clip(name, attrs, loc))
-                if clip_id not in known:
-                    problems.append(f"{name}/{clip_id}: clip missing from the clips table")
+            lengths = columns.lengths()
+            if len(set(lengths.values())) > 1:
+                problems.append(f"{name}: index columns differ in length {lengths}")
+                continue
+            problems += [f"{name}: {p}" for p in self._verify_spans(name, columns)]
+            index = self.index(name)
+            problems += [f"{name}/{c}: {p}" for c, p in self._verify_compacted(name, attrs, index)]
+            for clip_id, loc in index.parts.items():
+                problems.extend(f"{name}/{clip_id}: {p}" for p in self._verify_clip(attrs, loc, *self._read_or_none(name, loc)))
+            problems += [f"{name}/{c}: clip missing from the clips table" for c in index if c not in known]
         return problems
 
-    def _verify_clip(self, name: str, attrs: dict, loc: Location) -> list[str]:
+    def _verify_spans(self, name: str, columns: IndexColumns) -> list[str]:
+        """Clips listed twice, rows shared by two clips, rows past the stored arrays."""
+        problems = []
+        if len(set(columns.clip_id.tolist())) != len(columns):
+            problems.append("a clip appears twice in the index")
+        order = np.argsort(columns.offset, kind="stable")
+        offset, count, ids = columns.offset[order], columns.count[order], columns.clip_id[order]
+        ends = offset + count
+        previous_end = np.maximum.accumulate(np.concatenate([[0], ends[:-1]])) if len(ends) else ends
+        rows = self.compacted_rows(name)
+        for i in np.flatnonzero(offset < previous_end):
+            problems.append(f"{ids[i]}: rows [{offset[i]}, {ends[i]}) overlap another clip")
+        for i in np.flatnonzero(ends > rows):
+            problems.append(f"{ids[i]}: rows [{offset[i]}, {ends[i]}) beyond the {rows} stored rows")
+        return problems
+
+    def _verify_compacted(self, name: str, attrs: dict, index: ClipIndex) -> list[tuple[str, str]]:
+        """(clip, problem) for the compacted clips, read in slabs of about VERIFY_SLAB_ROWS rows."""
+        ids, offsets, counts = index.compacted()
+        ends = np.maximum.accumulate(offsets + counts) if len(ids) else offsets
+        problems: list[tuple[str, str]] = []
+        first = 0
+        while first < len(ids):
+            last = max(first + 1, int(np.searchsorted(ends, offsets[first] + VERIFY_SLAB_ROWS, side="right")))
+            start, stop = int(offsets[first]), int(ends[last - 1])
+            values, times = self._read_or_none(name, Location(stop - start, offset=start))
+            for k in range(first, last):
+                loc = index[ids[k]]
+                at = slice(loc.offset - start, loc.offset + loc.count - start)
+                block = self._read_or_none(name, loc) if values is None else (values[at], times[at])  # unreadable: name each clip
+                problems += [(ids[k], p) for p in self._verify_clip(attrs, loc, *block)]
+            first = last
+        return problems
+
+    def _read_or_none(self, name: str, loc: Location) -> tuple[np.ndarray | None, np.ndarray | Exception]:
         try:
-            values, times = self.read_rows(name, loc)
+            return self.read_rows(name, loc)
         except Exception as exc:  # an unreadable chunk is exactly what verify must report
-            return [f"unreadable ({type(exc).__name__}: {exc})"]
+            return None, exc
+
+    @staticmethod
+    def _verify_clip(attrs: dict, loc: Location, values: np.ndarray | None, times: np.ndarray | Exception) -> list[str]:
+        if values is None:
+            return [f"unreadable ({type(times).__name__}: {times})"]
         problems = []
         if values.shape != (loc.count, attrs["dim"]) or times.shape != (loc.count, 2):
             problems.append(f"shapes values {values.shape}, times {times.shape}; expected ({loc.count}, {attrs['dim']})")
+            return problems
         if not np.isfinite(times).all() or np.any(times[:, 1] < times[:, 0]) or np.any(np.diff(times[:, 0]) < 0):
             problems.append("times are not finite, not increasing, or end before they start")
         if not attrs.get("nan_allowed", False) and np.isnan(values).any():

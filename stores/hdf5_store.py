@@ -1,9 +1,11 @@
 """HDF5 backend (single-file exchange): the same hierarchy, read with the shared API.
 
-h5py attributes hold scalars, strings and arrays; nested values (clip_index,
-config, time_grid, ...) are stored as JSON strings, and each object's
+h5py attributes hold scalars, strings and arrays; nested values (config,
+time_grid, ...) are stored as JSON strings, and each object's
 ``_json_attrs`` attribute lists which ones, so a round trip restores every
-attribute exactly. Lists of strings (feature_names) stay native arrays.
+attribute exactly. Lists of strings (feature_names) stay native arrays. The
+clip index is datasets under ``features/<extractor>/index/`` as in Zarr
+(format 1 files kept it as the JSON attribute ``clip_index``; still read).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from mvfx.media.errors import MvfxError
-from mvfx.stores.base import FeatureStore, Location, check_format
+from mvfx.stores.base import FeatureStore, check_format
+from mvfx.stores.index import COLUMNS, INDEX_GROUP, IndexColumns, Location, read_index_columns
 from mvfx.stores.layout import CLIP_COLUMNS, FAILURE_COLUMNS
 from mvfx.stores.tables import to_frame
 
@@ -64,6 +67,14 @@ def write_h5_table(group: h5py.Group, table: pd.DataFrame, schema: dict[str, str
     group.attrs["columns"] = np.array(list(schema), dtype=h5py.string_dtype())
 
 
+def write_h5_index(group: h5py.Group, columns: IndexColumns) -> None:
+    index = group.create_group(INDEX_GROUP)
+    for name in COLUMNS:
+        column = getattr(columns, name)
+        text = column.dtype == object
+        index.create_dataset(name, data=np.array(column.tolist(), dtype=h5py.string_dtype()) if text else column)
+
+
 def read_h5_table(group: h5py.Group, schema: dict[str, str]) -> pd.DataFrame:
     return to_frame({n: group[n].asstr()[:] if schema[n] == "str" else group[n][:] for n in schema if n in group}, schema)
 
@@ -93,6 +104,10 @@ class Hdf5FeatureStore(FeatureStore):
             self._attrs[extractor] = decode_attrs(self.file[f"features/{extractor}"].attrs)
         return self._attrs[extractor]
 
+    def index_columns(self, extractor: str) -> IndexColumns:
+        group = self.file[f"features/{extractor}"]
+        return read_index_columns(_H5Index(group) if INDEX_GROUP in group else None, self.group_attrs(extractor))
+
     def parts(self, extractor: str) -> list[tuple[str, dict]]:
         return []
 
@@ -112,3 +127,16 @@ class Hdf5FeatureStore(FeatureStore):
 
     def close(self) -> None:
         self.file.close()
+
+
+class _H5Index:
+    """An HDF5 group read like a zarr group by ``read_index_columns`` (string datasets come back as str)."""
+
+    def __init__(self, group: h5py.Group) -> None:
+        self.group = group
+
+    def __getitem__(self, key: str):
+        item = self.group[key]
+        if isinstance(item, h5py.Group):
+            return _H5Index(item)
+        return item.asstr() if h5py.check_string_dtype(item.dtype) else item

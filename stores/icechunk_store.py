@@ -35,7 +35,8 @@ import zarr
 
 from mvfx.media.errors import MvfxError, one_line
 from mvfx.stores.addresses import StoreAddress
-from mvfx.stores.base import FeatureStore, Location
+from mvfx.stores.base import FeatureStore
+from mvfx.stores.index import Location
 from mvfx.stores.lock import NoLock, StoreLock
 from mvfx.stores.zarr_store import StagedPart, ZarrFeatureStore, ZarrStoreWriter, part_name, write_part
 
@@ -167,7 +168,6 @@ class IcechunkStoreWriter(ZarrStoreWriter):
         self._touched: set[str] = set()  # clips whose records this run wrote: in a replay, ours win for these
         lock = NoLock() if address.service else StoreLock(address.path, break_lock=break_lock)
         super().__init__(address.location, lock=lock, root=self._writable_root())
-        self._tables_written = self._tables_fingerprint()
 
     def _writable_root(self) -> zarr.Group:
         return zarr.open_group(self._session.store, mode="a")
@@ -204,16 +204,8 @@ class IcechunkStoreWriter(ZarrStoreWriter):
         self._touched.add(clip_id)
 
     def checkpoint(self) -> None:
-        if self._tables_fingerprint() != self._tables_written:  # every rewrite would be a new version of each column
-            self._write_tables()
+        self._write_tables()  # only tables that changed: every rewrite would be a new version of each column
         self._transaction(self._message())
-
-    def _tables_fingerprint(self) -> str:
-        return repr((sorted(self._clips.items()), sorted(self._failures.items())))
-
-    def _write_tables(self) -> None:
-        super()._write_tables()
-        self._tables_written = self._tables_fingerprint()
 
     def compact(self) -> int:
         moved = super().compact()
@@ -267,12 +259,8 @@ class IcechunkStoreWriter(ZarrStoreWriter):
             if staged.clip_id in self.index(staged.extractor):
                 raise StoreConflict(f"{self.location}: another run committed {staged.extractor} of clip {staged.clip_id!r} "
                                     "meanwhile; this run stops (what it committed before stays), rerun to resume")
-        tip_clips = self.clips().to_dict("records")
-        tip_failures = self.failures().to_dict("records")
-        self._clips = {r["clip_id"]: r for r in tip_clips if r["clip_id"] not in self._touched} | {
-            c: r for c, r in self._clips.items() if c in self._touched}
-        self._failures = {(r["clip_id"], r["extractor"]): r for r in tip_failures if r["clip_id"] not in self._touched} | {
-            k: r for k, r in self._failures.items() if k[0] in self._touched}
+        self._clips.rebase(self.clips(), lambda clip_id: clip_id in self._touched)
+        self._failures.rebase(self.failures(), lambda key: key[0] in self._touched)
         self._init_layout()
         for description, dtype in self._registered:
             ZarrStoreWriter.register_extractor(self, description, dtype)
@@ -280,7 +268,7 @@ class IcechunkStoreWriter(ZarrStoreWriter):
             redo()
         self._write_tables()
         for staged in self._pending:
-            self._index[staged.extractor][staged.clip_id] = Location(staged.rows, part=part_name(staged.clip_id))
+            self.index(staged.extractor).add_part(staged.clip_id, Location(staged.rows, part=part_name(staged.clip_id)))
 
 
 def history(address: StoreAddress) -> pd.DataFrame:

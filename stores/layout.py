@@ -3,15 +3,17 @@
     <store>/                     root attrs: format, format_version, mvfx_version, created, updated
       clips/<column>             1-D arrays, one row per clip (see CLIP_COLUMNS)
       failures/<column>          1-D arrays, one row per failed (clip, extractor) (FAILURE_COLUMNS)
-      features/<extractor>/      attrs: provenance + clip_index {clip_id, offset, count}
+      features/<extractor>/      attrs: provenance + indexed_clips (committed rows of index/)
+        index/<column>           clip_id, offset, count, checksum: where each clip's rows are (stores.index)
         values [N, D]            float32 (or float16), chunked along rows
         times  [N, 2]            float64 start/end seconds of each row
         parts/<part>/            committed but not yet compacted clips: values, times, attrs.clip_id
+        sources/<column>         imported feature sets only: clip_id, crc32 of the file each clip came from
 """
 from __future__ import annotations
 
 FORMAT_NAME = "mvfx-feature-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the clip index was one JSON attribute (clip_index); migrated by the next writer
 
 CLIP_COLUMNS: dict[str, str] = {
     "clip_id": "str",
@@ -42,6 +44,9 @@ FAILURE_COLUMNS: dict[str, str] = {
     "message": "str",
     "time": "str",  # ISO 8601 UTC
 }
+
+SOURCES = "sources"
+SOURCE_COLUMNS: dict[str, str] = {"clip_id": "str", "crc32": "str"}
 
 TARGET_CHUNK_BYTES = 2 << 20
 

@@ -1,5 +1,7 @@
-"""Column tables (clips, failures) stored as one 1-D array per column."""
+"""Column tables (clips, failures) stored as one 1-D array per column, and the writer's in-memory copy of them."""
 from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -16,14 +18,19 @@ def to_columns(records: list[dict], schema: dict[str, str]) -> dict[str, np.ndar
     return cols
 
 
+def frame_columns(frame: pd.DataFrame, schema: dict[str, str]) -> dict[str, np.ndarray]:
+    """A table read by ``to_frame`` -> column arrays as ``to_columns`` makes them."""
+    return {name: frame[name].to_numpy(dtype=object if dtype == "str" else dtype) for name, dtype in schema.items()}
+
+
 def _missing(value) -> bool:
     """Absent, None or NaN: a column that older rows do not have (e.g. one added in a later format)."""
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def write_zarr_table(group: zarr.Group, records: list[dict], schema: dict[str, str]) -> None:
+def write_zarr_table(group: zarr.Group, columns: dict[str, np.ndarray], schema: dict[str, str]) -> None:
     """Replace every column array of ``group`` (each write is one file per chunk, atomically replaced)."""
-    for name, column in to_columns(records, schema).items():
+    for name, column in columns.items():
         dtype = str if schema[name] == "str" else column.dtype
         arr = group.create_array(name, shape=column.shape, dtype=dtype, chunks=(max(1, len(column)),), overwrite=True)
         if len(column):
@@ -40,3 +47,81 @@ def to_frame(columns: dict[str, np.ndarray], schema: dict[str, str]) -> pd.DataF
 
 def read_zarr_table(group: zarr.Group, schema: dict[str, str]) -> pd.DataFrame:
     return to_frame({n: group[n][:] for n in schema if n in group}, schema)
+
+
+class RecordTable:
+    """A writer's copy of a table, keyed by some of its columns: the stored rows as column arrays, and the
+    records this run set or removed on top.
+
+    Why not a dict of dicts: at 100k clips that is about 1.5 KB a clip on the run's client; columns take a
+    few hundred bytes. ``columns()`` folds the changes in (sorted by key) when the table is written."""
+
+    def __init__(self, frame: pd.DataFrame, schema: dict[str, str], key: tuple[str, ...]) -> None:
+        self.schema, self.key = schema, key
+        self._load(frame_columns(frame, schema))
+
+    def _load(self, columns: dict[str, np.ndarray]) -> None:
+        self._columns = columns
+        self._rows = {k: i for i, k in enumerate(self._keys(columns))}
+        self._changed: dict[Hashable, dict] = {}
+        self._dropped: set[Hashable] = set()
+        self.dirty = False
+
+    def _keys(self, columns: dict[str, np.ndarray]) -> list[Hashable]:
+        if len(self.key) == 1:
+            return columns[self.key[0]].tolist()
+        return list(zip(*(columns[k].tolist() for k in self.key)))
+
+    def key_of(self, record: dict) -> Hashable:
+        return record[self.key[0]] if len(self.key) == 1 else tuple(record[k] for k in self.key)
+
+    def get(self, key: Hashable, default: dict | None = None) -> dict | None:
+        """The record under ``key`` (a fresh dict of Python values), or ``default``."""
+        if key in self._changed:
+            return dict(self._changed[key])
+        row = self._rows.get(key)
+        if row is None or key in self._dropped:
+            return default
+        return {name: column[row].item() if isinstance(column[row], np.generic) else column[row]
+                for name, column in self._columns.items()}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._changed or (key in self._rows and key not in self._dropped)
+
+    def keys(self) -> Iterator[Hashable]:
+        yield from (k for k in self._rows if k not in self._changed and k not in self._dropped)
+        yield from self._changed
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.keys())
+
+    def set(self, record: dict) -> None:
+        key = self.key_of(record)
+        self._changed[key] = record
+        self._dropped.discard(key)
+        self.dirty = True
+
+    def pop(self, key: Hashable) -> None:
+        if key in self:
+            self._changed.pop(key, None)
+            self._dropped.add(key)
+            self.dirty = True
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every record as column arrays sorted by key; the changes become the stored rows."""
+        keep = np.array([k not in self._changed and k not in self._dropped for k in self._rows], dtype=bool)
+        fresh = to_columns(list(self._changed.values()), self.schema)
+        merged = {n: np.concatenate([self._columns[n][keep], fresh[n]]) for n in self.schema}
+        order = sorted(range(len(keep.nonzero()[0]) + len(self._changed)), key=self._keys(merged).__getitem__)
+        self._load({n: column[order] for n, column in merged.items()})
+        return self._columns
+
+    def rebase(self, frame: pd.DataFrame, ours: Callable[[Hashable], bool]) -> None:
+        """Take ``frame`` (another writer's newer table) as the stored rows, keeping this run's own records
+        (the keys ``ours`` claims) in place of its rows."""
+        kept = [self.get(k) for k in self.keys() if ours(k)]
+        tip = frame_columns(frame, self.schema)
+        mask = np.array([not ours(k) for k in self._keys(tip)], dtype=bool)
+        self._load({n: column[mask] if len(mask) else column for n, column in tip.items()})
+        for record in kept:
+            self.set(record)

@@ -113,7 +113,7 @@ def test_sigkill_mid_run_then_resume_leaves_one_clean_copy(corpus_24, tmp_path):
     for name in ("colour", "emobase"):
         info = final.summary()["extractors"][name]
         assert info["clips"] == 24 and info["uncompacted_parts"] == 0
-        index = final.group_attrs(name)["clip_index"]
-        assert sorted(index["clip_id"]) == sorted(set(index["clip_id"])) and len(index["clip_id"]) == 24
-        assert sum(index["count"]) == info["rows"]
+        index = final.index_columns(name)
+        assert len(set(index.clip_id)) == len(index) == 24
+        assert index.count.sum() == info["rows"]
     assert subprocess.run([*MVFX, "store", "verify", str(store)], capture_output=True).returncode == 0

@@ -65,10 +65,11 @@ def test_verify_finds_corruption(demo_corpus, tmp_path):
     run_extract(str(demo_corpus), str(store), ["colour"], workers=1)
     assert _run("store", "verify", store).exit_code == 0
     root = zarr.open_group(str(store), mode="a")
-    index = root["features/colour"].attrs["clip_index"]
-    first = index["offset"][index["clip_id"].index("clip_001")]
+    index = root["features/colour/index"]
+    ids = index["clip_id"][:].tolist()
+    first = int(index["offset"][ids.index("clip_001")])
     root["features/colour/values"][first, 0] = 7.0  # bit rot
-    third = index["offset"][index["clip_id"].index("clip_003")]
+    third = int(index["offset"][ids.index("clip_003")])
     root["features/colour/values"][third + 1, 2] = np.nan
     root["features/colour/times"][third + 2] = [9.0, 8.0]
     proc = _run("store", "verify", store, check=False)
