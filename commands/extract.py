@@ -174,8 +174,8 @@ def list_extractors(as_json: bool) -> None:
             "time_grid": e.time_grid.as_dict(), "input": e.describe()["input"],
             "weights": weights or "none needed", "summary": e.summary, "feature_names": e.feature_names,
         })
-    if as_json:
-        out.print_json(json.dumps(rows))
+    if as_json:  # plain json: rich's print_json takes seconds to lay out the feature names' 100 000 lines
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table("name", "dim", "time grid", "input", "weights", "what")
     for r in rows:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from mvfx.extractors.base import Config, Extractor, FeatureBlock, FrameSampled, option
@@ -62,6 +61,8 @@ class Colour(FrameByFrame, FrameSampled, Extractor):
 
     def frame_features(self, rgb: np.ndarray) -> np.ndarray:
         """The feature row of one RGB uint8 frame."""
+        import cv2
+
         c = self.config
         rgb01 = rgb.astype(np.float32) / 255.0
         hsv = cv2.cvtColor(rgb01, cv2.COLOR_RGB2HSV)  # H in [0, 360), S and V in [0, 1]

@@ -6,18 +6,42 @@ that is the default (window and hop configurable). Each window is one
 signal, so a value equals what a direct openSMILE call on the window gives.
 A clip shorter than one window gets a single row over the whole clip.
 Measured: 5.6 ms per window (0.34 s per 30 s of audio) on one core.
+
+The feature names come from files that mvfx ships (``data/emobase_*.txt``),
+so listing extractors imports neither opensmile nor pandas; opensmile is
+imported in ``setup``, which also checks that its names are still the shipped ones.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import opensmile
 
 from mvfx.extractors.base import Config, Extractor, FeatureBlock, TimeGrid, fixed_windows, option
 from mvfx.extractors.registry import register
+from mvfx.extractors.shipped import shipped_lines
 from mvfx.media.decode import AudioSpec
+from mvfx.media.errors import MvfxError
 from mvfx.media.probe import ClipInfo
+
+if TYPE_CHECKING:
+    import opensmile
+
+# opensmile.FeatureLevel member -> the shipped file of its feature names, in output order
+NAMES_FILES = {"Functionals": "emobase_functionals.txt", "LowLevelDescriptors": "emobase_lld.txt"}
+
+
+def emobase_smile(feature_level: str) -> opensmile.Smile:
+    """openSMILE's emobase at ``feature_level`` (a ``opensmile.FeatureLevel`` member name)."""
+    import opensmile
+
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.emobase, feature_level=opensmile.FeatureLevel[feature_level])
+
+
+def emobase_names(feature_level: str) -> list[str]:
+    """emobase's feature names at ``feature_level`` in output order, from the file mvfx ships."""
+    return list(shipped_lines(NAMES_FILES[feature_level]))
 
 
 @dataclass(frozen=True)
@@ -37,11 +61,14 @@ class _OpenSmileExtractor(Extractor):
 
     modality = "audio"
     libraries = ("opensmile",)
-    feature_level: opensmile.FeatureLevel
+    feature_level: ClassVar[str]  # an opensmile.FeatureLevel member name (a key of NAMES_FILES)
 
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
         super().setup(device, random_weights)
-        self.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.emobase, feature_level=self.feature_level)
+        self.smile = emobase_smile(self.feature_level)
+        if list(self.smile.feature_names) != self.feature_names:
+            raise MvfxError(f"{self.name}: this opensmile's emobase features differ from the names mvfx ships "
+                            f"(extractors/data/{NAMES_FILES[self.feature_level]}); install the opensmile in constraints.txt")
 
     @property
     def input(self) -> AudioSpec:
@@ -49,10 +76,7 @@ class _OpenSmileExtractor(Extractor):
 
     @property
     def feature_names(self) -> list[str]:
-        smile = getattr(self, "smile", None) or opensmile.Smile(
-            feature_set=opensmile.FeatureSet.emobase, feature_level=self.feature_level
-        )
-        return list(smile.feature_names)
+        return emobase_names(self.feature_level)
 
 
 @register
@@ -61,7 +85,7 @@ class Emobase(_OpenSmileExtractor):
     version = "1"
     summary = "openSMILE emobase: 988 functionals per window (0.5 s, non-overlapping)"
     config_class = EmobaseConfig
-    feature_level = opensmile.FeatureLevel.Functionals
+    feature_level = "Functionals"
 
     @property
     def hop(self) -> float:
@@ -87,7 +111,7 @@ class EmobaseLld(_OpenSmileExtractor):
     version = "1"
     summary = "openSMILE emobase low-level descriptors (26 per 10 ms frame, 25 ms window)"
     config_class = EmobaseLldConfig
-    feature_level = opensmile.FeatureLevel.LowLevelDescriptors
+    feature_level = "LowLevelDescriptors"
 
     @property
     def time_grid(self) -> TimeGrid:

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from mvfx.extractors.base import Extractor, FeatureBlock, FrameSampled, option
@@ -44,6 +44,9 @@ from mvfx.extractors.weights import require
 from mvfx.media.decode import Frames
 from mvfx.media.probe import ClipInfo
 
+if TYPE_CHECKING:
+    import cv2
+
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 CROP = 48
@@ -53,6 +56,8 @@ EXPRESSION_FILES = {"mini_xception": "fer2013_mini_xception", "vgg19": "vgg19_fe
 
 
 def haar_cascade() -> cv2.CascadeClassifier:
+    import cv2
+
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     if cascade.empty():
         raise RuntimeError("OpenCV's haarcascade_frontalface_default.xml could not be loaded")
@@ -61,6 +66,8 @@ def haar_cascade() -> cv2.CascadeClassifier:
 
 def detect_faces(detector: cv2.CascadeClassifier, images: np.ndarray) -> list[np.ndarray]:
     """Haar: per frame an [F, 4] array of (x, y, w, h) pixel boxes."""
+    import cv2
+
     boxes = []
     for rgb in images:
         grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
@@ -314,6 +321,8 @@ def aligned_crop(rgb: np.ndarray, faces: FrameFaces, k: int, size: int = CROP) -
     h, w = rgb.shape[:2]
     box = faces.boxes[k]
     if faces.landmarks is not None:
+        import cv2
+
         (lx, ly), (rx, ry) = faces.landmarks[k][0], faces.landmarks[k][1]
         angle = math.degrees(math.atan2(ry - ly, rx - lx))
         centre = (float(box[0] + box[2] / 2), float(box[1] + box[3] / 2))

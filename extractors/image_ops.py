@@ -12,7 +12,6 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -61,6 +60,8 @@ def centre_crop_normalise(frames: torch.Tensor | np.ndarray, crop: int, mean: Se
 
 def grey_crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     """The (x, y, w, h) box made square around its centre, clipped to the frame, grey, resized to size x size."""
+    import cv2
+
     x, y, w, h = box
     side = max(w, h)
     cx, cy = x + w / 2, y + h / 2

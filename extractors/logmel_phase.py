@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 
 from mvfx.extractors.base import Config, Extractor, FeatureBlock, TimeGrid, option, single_threaded_blas
@@ -45,6 +44,8 @@ class LogMelPhase(Extractor):
     config_class = LogMelPhaseConfig
 
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
+        import librosa
+
         super().setup(device, random_weights)
         c = self.config
         self.mel_basis = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels).astype(np.float32)
@@ -81,6 +82,8 @@ class LogMelPhase(Extractor):
     def _frames(self, data: np.ndarray, first: int, stop: int) -> np.ndarray:
         """Rows of STFT frames [first, stop): computed from just the samples they cover, so the complex
         spectrogram of a long clip is never held whole (frames are independent; the result is the same)."""
+        import librosa
+
         c = self.config
         piece = data[first * c.hop_length : (stop - 1) * c.hop_length + c.n_fft]
         spec = librosa.stft(piece, n_fft=c.n_fft, hop_length=c.hop_length, center=False)  # [F, T] complex

@@ -21,9 +21,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
+from mvfx.extractors.shipped import shipped_lines
 from mvfx.media.errors import MvfxError
 from mvfx.media.hashing import file_sha256
 
@@ -69,10 +69,7 @@ class WeightFile:
 
     def category_lines(self) -> list[str]:
         """The data file's lines in model output order (``#`` lines are comments)."""
-        if self.categories is None:
-            return []
-        text = files("mvfx.extractors").joinpath(f"data/{self.categories}").read_text()
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        return [] if self.categories is None else list(shipped_lines(self.categories))
 
     def category_names(self) -> list[str]:
         """Output names in model order: whole lines, or the first column where the file has more (Places365)."""

@@ -16,16 +16,14 @@ plotting (the only code that fetches fonts).
 """
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
-from importlib.resources import files
 
-import cv2
 import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, FrameSampled, option
 from mvfx.extractors.registry import register
+from mvfx.extractors.shipped import shipped_lines
 from mvfx.extractors.streams import FrameByFrame
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
 from mvfx.extractors.weights import converted_path, mvfx_home, require
@@ -56,15 +54,15 @@ def offline_ultralytics():
     return ultralytics
 
 
-@functools.lru_cache(maxsize=1)
 def coco_names() -> list[str]:
     """The 80 class names in output order, from the file mvfx ships (checked against Ultralytics' in the tests)."""
-    text = files("mvfx.extractors").joinpath("data/coco80.txt").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return list(shipped_lines("coco80.txt"))
 
 
 def letterbox(rgb: np.ndarray, size: int) -> np.ndarray:
     """Resize so the long side is ``size`` and pad to size x size with grey 114, centred (Ultralytics' LetterBox)."""
+    import cv2
+
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nh, nw = round(h * scale), round(w * scale)
