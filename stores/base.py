@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Container
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ from mvfx.media.errors import MvfxError
 from mvfx.stores.index import INDEXED, LEGACY_INDEX, ClipIndex, IndexColumns, Location
 from mvfx.stores.layout import CLIP_COLUMNS, FORMAT_NAME, FORMAT_VERSION
 from mvfx.stores.tables import to_columns, to_frame
+
+if TYPE_CHECKING:
+    from mvfx.stores.lock import StoreLock
 
 VERIFY_SLAB_ROWS = 1 << 16  # compacted rows verified per read
 
@@ -43,6 +47,63 @@ class Staging(Protocol):
 
     def reader(self) -> FeatureStore:
         """The store as committed, for workers that need earlier results."""
+
+
+@runtime_checkable
+class StoreWriter(Protocol):
+    """The single writer of a store (``open_writer``): what a run and an import call. Workers never hold one;
+    they stage through ``staging()`` and the writer commits. See ``ZarrStoreWriter`` for the local protocol
+    and ``IcechunkStoreWriter`` for transactions."""
+
+    location: str
+    lock: StoreLock  # took_over: a note when this run took over a crashed run's lock
+
+    def extractors(self) -> list[str]: ...
+
+    def read(self, extractor: str, clip_id: str) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def register_extractor(self, description: dict, dtype: str = "float32") -> None:
+        """Create or check ``features/<name>``; refuse a feature set made differently."""
+
+    def staging(self) -> Staging:
+        """Where a worker writes a clip's finished blocks for ``commit``."""
+
+    def done(self, extractor: str) -> Container[str]:
+        """The clips committed for ``extractor`` (O(1) membership)."""
+
+    def commit(self, staged) -> None:
+        """Make a staged part visible; a clip already committed is not duplicated."""
+
+    def append(self, extractor: str, clips: list[tuple[str, np.ndarray, np.ndarray]]) -> int:
+        """Write whole clips held in memory straight into the store; returns the clips written."""
+
+    def source_stamps(self, extractor: str) -> dict[str, str]:
+        """clip_id -> stamp of the file an import read it from."""
+
+    def add_source_stamps(self, extractor: str, stamps: dict[str, str]) -> None: ...
+
+    def set_clip(self, record: dict) -> None: ...
+
+    def known_clips(self) -> Container[str]: ...
+
+    def clip_records(self): ...
+
+    def add_failure(self, clip_id: str, extractor: str, stage: str, error: str, message: str) -> None: ...
+
+    def clear_failures(self, clip_id: str, extractors: list[str]) -> None: ...
+
+    def checkpoint(self) -> None:
+        """Persist the tables (and, with history, commit)."""
+
+    def compact(self) -> int:
+        """Fold committed parts into the contiguous arrays; returns how many."""
+
+    def close(self) -> None:
+        """Persist and release the store."""
+
+    def __enter__(self) -> StoreWriter: ...
+
+    def __exit__(self, *exc) -> None: ...
 
 
 class FeatureStore(ABC):
