@@ -54,7 +54,9 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
     """Extract features for every clip of CORPUS into a store.
 
     CORPUS is a folder (searched recursively), a quoted glob ("clips/*.mp4") or a
-    manifest CSV with columns clip_id,path. Each clip is decoded once for all
+    manifest, CSV or Parquet, with a path column and optionally clip_id and
+    duration_s (relative paths are relative to the manifest's folder; other
+    columns are ignored). Each clip is decoded once for all
     extractors and streamed through them in pieces, so memory does not grow
     with a clip's duration; long clips show their own progress in decoded
     seconds. Pairs (clip, extractor) already in the store are skipped, so
@@ -80,18 +82,37 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
 
 
 def extract_with_progress(corpus: str, store: str, names: list[str], options: dict, **settings) -> RunSummary:
-    """``run_extract`` with a corpus bar in clips and, under it, a bar in decoded seconds per clip in flight."""
+    """``run_extract`` with a corpus bar in clips and, under it, a bar in decoded seconds per clip in flight.
+
+    Before them, a count of the clips found (a large folder takes a while) and of those checked against the store.
+    """
     from mvfx.pipeline.run import run_extract
 
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
     )
-    task_id = None
+    task_id = plan_id = None
     clip_bars: dict[str, int] = {}
+
+    def on_plan(stage: str, done: int, total: int | None) -> None:
+        nonlocal plan_id
+        if plan_id is None:
+            plan_id = progress.add_task("[bold]discover", total=None, unit="clips found", last="")
+        if stage == "discover":
+            progress.update(plan_id, completed=done)
+        else:
+            progress.update(plan_id, description="[bold]plan", total=total, completed=done, unit="clips checked")
+
+    def drop_plan() -> None:  # its count has served: the run's own bars (or an error) follow
+        nonlocal plan_id
+        if plan_id is not None:
+            progress.remove_task(plan_id)
+            plan_id = None
 
     def on_start(n_tasks: int, where: str) -> None:
         nonlocal task_id
+        drop_plan()
         console.print(escape(f"{n_tasks} clips to process with {', '.join(names)} on {where}"))
         task_id = progress.add_task("[bold]extract", total=n_tasks, unit="clips", last="")
 
@@ -106,8 +127,11 @@ def extract_with_progress(corpus: str, store: str, names: list[str], options: di
         progress.update(task_id, advance=1, last=f"{result.clip_id} [{result.status}]")
 
     with progress:
-        return run_extract(corpus, store, names, options, on_start=on_start, on_result=on_result, on_progress=on_progress,
-                           **settings)
+        try:
+            return run_extract(corpus, store, names, options, on_start=on_start, on_result=on_result, on_progress=on_progress,
+                               on_plan=on_plan, **settings)
+        finally:
+            drop_plan()
 
 
 def _parse_in_flight(text: str) -> int:

@@ -9,11 +9,18 @@ share of the machine's memory as its limit; each clip is held to half of
 its worker's limit before it is opened (``streaming.memory_needed``), so
 one oversized clip is a failures row, not a worker killed with its
 neighbours' work.
+
+Tasks go out in bounded batches: at most ``SUBMITTED_PER_THREAD`` per worker
+thread are submitted at once, and each finished one is replaced from the
+(lazy) task iterable. So a 100,000-clip corpus never puts 100,000 futures on
+the client or 100,000 task specs on the scheduler; what the client holds per
+clip is its plan (a ``ClipSource`` and the extractors it lacks), not a task.
 """
 from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
@@ -27,6 +34,7 @@ def local_cores() -> int:
 
 ProgressSink = Callable[[str, float, float], None]  # (clip id, decoded seconds, clip seconds)
 PROGRESS_TOPIC = "mvfx-progress"
+SUBMITTED_PER_THREAD = 2  # one running, one ready to start: no thread waits on the client, little waits in queues
 
 
 class InProcessExecutor:
@@ -52,25 +60,44 @@ class InProcessExecutor:
                 yield fn(task, on_progress)
             return
         with ThreadPoolExecutor(self.clips_in_flight, thread_name_prefix="mvfx-clip") as pool:
-            pending: dict = {}
-            queued = iter(tasks)
-            while True:  # at most twice the threads submitted at once: the rest wait here, not in the pool
-                for task in itertools.islice(queued, 2 * self.clips_in_flight - len(pending)):
-                    pending[pool.submit(fn, task, on_progress)] = task
-                if not pending:
-                    return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (_outcome(f, pending.pop(f), on_error) for f in done)
+            yield from bounded(tasks, lambda task: pool.submit(fn, task, on_progress),
+                               lambda pending: wait(pending, return_when=FIRST_COMPLETED).done,
+                               lambda: SUBMITTED_PER_THREAD * self.clips_in_flight, on_error)
 
     def close(self) -> None:
         pass
 
 
+def bounded(tasks: Iterable, submit: Callable[[Any], Any], completed: Callable[[dict], Iterable],
+            limit: Callable[[], int], on_error: Callable[[Any, BaseException], Any]) -> Iterator:
+    """Outcomes of ``tasks`` as they complete, with at most ``limit()`` submitted at any time.
+
+    ``submit(task)`` returns a future; ``completed(pending)`` blocks until some of the pending futures are done
+    and returns those. Tasks are drawn from ``tasks`` only as room frees up (the rest wait in the iterable, not
+    in a queue), and a finished batch is replaced before its outcomes are handed on, so workers stay busy while
+    the caller commits them. A task whose future fails (a bug outside the clip's own error handling, a worker
+    lost) becomes ``on_error(task, exc)``.
+    """
+    pending: dict = {}  # future -> task
+    queued = iter(tasks)
+    outcomes: list = []
+    while True:
+        for task in itertools.islice(queued, max(0, limit() - len(pending))):
+            pending[submit(task)] = task
+        yield from outcomes
+        if not pending:
+            return
+        outcomes = [_outcome(f, pending.pop(f), on_error) for f in completed(pending)]
+
+
 def _outcome(future, task, on_error: Callable[[Any, BaseException], Any]):
     try:
         return future.result()
-    except Exception as exc:  # a bug outside the clip's own error handling: that clip fails, the run goes on
+    except Exception as exc:  # a bug outside the clip's own error handling, or a lost worker: that clip fails, the run goes on
         return on_error(task, exc)
+    finally:
+        if hasattr(future, "release"):  # a Dask future: let the cluster forget it now (an error's traceback would keep it)
+            future.release()
 
 
 def publish_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
@@ -83,12 +110,16 @@ def publish_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
 class DaskExecutor:
     """Run tasks on Dask distributed: a new local cluster or an existing scheduler address."""
 
+    THREADS_RECOUNT_S = 10.0
+
     def __init__(self, workers: int = 0, scheduler: str | None = None, resources: dict[str, float] | None = None,
                  clips_in_flight: int = 1) -> None:
         from dask.distributed import Client, LocalCluster
 
         self.resources = resources or None
         self.cluster = None
+        self._threads: int | None = None  # worker threads of the cluster, last counted at _threads_counted
+        self._threads_counted = 0.0
         self.clips_in_flight = clips_in_flight
         try:
             if scheduler:  # its workers' threads, set by whoever started them, are their clips in flight
@@ -125,17 +156,26 @@ class DaskExecutor:
 
         if on_progress:
             self.client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(*event[1]))
-        futures = {}
-        for task in tasks:
-            futures[self.client.submit(fn, task, publish_progress if on_progress else None, pure=False, resources=self.resources)] = task
-        for future in as_completed(futures):
-            task = futures.pop(future)
-            try:
-                yield future.result()
-            except Exception as exc:  # the worker died or the task could not run there
-                yield on_error(task, exc)
-            finally:
-                future.release()
+        running = as_completed(loop=self.client.loop)
+
+        def submit(task):
+            future = self.client.submit(fn, task, publish_progress if on_progress else None, pure=False, resources=self.resources)
+            running.add(future)
+            return future
+
+        yield from bounded(tasks, submit, lambda pending: running.next_batch(block=True), self.submission_limit, on_error)
+
+    def submission_limit(self) -> int:
+        """Tasks submitted at once: ``SUBMITTED_PER_THREAD`` per worker thread of the cluster (at least 2).
+
+        Counted again every ``THREADS_RECOUNT_S`` seconds, so workers that join a running job (a batch
+        system starting them late) get work too.
+        """
+        now = time.monotonic()
+        if self._threads is None or now - self._threads_counted >= self.THREADS_RECOUNT_S:
+            self._threads = sum(self.client.nthreads().values())
+            self._threads_counted = now
+        return max(2, SUBMITTED_PER_THREAD * self._threads)
 
     def close(self) -> None:
         self.client.close()

@@ -7,6 +7,7 @@ earlier run did not finish (or what failed).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from mvfx.pipeline.threads import ThreadBudget
 from mvfx.stores import open_writer
 
 COMMON_LIBRARIES = ("mvfx", "numpy", "av", "zarr")
+PLAN_REPORT_EVERY = 1000  # clips checked between two on_plan calls
 
 
 @dataclass
@@ -86,6 +88,7 @@ def run_extract(
     on_start: Callable[[int, str], None] | None = None,
     on_result: Callable[[ClipResult], None] | None = None,
     on_progress: Callable[[str, float, float], None] | None = None,
+    on_plan: Callable[[str, int, int | None], None] | None = None,
 ) -> RunSummary:
     """Extract ``extractor_names`` for every clip of ``corpus`` that the store lacks.
 
@@ -93,7 +96,8 @@ def run_extract(
     would need more is a failures row. Finished clips are committed every ``commit_every_s`` seconds (0: after each).
     ``clips_in_flight``: clips each worker process decodes at once, sharing its models' forward passes (0: automatic,
     see ``default_clips_in_flight``). ``decode``: auto | cpu | cuda (NVDEC where the GPU and codec allow).
-    ``on_progress(clip_id, decoded_s, duration_s)`` follows decoding.
+    ``on_progress(clip_id, decoded_s, duration_s)`` follows decoding; ``on_plan(stage, done, total)`` follows the
+    work before it: "discover" (clips found, total None), then "plan" (clips checked against the store).
     """
     options = options or {}
     started = time.perf_counter()
@@ -105,7 +109,7 @@ def run_extract(
     _check_options_used(options, [e.name for e in extractors])
     random = {e.name: random_weights and bool(e.weight_names) for e in extractors}
     described = [provenance(e, random[e.name]) for e in extractors]  # fails here, before any work, when weights are missing
-    found = discover(corpus)
+    found = discover(corpus, on_found=(lambda n: on_plan("discover", n, None)) if on_plan else None)
     clips = found.clips
     specs = {e.name: ExtractorSpec(e.name, tuple(sorted(options.get(e.name, {}).items())), random[e.name]) for e in extractors}
     summary = RunSummary(clips=len(clips))
@@ -118,12 +122,13 @@ def run_extract(
             for description in described:
                 writer.register_extractor(description, dtype=dtypes[description["extractor"]])
             done = {e.name: writer.done(e.name) for e in extractors}
-            todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []
-            for clip in _changed_since_extraction(clips, writer, summary):
+            todo: list[tuple[ClipSource, tuple[ExtractorSpec, ...]]] = []  # per clip: its source and one shared tuple
+            shared: dict[tuple[ExtractorSpec, ...], tuple[ExtractorSpec, ...]] = {}
+            for clip in _changed_since_extraction(clips, writer, summary, on_plan):
                 missing = tuple(specs[e.name] for e in extractors if clip.clip_id not in done[e.name])
                 summary.pairs_skipped += len(extractors) - len(missing)
                 if missing:
-                    todo.append((clip, missing))
+                    todo.append((clip, shared.setdefault(missing, missing)))
             gpu = device != "cpu" and any(e.weight_names for e in extractors)
             in_flight = clips_in_flight or default_clips_in_flight(device)
             executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None,
@@ -131,12 +136,12 @@ def run_extract(
             budget = ThreadBudget(executor.cores_per_worker(), executor.clips_in_flight)
             gpu_workers = executor.workers if gpu and not scheduler else 1  # a local cluster's workers share one GPU
             task_dtypes = tuple(sorted(dtypes.items()))
-            tasks = [ClipTask(clip, missing, writer.staging(), task_dtypes, device, budget, clip_memory, decode, gpu_workers)
-                     for clip, missing in todo]
+            tasks = (ClipTask(clip, missing, writer.staging(), task_dtypes, device, budget, clip_memory, decode, gpu_workers)
+                     for clip, missing in todo)  # made as the executor has room for them, not all at once
             summary.executor = executor.description
             summary.threads = budget.describe()
             if on_start:
-                on_start(len(tasks), executor.description)
+                on_start(len(todo), executor.description)
             last_checkpoint = time.monotonic()
             try:
                 for result in executor.map_unordered(process_clip, tasks, on_error=_lost_task, on_progress=on_progress):
@@ -195,16 +200,20 @@ def _duplicates(records: dict[str, dict], clip_ids: list[str]) -> list[tuple[str
     return pairs
 
 
-def _changed_since_extraction(clips: list[ClipSource], writer, summary: RunSummary) -> list[ClipSource]:
+def _changed_since_extraction(clips: list[ClipSource], writer, summary: RunSummary,
+                              on_plan: Callable[[str, int, int | None], None] | None = None) -> list[ClipSource]:
     """Clips safe to plan; a file whose size differs from what the store recorded is reported, not mixed in.
 
-    (A size check costs nothing; hashing a whole corpus on every resume would.)
+    (A size check costs one stat, and only for clips the store has a record of; hashing a whole corpus on every
+    resume would cost far more.) ``on_plan("plan", checked, total)`` is told every ``PLAN_REPORT_EVERY`` clips.
     """
     records = writer.clip_records()
     keep = []
-    for clip in clips:
+    for n, clip in enumerate(clips, start=1):
+        if on_plan and n % PLAN_REPORT_EVERY == 0:
+            on_plan("plan", n, len(clips))
         recorded = records.get(clip.clip_id, {}).get("size_bytes") or 0
-        size = os.path.getsize(clip.path) if os.path.isfile(clip.path) else recorded
+        size = _size(clip.path, recorded) if recorded else 0
         if recorded and size != recorded:
             message = (f"{clip.path}: file changed since it was extracted into this store ({recorded} -> {size} bytes); "
                        "extract into a new store")
@@ -213,7 +222,18 @@ def _changed_since_extraction(clips: list[ClipSource], writer, summary: RunSumma
             summary.clips_failed += 1
         else:
             keep.append(clip)
+    if on_plan:
+        on_plan("plan", len(clips), len(clips))
     return keep
+
+
+def _size(path: str, otherwise: int) -> int:
+    """Bytes of the file at ``path``; ``otherwise`` when it is gone or not a file (its task will say so)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return otherwise
+    return info.st_size if stat.S_ISREG(info.st_mode) else otherwise
 
 
 def _lost_task(task: ClipTask, exc: BaseException) -> ClipResult:

@@ -53,3 +53,22 @@ def test_duplicate_ids_are_refused(tmp_path):
 def test_missing_corpus_is_a_one_line_error(tmp_path):
     with pytest.raises(MvfxError, match="no such folder"):
         discover(str(tmp_path / "nope"))
+
+
+def test_folder_entries_named_like_clips_that_are_not_files_are_problems_not_gaps(tmp_path):
+    import os
+
+    _touch(tmp_path, "a.mp4", "x.mp4/inside.mp4", ".hidden_dir/b.mp4")
+    os.symlink("loop.mp4", tmp_path / "loop.mp4")
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "dangling.mp4")
+    os.symlink(tmp_path / "a.mp4", tmp_path / "link.mp4")
+    os.symlink(tmp_path / "x.mp4", tmp_path / "dirlink")  # a symlinked folder is not followed
+    os.mkfifo(tmp_path / "fifo.mp4")
+    found = discover(str(tmp_path))
+    assert [(c.clip_id, c.path) for c in found.clips] == [
+        (".hidden_dir/b", str(tmp_path / ".hidden_dir" / "b.mp4")), ("a", str(tmp_path / "a.mp4")),
+        ("link", str(tmp_path / "link.mp4")), ("x.mp4/inside", str(tmp_path / "x.mp4" / "inside.mp4")),
+    ]
+    reasons = {clip_id: message.split(": ", 1)[1] for clip_id, message in found.problems}
+    assert reasons == {"dangling": f"dangling symlink (-> {tmp_path / 'gone.mp4'})", "fifo": "not a regular file",
+                       "loop": "symlink loop", "x": "a folder named like a media file"}
