@@ -52,7 +52,7 @@ def bench_heads(results: dict, work: Path) -> None:
         "lasso (emobase)": (steps, lambda: LassoHead(features=["emobase"]).fit(clips)),
         "lstm, MuVi recipe (emobase, 2 x 256)": (steps * EPOCHS, lambda: LstmHead(features=["emobase"], **fixed).fit(clips)),
         "lstm pair (emobase+colour, 2 x 256)": (steps * EPOCHS * 3, lambda: LstmHead(
-            features=["emobase", "colour"], fusion="pair", **fixed).fit(clips, pretrain_targets(clips, music))),
+            features=["emobase", "colour"], fusion="pair", **fixed).fit(clips, modality_targets=pretrain_targets(clips, music))),
         "fusion ensemble (emobase+colour, colour)": (len(labels) * EPOCHS * 2, lambda: FusionHead(
             feature_sets=[["emobase", "colour"], ["colour"]], **fixed).fit(pooled_x, labels["label"].to_numpy())),
         "correspondence (colour / emobase)": (len(pairs.y) * EPOCHS, lambda: CorrespondHead(

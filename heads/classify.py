@@ -17,13 +17,16 @@ regression with C in ``LOGISTIC_C``, and the network where every class has
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from mvfx.heads.align import clip_mean
+from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, Timeline, class_row, pooled_over, windows
 from mvfx.heads.dataset import scale, scaling
-from mvfx.heads.estimator import Head, register, tensors
+from mvfx.heads.estimator import FIT_RULES, NAME_SETS, Head, Rule, by_name, interval, options, register, tensors
 from mvfx.heads.torch_fit import FitConfig, fit
 from mvfx.media.errors import MvfxError
 
@@ -76,7 +79,7 @@ def fit_fusion(
         return nn.functional.cross_entropy(logits, target, weight=weight)
 
     fit(model, len(train), lambda b: loss(model([x[b] for x in x_train]), y_train[b]),
-        lambda: float(loss(model(x_val), y_val)), FitConfig(cfg.lr, cfg.batch_size, cfg.max_epochs, cfg.patience, cfg.seed))
+        lambda: float(loss(model(x_val), y_val)), by_name(FitConfig, cfg))
     return model, stats
 
 
@@ -178,9 +181,16 @@ class FusionHead(Head):
     N class names. Early stopping uses ``validation`` = (x, y) when given, else a stratified 15% of ``x``.
     ``member_model``: "auto" (each member chooses by inner CV, see ``choose``; ``members_chosen_`` says what),
     "mlp" (the late-fusion network, as before) or "logistic" (C by inner CV).
+
+    Applied to a store's clip (``predict_clip``): the class probabilities of the clip's mean features, as
+    it was trained, and on its time line those of windows of ``window_s`` seconds (hop half a window).
     """
 
     kind = "fusion"
+    _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
+        **FIT_RULES, "feature_sets": [NAME_SETS], "hidden": [interval(int, 1)], "class_weights": [options("none", "balanced")],
+        "member_model": [options("auto", "mlp", "logistic")],
+    }
 
     def __init__(self, feature_sets: list[list[str]] | None = None, hidden: int = 64, dropout: float = 0.5, lr: float = 1e-3,
                  batch_size: int = 32, max_epochs: int = 400, patience: int = 30, class_weights: str = "none",
@@ -198,12 +208,10 @@ class FusionHead(Head):
 
     @property
     def config(self) -> FusionConfig:
-        return FusionConfig(self.hidden, self.dropout, self.lr, self.batch_size, self.max_epochs, self.patience,
-                            self.class_weights, self.seed)
+        return by_name(FusionConfig, self)
 
     def fit(self, x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None = None) -> FusionHead:
-        if self.member_model not in ("auto", "mlp", "logistic"):
-            raise MvfxError(f"member_model {self.member_model!r}: use auto, mlp or logistic")
+        self.check_params()
         self.classes_ = sorted(set(y) | (set(validation[1]) if validation else set()))
         val = None
         if validation is not None:
@@ -229,6 +237,18 @@ class FusionHead(Head):
 
     def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return np.array(self.classes_)[self.predict_proba(x).argmax(axis=1)]
+
+    def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
+        whole = self.predict_proba({e: clip_mean(v, t)[None] for e, (v, t) in clip.blocks.items()})[0]
+        row = class_row(clip.clip_id, self.classes_, whole)
+
+        def timeline() -> Timeline:
+            spans = windows(clip.length, window_s)
+            over_time = self.predict_proba(pooled_over(clip, spans))
+            return Timeline(spans, {c: over_time[:, k] for k, c in enumerate(self.classes_)},
+                            f"{clip.clip_id}: {row['predicted']} ({window_s:g} s windows)", "probability")
+
+        return ClipPrediction(clip.clip_id, [row], timeline)
 
     def _tensors(self) -> dict:
         return {"members": [{"logistic": tensors([m.coef, m.intercept, m.codes]), "standardiser": [tensors(s) for s in m.stats]}

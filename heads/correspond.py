@@ -11,18 +11,33 @@ contrastive loss on cosine distance d = 1 - cos (Hadsell et al. 2006:
 matched pairs pulled to d = 0, mismatched pushed beyond a margin). Optional
 emotion branches (a softmax over the emotion classes on each embedding) add
 two cross-entropy losses with equal weight (multi-task).
+
+Applied to a store (``CorrespondHead.predict_clips``), each clip gets P(match) of its own music and video
+and the ``NEIGHBOURS`` music clips that fit its video best. Memory stays bounded: a first pass reads the
+clips one at a time and keeps only their embeddings ([N, embed] per modality), a second ranks the music
+for blocks of videos (``nearest``), never holding the [N, N] score matrix. Time is still N x N scores:
+cheap dot products for ``retrieve``, the pooled classifier on every pair for ``classify``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from mvfx.heads.align import clip_mean
+from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, StoreClip, Timeline, batched, pooled_over, windows
 from mvfx.heads.dataset import scale, scaling
-from mvfx.heads.estimator import Head, register, tensors
+from mvfx.heads.estimator import BOOL, FIT_RULES, TEXT, Head, Rule, by_name, interval, options, register, tensors
 from mvfx.heads.torch_fit import FitConfig, fit
+
+NEIGHBOURS = 3  # best-fitting music clips listed per clip
+EMBED_BATCH = 256  # clips embedded at once in prediction's first pass
+# videos x music clips scored at once when ranking: the classifier materialises every pair (mcb_dim floats each)
+SCORE_BLOCK = {"retrieve": (256, 4096), "classify": (32, 128)}
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,39 @@ class CorrespondenceModel(nn.Module):
         return loss
 
 
+def nearest(scores: Callable[[slice, slice], np.ndarray], n_query: int, n_gallery: int, k: int,
+            block: tuple[int, int]) -> np.ndarray:
+    """[n_query, min(k, n_gallery)] gallery indices, best first, of each query: what
+    ``np.argsort(-all_scores, kind="stable")[:, :k]`` gives (ties to the lower index), computed for
+    ``block`` = (queries, gallery items) at a time, so only one block of scores is ever held.
+    ``scores(q, g)`` returns the [len(q), len(g)] scores of the queries and gallery items in the slices."""
+    k = min(k, n_gallery)
+    out = np.zeros((n_query, k), np.int64)
+    for q0 in range(0, n_query, block[0]):
+        q = slice(q0, min(q0 + block[0], n_query))
+        best_s, best_i = np.zeros((q.stop - q0, 0)), np.zeros((q.stop - q0, 0), np.int64)
+        for g0 in range(0, n_gallery, block[1]):
+            s = scores(q, slice(g0, min(g0 + block[1], n_gallery))).astype(np.float64)
+            s[np.isnan(s)] = -np.inf
+            top = _top_k(s, k)
+            # earlier blocks hold lower indices, so a stable sort of [best, block] keeps ties in index order
+            cand_s, cand_i = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1), np.concatenate([best_i, top + g0], 1)
+            order = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(cand_s, order, 1), np.take_along_axis(cand_i, order, 1)
+        out[q] = best_i
+    return out
+
+
+def _top_k(s: np.ndarray, k: int) -> np.ndarray:
+    """[Q, min(k, G)] columns of the k largest of each row of ``s``, in column order; ties go to lower columns."""
+    k = min(k, s.shape[1])
+    kth = -np.partition(-s, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th largest value
+    above = s > kth
+    ties = s == kth
+    take = above | (ties & (np.cumsum(ties, axis=1) <= k - above.sum(axis=1, keepdims=True)))
+    return np.nonzero(take)[1].reshape(len(s), k)
+
+
 def validation_split(rows: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """15% of the pair groups among ``rows`` for early stopping, the rest to fit (no clip on both sides)."""
     from sklearn.model_selection import GroupShuffleSplit
@@ -158,6 +206,11 @@ class CorrespondHead(Head):
     """
 
     kind = "correspond"
+    _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
+        **FIT_RULES, "video_features": [TEXT], "music_features": [TEXT], "embed": [interval(int, 1)], "mcb_dim": [interval(int, 1)],
+        "dense": [interval(int, 1)], "margin": [interval(float, 0, low_open=True)], "emotion_branches": [BOOL],
+        "objective": [options("classify", "retrieve")],
+    }
 
     def __init__(self, video_features: str | None = None, music_features: str | None = None, embed: int = 64,
                  mcb_dim: int = 1024, dense: int = 32, dropout: float = 0.5, margin: float = 1.0, lr: float = 1e-4,
@@ -184,10 +237,10 @@ class CorrespondHead(Head):
 
     @property
     def config(self) -> CorrespondConfig:
-        return CorrespondConfig(self.embed, self.mcb_dim, self.dense, self.dropout, self.margin, self.lr, self.batch_size,
-                                self.max_epochs, self.patience, self.emotion_branches, self.objective, self.seed)
+        return by_name(CorrespondConfig, self)
 
     def fit(self, x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None = None) -> CorrespondHead:
+        self.check_params()
         if validation is None:
             fit_rows, val_rows = validation_split(np.arange(len(y)), x["group"], self.seed)
         else:
@@ -203,7 +256,7 @@ class CorrespondHead(Head):
         model = self.model_
         fit(model, len(fit_rows), lambda b: model.loss(model(tr[0][b], tr[1][b]), tr[2][b], tr[3][b], tr[4][b]),
             lambda: float(model.loss(model(va[0], va[1]), *va[2:])),
-            FitConfig(cfg.lr, cfg.batch_size, cfg.max_epochs, cfg.patience, cfg.seed))
+            by_name(FitConfig, cfg))
         return self
 
     def _tensors_of(self, x: dict, y: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
@@ -228,6 +281,36 @@ class CorrespondHead(Head):
 
     def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return self.predict_proba(x).argmax(axis=1)
+
+    def pair_scores(self, video: np.ndarray, music: np.ndarray) -> np.ndarray:
+        """[V, M] the model's fit of every video embedding with every music embedding (``embed_side``'s)."""
+        with torch.no_grad():
+            return self.model_.pair_scores(torch.as_tensor(video), torch.as_tensor(music)).numpy()
+
+    def predict_clips(self, clips: ClipReader, window_s: float = WINDOW_S) -> Iterator[ClipPrediction]:
+        """Per clip, P(match) of its own music and video and the ``NEIGHBOURS`` music clips that fit its video
+        best among ``clips``; its time line, P(match) over windows of ``window_s`` (hop half a window), reads
+        the clip again. Two passes (see the module docstring): memory holds the embeddings, not the features."""
+        sides = {"video": self.video_features, "music": self.music_features}
+        own, embedded = [], {side: [] for side in sides}
+        for part in batched(clips, EMBED_BATCH):
+            whole = {side: np.stack([clip_mean(*c.blocks[e]) for c in part]) for side, e in sides.items()}
+            own.append(self.predict_proba(whole)[:, 1])
+            for side in sides:
+                embedded[side].append(self.embed_side(side, whole[side]))
+        own, video, music = np.concatenate(own), *(np.concatenate(embedded[side]) for side in sides)
+        best = nearest(lambda q, g: self.pair_scores(video[q], music[g]), len(video), len(music), NEIGHBOURS,
+                       SCORE_BLOCK[self.objective])
+        ids = clips.clip_ids
+        for k, clip_id in enumerate(ids):
+            row = {"clip_id": clip_id, "p_match_own_music": float(own[k]), "best_music": ";".join(ids[j] for j in best[k])}
+            yield ClipPrediction(clip_id, [row], lambda clip_id=clip_id: self._match_timeline(clips.read(clip_id), window_s))
+
+    def _match_timeline(self, clip: StoreClip, window_s: float) -> Timeline:
+        spans = windows(clip.length, window_s)
+        pooled = pooled_over(clip, spans)
+        p = self.predict_proba({"video": pooled[self.video_features], "music": pooled[self.music_features]})[:, 1]
+        return Timeline(spans, {"P(match) of its own music": p}, f"{clip.clip_id}: does the music fit the video?", "P(match)")
 
     def _tensors(self) -> dict:
         return {"weights": self.model_.state_dict(), "standardiser": {k: tensors(v) for k, v in self.stats_.items()}}

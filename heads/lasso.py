@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -9,8 +10,9 @@ from sklearn.linear_model import LassoCV
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
 from mvfx.heads.dataset import ClipData, stack
-from mvfx.heads.estimator import Head, register, tensors
+from mvfx.heads.estimator import NAMES, SEED, Head, Rule, interval, register, tensors
 
 TOP_COEFFICIENTS = 25
 
@@ -20,10 +22,15 @@ class LassoHead(Head):
     """Standardise + LassoCV over the concatenated ``features``; inner folds are over clips too.
 
     ``fit(clips)`` takes ``ClipData`` (features on the label grid, with targets); ``predict(clips)``
-    gives one series per clip: ((x - mean_) / scale_) @ coef_ + intercept_.
+    gives one series per clip: ((x - mean_) / scale_) @ coef_ + intercept_. Applied to a store's clip, it
+    predicts the curve on a grid with its training labels' step (``application.curve_prediction``).
     """
 
     kind = "lasso"
+    _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
+        "features": [NAMES], "inner_folds": [interval(int, 2)], "n_alphas": [interval(int, 1)], "max_iter": [interval(int, 1)],
+        "seed": [SEED],
+    }
 
     def __init__(self, features: list[str] | None = None, inner_folds: int = 5, n_alphas: int = 30, max_iter: int = 5000,
                  seed: int = 0) -> None:
@@ -34,6 +41,8 @@ class LassoHead(Head):
         self.seed = seed
 
     def fit(self, clips: list[ClipData], y=None, validation=None) -> LassoHead:
+        """``y`` and ``validation`` are unused: the targets are the clips' own."""
+        self.check_params()
         x, target, groups = stack(clips, self.features)
         splits = list(GroupKFold(n_splits=min(self.inner_folds, len(clips))).split(x, target, groups))
         scaler = StandardScaler().fit(x)
@@ -51,6 +60,9 @@ class LassoHead(Head):
             x /= self.scale_
             out.append(x @ self.coef_ + self.intercept_)
         return out
+
+    def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
+        return curve_prediction(self, clip)
 
     def _tensors(self) -> dict:
         mean, scale, coef = tensors([self.mean_, self.scale_, self.coef_])

@@ -17,13 +17,15 @@ numbers on CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
 from mvfx.heads.dataset import ClipData, scale, scaling
-from mvfx.heads.estimator import Head, register, tensors
+from mvfx.heads.estimator import FIT_RULES, NAMES, Head, Rule, by_name, interval, options, register, tensors
 from mvfx.heads.torch_fit import FitConfig, fit
 from mvfx.media.errors import MvfxError
 
@@ -116,7 +118,7 @@ def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targ
         model, len(y_fit),
         lambda batch: nn.functional.mse_loss(model([x[batch] for x in x_fit]), y_fit[batch]),
         lambda: float(nn.functional.mse_loss(model(x_val), y_val)),
-        FitConfig(cfg.lr, cfg.batch_size, cfg.max_epochs, cfg.patience, cfg.seed),
+        by_name(FitConfig, cfg),
     )
     return scaler
 
@@ -125,11 +127,17 @@ def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targ
 class LstmHead(Head):
     """LSTM regressor with no, early, late or PAIR fusion of ``features`` (see the module docstring).
 
-    ``fit(clips, pretrain)``: for PAIR, ``pretrain`` holds per clip a dict extractor -> that modality's own
-    ratings on the clip's grid (clips without them sit out that branch's pre-training); otherwise None.
+    ``fit(clips, modality_targets=...)``: the targets are the clips' own; for PAIR, ``modality_targets`` holds
+    per clip a dict extractor -> that modality's own ratings on the clip's grid, which pre-train that
+    modality's branch (clips without them sit out that branch's pre-training). Applied to a store's clip, it
+    predicts the curve on a grid with its training labels' step (``application.curve_prediction``).
     """
 
     kind = "lstm"
+    _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
+        **FIT_RULES, "features": [NAMES], "fusion": [options(*FUSIONS)], "seq_len": [interval(int, 1)], "hidden": [interval(int, 1)],
+        "layers": [interval(int, 1)], "val_fraction": [interval(float, 0, 1, low_open=True, high_open=True)],
+    }
 
     def __init__(self, features: list[str] | None = None, fusion: str = "none", seq_len: int = 4, hidden: int = 256,
                  layers: int = 2, dropout: float = 0.2, lr: float = 1e-4, batch_size: int = 64, max_epochs: int = 300,
@@ -149,17 +157,21 @@ class LstmHead(Head):
 
     @property
     def config(self) -> LstmConfig:
-        return LstmConfig(self.seq_len, self.hidden, self.layers, self.dropout, self.lr, self.batch_size, self.max_epochs,
-                          self.patience, self.val_fraction, self.seed)
+        return by_name(LstmConfig, self)
 
-    def fit(self, clips: list[ClipData], pretrain: list[dict[str, np.ndarray]] | None = None, validation=None) -> LstmHead:
+    def fit(self, clips: list[ClipData], y=None, *, modality_targets: list[dict[str, np.ndarray]] | None = None,
+            validation=None) -> LstmHead:
+        """``y`` must be None (the targets are the clips' own); ``validation`` is unused (a share of ``clips`` is)."""
+        self.check_params()
+        if y is not None:
+            raise MvfxError("LstmHead.fit: the targets are the clips' own; give PAIR's per-modality ratings as modality_targets=")
         cfg = self.config
         self.groups_ = input_groups(list(self.features), self.fusion)
         self.dims_ = [sum(clips[0].features[e].shape[1] for e in g) for g in self.groups_]
         torch.manual_seed(cfg.seed)  # the initial weights too must not depend on what ran before
         self.model_ = Regressor(self.dims_, cfg)
         if self.fusion == "pair":
-            own = dict(zip([c.clip_id for c in clips], pretrain or [{}] * len(clips)))
+            own = dict(zip([c.clip_id for c in clips], modality_targets or [{}] * len(clips)))
             for branch, group in zip(self.model_.branches, self.groups_):
                 rated = [c for c in clips if group[0] in own[c.clip_id]]  # the modality's own ratings, where given
                 usable, target = (rated, lambda c, e=group[0]: own[c.clip_id][e]) if rated else (clips, lambda c: c.target)
@@ -173,6 +185,9 @@ class LstmHead(Head):
         self.model_.eval()
         with torch.no_grad():
             return [self.model_(self.standardiser_.inputs([c], self.groups_, self.seq_len)).numpy() for c in clips]
+
+    def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
+        return curve_prediction(self, clip)
 
     def _tensors(self) -> dict:
         return {"weights": self.model_.state_dict(), "standardiser": [tensors(s) for s in self.standardiser_.stats]}
@@ -188,7 +203,8 @@ class LstmHead(Head):
 
 
 def pretrain_targets(clips: list[ClipData], pretrain: dict[str, dict]) -> list[dict[str, np.ndarray]] | None:
-    """Per clip, each modality's own gold (from ``--pretrain-labels``) on the clip's grid, where that modality rated it."""
+    """Per clip, each modality's own gold (from ``--pretrain-labels``) on the clip's grid, where that modality rated it:
+    ``LstmHead.fit``'s ``modality_targets``."""
     if not pretrain:
         return None
     return [{e: np.interp(c.times[:, 0], golds[c.clip_id].times[:, 0], golds[c.clip_id].value)

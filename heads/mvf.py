@@ -15,16 +15,19 @@ from __future__ import annotations
 import json
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.estimator import Head, register
-from mvfx.heads.mvf_nets import ModalityNet, MvfClassifier, cross_modal_mmtm, parameter_count, run_stages
+from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, batched, class_row
+from mvfx.heads.estimator import BOOL, FIT_RULES, NONE, PATH, TEXT, Head, Rule, by_name, interval, options, register
+from mvfx.heads.mvf_nets import ARCHITECTURES, ModalityNet, MvfClassifier, cross_modal_mmtm, parameter_count, run_stages
 from mvfx.heads.torch_fit import FitConfig, fit
 from mvfx.media.errors import MvfxError, MvfxWarning
 from mvfx.stores.base import FeatureStore
@@ -33,6 +36,7 @@ MODALITY_FEATURES = {"music": "logmel_phase", "video": "frames", "face": "face_c
 MUSIC_FRAMES = 256
 IMAGE_MEAN, IMAGE_STD = 0.45, 0.225  # the Kinetics-style normalisation of [0, 1] pixels
 ENCODER_FILE = "encoders.pt"
+PREDICT_BATCH = 16  # clips whose inputs are built and classified at once by ``MvfHead.predict_clips``
 
 
 def _music(values: np.ndarray, frames: int = MUSIC_FRAMES) -> np.ndarray:
@@ -75,13 +79,25 @@ def clip_inputs(blocks: dict[str, np.ndarray], shapes: dict[str, tuple], modalit
 def load_inputs(store: FeatureStore, clip_ids: list[str], modalities: list[str], frame_size: int,
                 music_frames: int = MUSIC_FRAMES) -> dict[str, np.ndarray]:
     """Stacked inputs of every clip: modality -> [N, ...] (video and faces stay uint8)."""
+    inputs, faceless = read_inputs(store, clip_ids, modalities, frame_size, music_frames)
+    warn_faceless(store, faceless, len(clip_ids))
+    return inputs
+
+
+def warn_faceless(store: FeatureStore, faceless: int, n_clips: int) -> None:
+    """One warning for all the clips without a face (their face input is blank)."""
+    if faceless:
+        warnings.warn(f"{store.location}: {faceless} of {n_clips} clips have no face; their face input is blank "
+                      "(zero) crops", MvfxWarning, stacklevel=3)
+
+
+def read_inputs(store: FeatureStore, clip_ids: list[str], modalities: list[str], frame_size: int,
+                music_frames: int = MUSIC_FRAMES) -> tuple[dict[str, np.ndarray], int]:
+    """``load_inputs`` without its warning: the stacked inputs and how many of the clips have no face."""
     shapes = {m: tuple(store.attrs(MODALITY_FEATURES[m])["value_shape"]) for m in modalities}
     n_faces = store.attrs("face_crops")["config"].get("n_crops", 16) if "face" in modalities else 16
     blocks = [{MODALITY_FEATURES[m]: store.read(MODALITY_FEATURES[m], c)[0] for m in modalities} for c in clip_ids]
     faceless = sum(1 for b in blocks if "face" in modalities and len(b["face_crops"]) == 0)
-    if faceless:
-        warnings.warn(f"{store.location}: {faceless} of {len(clip_ids)} clips have no face; their face input is blank "
-                      "(zero) crops", MvfxWarning, stacklevel=2)
     per_clip = [clip_inputs(b, shapes, modalities, frame_size, music_frames, n_faces) for b in blocks]
     for m in modalities:  # one clip off is one line naming it, not np.stack's "all input arrays must have the same shape"
         shapes_seen = Counter(p[m].shape for p in per_clip)
@@ -91,7 +107,7 @@ def load_inputs(store: FeatureStore, clip_ids: list[str], modalities: list[str],
             raise MvfxError(f"{store.location}: clip {odd[0]} has a {m} input of shape {per_clip[clip_ids.index(odd[0])][m].shape}, "
                             f"{len(clip_ids) - len(odd)} others {usual} ({len(odd)} clip(s) off); re-extract "
                             f"{MODALITY_FEATURES[m]} for it with the current extractor (`mvfx extract ... -e {MODALITY_FEATURES[m]}`)")
-    return {m: np.stack([p[m] for p in per_clip]) for m in modalities}
+    return {m: np.stack([p[m] for p in per_clip]) for m in modalities}, faceless
 
 
 def check_modalities(store: FeatureStore, modalities: list[str]) -> None:
@@ -141,9 +157,15 @@ class MvfHead(Head):
 
     ``fit(x, y)``: ``x`` maps modalities to stacked inputs (``load_inputs``), ``y`` holds class names.
     ``init_from``: a folder from ``pretrain_autoencoder`` whose encoders start the music and video networks.
+    Applied to a store (``predict_clips``): one row per clip from its cached inputs (frames spread over the whole
+    clip), so no time line.
     """
 
     kind = "mvf"
+    _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
+        **FIT_RULES, **{m: [options(*ARCHITECTURES), NONE] for m in MODALITY_FEATURES}, "mmtm": [BOOL], "se": [BOOL],
+        "frame_size": [interval(int, 1)], "music_frames": [interval(int, 1)], "init_from": [PATH, NONE], "device": [TEXT],
+    }
 
     def __init__(self, music: str | None = None, video: str | None = None, face: str | None = None, mmtm: bool = False,
                  se: bool = False, frame_size: int = 64, music_frames: int = MUSIC_FRAMES, lr: float = 1e-3, batch_size: int = 8,
@@ -174,6 +196,7 @@ class MvfHead(Head):
     def fit(self, x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None = None) -> MvfHead:
         from mvfx.heads.classify import inner_validation
 
+        self.check_params()
         self.classes_ = sorted(set(y) | (set(validation[1]) if validation else set()))
         if validation is not None:
             x = {m: np.concatenate([x[m], validation[0][m]]) for m in x}
@@ -198,7 +221,7 @@ class MvfHead(Head):
                 return float(loss_fn(self._logits(x, val).float(), target[val]))
 
         self.epochs_ = fit(self.model_, len(train), batch_loss, val_loss,
-                           FitConfig(self.lr, self.batch_size, self.max_epochs, self.patience, self.seed)) + 1
+                           by_name(FitConfig, self)) + 1
         self.model_.to("cpu")
         return self
 
@@ -213,6 +236,20 @@ class MvfHead(Head):
 
     def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return np.array(self.classes_)[self.predict_proba(x).argmax(axis=1)]
+
+    def predict_clips(self, clips: ClipReader, window_s: float = WINDOW_S) -> Iterator[ClipPrediction]:
+        """One row per clip, ``PREDICT_BATCH`` clips' inputs built and classified at a time; no time line."""
+        store, modalities, shapes, faceless = clips.store, list(self.architectures), None, 0
+        for part in batched(clips.clip_ids, PREDICT_BATCH):
+            x, no_face = read_inputs(store, part, modalities, self.frame_size, self.music_frames)
+            faceless += no_face
+            seen = {m: v.shape[1:] for m, v in x.items()}
+            if shapes is not None and seen != shapes:  # load_inputs checks within a batch; this, across batches
+                raise MvfxError(f"{store.location}: clip {part[0]} has inputs of shapes {seen}, earlier clips {shapes}; "
+                                f"re-extract {', '.join(MODALITY_FEATURES[m] for m in modalities)} for it with the current extractors")
+            shapes = seen
+            yield from (ClipPrediction(c, [class_row(c, self.classes_, p)]) for c, p in zip(part, self.predict_proba(x)))
+        warn_faceless(store, faceless, len(clips))
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of every branch, the MMTM and the classifier layer, and in all."""

@@ -30,11 +30,13 @@ class CvResult:
     fold_of: dict[str, int] = field(default_factory=dict)
 
 
-def cross_validate_clips(head: Head, clips: list[ClipData], k: int, seed: int, pretrain: list | None = None,
+def cross_validate_clips(head: Head, clips: list[ClipData], k: int, seed: int, modality_targets: list | None = None,
                          on_fold=None) -> tuple[CvResult, list[Head]]:
-    """Fit a clone of ``head`` on k-1 folds of clips, predict the held-out clips, k times; also the fold models."""
+    """Fit a clone of ``head`` on k-1 folds of clips, predict the held-out clips, k times; also the fold models.
+    ``modality_targets``: per clip, PAIR's per-modality pre-training ratings (``LstmHead.fit``), or None."""
     result, models = CvResult(), []
-    for fold, model, test_idx in cross_validate(head, clips, pretrain, fold_splits(len(clips), k, seed)):
+    splits = fold_splits(len(clips), k, seed)
+    for fold, model, test_idx in cross_validate(head, clips, None, splits, {"modality_targets": modality_targets}):
         test = [clips[i] for i in test_idx]
         predictions = dict(zip([c.clip_id for c in test], model.predict(test)))
         row = {"fold": fold, "test_clips": [c.clip_id for c in test]}

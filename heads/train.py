@@ -39,7 +39,8 @@ def train_regression(
     }
     result, fold_models = cross_validate_clips(head, clips, folds, seed, pretrain, on_fold)
     metrics = summarise(result, clips)
-    final = clone(head).fit(clips, pretrain).with_provenance(store, extractors)
+    fit_params = {"modality_targets": pretrain} if pretrain else {}  # PAIR's pre-training ratings (LstmHead only)
+    final = clone(head).fit(clips, **fit_params).with_provenance(store, extractors)
     final.training_ = {"task": "regression", "target": target, "grid_step_s": float(np.median(clips[0].times[:, 1] - clips[0].times[:, 0]))}
     final.save(out_dir / "model")
     if head.kind == "lasso":

@@ -86,7 +86,8 @@ def train_autoencoder(store_path: str, out: str, music: str = "A0", video: str =
     check_modalities(store, ["music", "video"])
     clips = sorted(set(store.clip_ids("logmel_phase")) & set(store.clip_ids("frames")))
     x = load_inputs(store, clips, ["music", "video"], frame_size)
-    summary = pretrain_autoencoder(x, out, music, video, mmtm, se, lr, batch_size, epochs, device, seed, on_epoch)
+    summary = pretrain_autoencoder(x, out, music=music, video=video, mmtm=mmtm, se=se, lr=lr, batch_size=batch_size, epochs=epochs,
+                                   device=device, seed=seed, on_epoch=on_epoch)
     summary |= {**store.reference(), "frame_size": frame_size, "seconds": time.perf_counter() - started}
     (Path(out) / "autoencoder.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -28,8 +28,8 @@ def clips(heads_corpus):
     return store, build(store, ["emobase", "colour"], read_labels(heads_corpus / "corpus" / "annotations.csv", "arousal"))
 
 
-def _round_trip(head, tmp_path, x, y, predict):
-    fitted = head.fit(x, y)
+def _round_trip(head, tmp_path, x, y, predict, **fit_params):
+    fitted = head.fit(x, y, **fit_params)
     before = predict(fitted)
     loaded = load_head(fitted.save(tmp_path / head.kind))
     assert type(loaded) is type(head) and loaded.get_params() == head.get_params()
@@ -44,7 +44,7 @@ def test_lasso_and_lstm_round_trip_to_identical_predictions(clips, heads_corpus,
     pair = LstmHead(features=["emobase", "colour"], fusion="pair", hidden=16, **FAST)
     music = read_labels(heads_corpus / "corpus" / "annotations_music.csv", "arousal")
     own = pretrain_targets(data[:16], {"emobase": music})
-    _round_trip(pair, tmp_path, data[:16], own, lambda h: h.predict(data[16:]))
+    _round_trip(pair, tmp_path, data[:16], None, lambda h: h.predict(data[16:]), modality_targets=own)
 
 
 def test_fusion_ensemble_and_correspondence_round_trip(clips, heads_corpus, tmp_path):
@@ -176,6 +176,6 @@ def test_predicting_on_the_training_store_reproduces_the_training_inputs(tmp_pat
     np.testing.assert_allclose(x["irregular"][0], (values[0] * 1 + values[1] * 4 + values[2] * 0.5) / 5.5, rtol=1e-6)
     head = FusionHead(feature_sets=[["irregular"]], hidden=8, **FAST).fit(x, np.array(["even", "odd"] * 6))
     head.with_provenance(store, ["irregular"]).training_ = {"task": "classification", "target": "label", "classes": list(head.classes_)}
-    table = predict_store(head, store, tmp_path / "out").set_index("clip_id").loc[ids]
+    table = predict_store(head, store, tmp_path / "out").table().set_index("clip_id").loc[ids]
     expected = pd.DataFrame(head.predict_proba(x), index=ids, columns=[f"p_{c}" for c in head.classes_])
     np.testing.assert_allclose(table[expected.columns].to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)
