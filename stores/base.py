@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Container
+from collections.abc import Container, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from mvfx.stores.lock import StoreLock
 
 VERIFY_SLAB_ROWS = 1 << 16  # compacted rows verified per read
+READ_BATCH = 256  # clips read_many reads together
+READ_GAP_ROWS = 4096  # rows a batch's span may hold beyond twice its own and still be read in one go
 
 
 def values_checksum(values: np.ndarray) -> str:
@@ -195,6 +198,31 @@ class FeatureStore(ABC):
         if loc is None:
             raise MvfxError(f"{self.location}: no {extractor} features for clip {clip_id!r}")
         return self.read_rows(extractor, loc)
+
+    def read_many(self, extractor: str, clip_ids: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(values, times) of each clip of ``clip_ids``, in that order, read ``READ_BATCH`` clips at a time: where a
+        batch's compacted rows lie close together (a compaction writes clips in id order), one read of the span
+        serves them all, so streaming a store costs a read per batch, not per clip (about 3 ms each)."""
+        index = self.index(extractor)
+        ids = iter(clip_ids)
+        while batch := list(islice(ids, READ_BATCH)):
+            missing = next((c for c in batch if c not in index), None)
+            if missing is not None:
+                raise MvfxError(f"{self.location}: no {extractor} features for clip {missing!r}")
+            locs = [index[c] for c in batch]
+            compacted = [loc for loc in locs if not loc.part]
+            span = None
+            if compacted:
+                start = min(loc.offset for loc in compacted)
+                stop = max(loc.offset + loc.count for loc in compacted)
+                if stop - start <= 2 * sum(loc.count for loc in compacted) + READ_GAP_ROWS:  # dense enough to read whole
+                    span = start, *self.read_rows(extractor, Location(stop - start, offset=start))
+            for loc in locs:
+                if loc.part or span is None:
+                    yield self.read_rows(extractor, loc)
+                else:
+                    at = slice(loc.offset - span[0], loc.offset + loc.count - span[0])
+                    yield span[1][at], span[2][at]
 
     def summary(self) -> dict:
         """The numbers `mvfx store info --json` prints."""
