@@ -210,3 +210,16 @@ def test_an_import_refused_for_its_layout_changes_nothing(tmp_path):
         import_feature_csvs(other, "hand", store)
     s = open_store(store)
     assert s.clip_ids("hand") == ["song_000", "song_001", "song_002"] and "x" not in s.clips()["clip_id"].tolist()
+
+
+def test_read_many_equals_reading_clip_by_clip(big_store):
+    store = open_store(big_store)
+    ids = store.clip_ids("small")  # id order, compacted clips then 40 parts
+    shuffled = list(np.random.default_rng(1).permutation(ids))
+    for order in (ids, shuffled, ids[5:9] + ids[-3:]):
+        for clip_id, (values, times) in zip(order, store.read_many("small", order)):
+            expected = store.read("small", clip_id)
+            np.testing.assert_array_equal(values, expected[0])
+            np.testing.assert_array_equal(times, expected[1])
+    with pytest.raises(MvfxError, match="no small features for clip 'nope'"):
+        list(store.read_many("small", ["c00001", "nope"]))
