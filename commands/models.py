@@ -5,7 +5,6 @@ import click
 from rich.table import Table
 
 from mvfx.commands.common import console, out
-from mvfx.heads.metrics import spread
 
 
 @click.command("retrieve")
@@ -55,15 +54,19 @@ def embed(store_path, model_dir, out_path) -> None:
 
 @click.command("report")
 @click.argument("runs", nargs=-1, required=True)
-def report(runs: tuple[str, ...]) -> None:
-    """Compare run folders (metrics.json + config.json) in one table."""
-    from mvfx.heads.report import METRIC_NAMES, read_run
+@click.option("--html", "html_dir", default=None, metavar="DIR",
+              help="Also write an offline HTML report into DIR: this table, and per run its metrics, plots, predictions and time lines.")
+def report(runs: tuple[str, ...], html_dir: str | None) -> None:
+    """Compare run folders (metrics.json + config.json) in one table; with --html, also as web pages that work offline."""
+    from mvfx.heads.report import comparison_table, read_run
 
-    rows = [read_run(run) for run in runs]
-    metrics = [m for m in METRIC_NAMES if any(row["metrics"].get(m) for row in rows)]
-    table = Table("run", "model", "features", "target", *(METRIC_NAMES[m] for m in metrics), "inter-rater CCC", "clips")
-    for row in rows:
-        ceiling = row["inter_rater_ccc"]
-        table.add_row(row["run"], row["model"], row["features"], row["target"], *(spread(row["metrics"].get(m)) for m in metrics),
-                      f"{ceiling:.3f}" if ceiling is not None and ceiling == ceiling else "-", str(row["n_clips"] or ""))
+    headers, body = comparison_table([read_run(run) for run in runs])
+    table = Table(*headers)
+    for cells in body:
+        table.add_row(*cells)
     out.print(table)
+    if html_dir:
+        from mvfx.reports import write_runs_report
+
+        result = write_runs_report(list(runs), html_dir)
+        console.print(f"wrote {result.pages} pages ({result.bytes / 2**20:.1f} MiB) in {result.seconds:.1f} s: open {result.index}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mvfx.heads.metrics import spread
 from mvfx.media.errors import MvfxError
 
 # Column titles of the metrics a run may have: regression runs the first three, classification runs the rest.
@@ -31,3 +32,15 @@ def read_run(folder: str | Path) -> dict:
         "inter_rater_ccc": metrics.get("inter_rater_ccc", {}).get("mean"),
         "n_clips": metrics.get("n_clips"),
     }
+
+
+def comparison_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The side-by-side table of runs (``read_run`` rows) that `mvfx report` prints and its HTML shows: titles, cells."""
+    metrics = [m for m in METRIC_NAMES if any(row["metrics"].get(m) for row in rows)]
+    headers = ["run", "model", "features", "target", *(METRIC_NAMES[m] for m in metrics), "inter-rater CCC", "clips"]
+    body = []
+    for row in rows:
+        ceiling = row["inter_rater_ccc"]
+        body.append([row["run"], row["model"], row["features"], row["target"], *(spread(row["metrics"].get(m)) for m in metrics),
+                     f"{ceiling:.3f}" if ceiling is not None and ceiling == ceiling else "-", str(row["n_clips"] or "")])
+    return headers, body

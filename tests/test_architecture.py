@@ -20,7 +20,8 @@ ALLOWED = {
     "stores": {"media"},
     "pipeline": {"media", "extractors", "stores"},
     "heads": {"media", "stores"},
-    "commands": {"media", "extractors", "pipeline", "stores", "heads", "commands"},
+    "reports": {"media", "stores", "heads"},
+    "commands": {"media", "extractors", "pipeline", "stores", "heads", "reports", "commands"},
 }
 BACKENDS = ("mvfx.stores.zarr_store", "mvfx.stores.hdf5_store", "mvfx.stores.lock", "mvfx.stores.tables")
 
