@@ -65,10 +65,15 @@ class ClipReader:
         return len(self.clip_ids)
 
     def __iter__(self) -> Iterator[StoreClip]:
-        return map(self.read, self.clip_ids)
+        """The clips in order, each extractor's rows read in batches of neighbours (``FeatureStore.read_many``)."""
+        streams = [self.store.read_many(e, self.clip_ids) for e in self.extractors]
+        for clip_id, *blocks in zip(self.clip_ids, *streams):
+            yield self._clip(clip_id, dict(zip(self.extractors, blocks)))
 
     def read(self, clip_id: str) -> StoreClip:
-        blocks = {e: self.store.read(e, clip_id) for e in self.extractors}
+        return self._clip(clip_id, {e: self.store.read(e, clip_id) for e in self.extractors})
+
+    def _clip(self, clip_id: str, blocks: dict[str, tuple[np.ndarray, np.ndarray]]) -> StoreClip:
         length = self._durations.get(clip_id) or max(t[-1, 1] for _, t in blocks.values())
         return StoreClip(clip_id, blocks, float(length))
 
