@@ -5,6 +5,7 @@ benchmarks/results/<machine>-<date>.json and .md (the table the README shows).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -27,6 +28,9 @@ from benchmarks.heads import markdown as heads_table
 from benchmarks.memory import bench_memory as run_memory
 from benchmarks.memory import markdown as memory_table
 from benchmarks.naive import run_naive
+from benchmarks.scale import SIZES as SCALE_SIZES
+from benchmarks.scale import bench_scale as run_scale
+from benchmarks.scale import markdown as scale_table
 from benchmarks.store import bench_store as run_store
 from benchmarks.store import markdown as store_table
 from mvfx.media.decode import AudioSpec, VideoSpec, decode
@@ -216,8 +220,13 @@ def bench_gpu(results: dict) -> None:
         json.dumps(r, indent=2, default=float)))
 
 
+def bench_scale(results: dict) -> None:
+    """Store and planning operations on synthetic stores of 10k and 100k clips (benchmarks/scale.py)."""
+    run_scale(results, WORK, tuple(ARGS.clips or SCALE_SIZES))
+
+
 def results_path(results: dict) -> Path:
-    chosen = sys.argv[1:]
+    chosen = ARGS.steps
     return HERE / "results" / f"{results['machine']}-{results['date']}{'-' + '-'.join(chosen) if chosen else ''}"
 
 
@@ -256,6 +265,8 @@ def markdown(results: dict) -> str:
         lines += store_table(results["store"])
     if results.get("gpu"):
         lines += gpu_table(results["gpu"])
+    if results.get("scale"):
+        lines += scale_table(results["scale"])
     return "\n".join(lines) + "\n"
 
 
@@ -268,8 +279,9 @@ def main() -> None:
                "torch": torch.__version__, "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d"),
                "pipeline": {}, "extractors": {}, "faces": {}}
     started = time.perf_counter()
-    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_memory, bench_heads, bench_gpu]
-    chosen = sys.argv[1:]  # e.g. `python -m benchmarks.run faces` runs bench_faces only
+    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_memory, bench_heads, bench_gpu,
+             bench_scale]
+    chosen = ARGS.steps  # e.g. `python -m benchmarks.run faces` runs bench_faces only
     for step in [s for s in steps if not chosen or s.__name__.removeprefix("bench_") in chosen]:
         print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)
         step(results)
@@ -282,5 +294,16 @@ def main() -> None:
     print(f"wrote {out}.json and .md in {results['total_seconds']:.0f} s")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("steps", nargs="*", help="steps to run (default: all), e.g. faces, gpu, scale")
+    parser.add_argument("--clips", type=int, action="append", help="scale: a store size to measure (repeatable; "
+                        f"default {' and '.join(map(str, SCALE_SIZES))})")
+    return parser.parse_args(argv)
+
+
+ARGS = parse_args([])
+
 if __name__ == "__main__":
+    ARGS = parse_args(sys.argv[1:])
     main()
