@@ -232,9 +232,10 @@ def results_path(results: dict) -> Path:
 
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']} ({results['cores']} cores, {results['python']}, torch {results['torch']}), "
-             f"{results['date']}; medians of {RUNS} runs (min-max).", "",
-             "| corpus | decode limit | mvfx colour+emobase+logmel_phase | overhead vs limit | naive, 4 extractors | mvfx, same 4 | speed-up |",
-             "|---|---|---|---|---|---|---|"]
+             f"{results['date']}; medians of {RUNS} runs (min-max)."]
+    if results["pipeline"]:
+        lines += ["", "| corpus | decode limit | mvfx colour+emobase+logmel_phase | overhead vs limit | naive, 4 extractors |"
+                  " mvfx, same 4 | speed-up |", "|---|---|---|---|---|---|---|"]
     for label, p in results["pipeline"].items():
         lim, e2e = p["decode_limit"], p["mvfx_cheap"]
         lines.append(
@@ -243,8 +244,9 @@ def markdown(results: dict) -> str:
             f"({e2e['min']:.1f}-{e2e['max']:.1f} s) | {100 * e2e['overhead_vs_limit']:+.0f}% | "
             f"{p['naive_4_extractors']['s_per_clip']:.2f} s/clip | {p['mvfx_4_extractors_in_process']['s_per_clip']:.2f} s/clip | "
             f"{p['speedup_over_naive']:.1f}x |")
-    lines += ["", "| extractor (CPU, random weights, one 10 s 640x360 clip, decode included) | x real time | clips/s | min-max s |",
-              "|---|---|---|---|"]
+    if results["extractors"]:
+        lines += ["", "| extractor (CPU, random weights, one 10 s 640x360 clip, decode included) | x real time | clips/s |"
+                  " min-max s |", "|---|---|---|---|"]
     for name, e in results["extractors"].items():
         lines.append(f"| {name} | {e['x_realtime']:.1f} | {e['clips_per_s']:.2f} | {e['min']:.1f}-{e['max']:.1f} |")
     if results.get("faces"):
