@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mvfx.heads.classify import LOGISTIC_C, FusionHead
+from mvfx.heads.models.fusion import LOGISTIC_C, FusionHead
 
 # member -> (informative dims, noise dims, class-mean spread of the informative dims, in noise std)
 MEMBERS = {"emobase": (6, 400, 1.4), "colour": (3, 150, 1.0), "face_expression": (2, 250, 1.0)}

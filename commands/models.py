@@ -19,8 +19,7 @@ def retrieve(store_path, model_dir, query, side, top) -> None:
     Retrieval models rank by cosine similarity of the embeddings; match classifiers
     by their P(match).
     """
-    from mvfx.heads.retrieval import correspondence_head, other_side, rank
-    from mvfx.heads.train_correspond import embed_store
+    from mvfx.heads.retrieval import correspondence_head, embed_store, other_side, rank
     from mvfx.stores import open_store
 
     head = correspondence_head(model_dir)
@@ -42,8 +41,7 @@ def embed(store_path, model_dir, out_path) -> None:
     """Export the correspondence embeddings of a whole store, for an external vector index (FAISS, ...)."""
     import numpy as np
 
-    from mvfx.heads.retrieval import correspondence_head, embedding_arrays
-    from mvfx.heads.train_correspond import embed_store
+    from mvfx.heads.retrieval import correspondence_head, embed_store, embedding_arrays
     from mvfx.stores import open_store
 
     head = correspondence_head(model_dir)

@@ -41,8 +41,8 @@ def train_mvf_cmd(store_path, labels, music, video, face, mmtm, se, init_from, o
     with every branch's parameter count in metrics.json.
     """
     from mvfx.extractors.torch_device import resolve_device
-    from mvfx.heads.mvf import MvfHead
-    from mvfx.heads.train_mvf import train_mvf
+    from mvfx.heads.models.mvf import MvfHead
+    from mvfx.heads.runs.mvf import train_mvf
 
     head = MvfHead(music=music, video=video, face=face, mmtm=mmtm, se=se, frame_size=frame_size, music_frames=music_frames,
                    lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, init_from=init_from, device=resolve_device(device), seed=seed)
@@ -83,7 +83,7 @@ def train_autoencoder_cmd(store_path, out, music, video, no_mmtm, se, epochs, lr
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mvfx.extractors.torch_device import resolve_device
-    from mvfx.heads.train_mvf import train_autoencoder
+    from mvfx.heads.runs.mvf import train_autoencoder
 
     progress = Progress(TextColumn("[bold]epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[last]}"), console=console)

@@ -103,7 +103,7 @@ def _show(predicted, labels: str | None) -> None:
     table = predicted.table()
     truth = {}
     if labels:
-        from mvfx.heads.pairs import read_class_labels
+        from mvfx.heads.data.labels import read_class_labels
 
         truth = dict(zip(*(read_class_labels(labels)[k] for k in ("clip_id", "label"))))
     shown = Table("clip", "predicted", "probability", *(["truth"] if truth else []))

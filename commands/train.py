@@ -44,7 +44,7 @@ def _where(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _run_training(**kwargs) -> None:
-    from mvfx.heads.train import train_regression
+    from mvfx.heads.runs.regression import train_regression
 
     progress, on_fold = fold_progress(kwargs["folds"], lambda f: f"fold {f['fold']}: CCC {f['ccc']:.3f}")
     with reporting_warnings(), progress:
@@ -71,7 +71,7 @@ def train_lasso(store_path, labels, features, target, out, folds, seed, where) -
     cross-validation over clips, and the largest coefficients are reported by name
     (coefficients.csv / .png).
     """
-    from mvfx.heads.lasso import LassoHead
+    from mvfx.heads.models.lasso import LassoHead
 
     _run_training(store_path=store_path, labels=labels, head=LassoHead(features=features.split(","), seed=seed), target=target,
                   out=out, folds=folds, seed=seed, where=_where(where))
@@ -92,7 +92,7 @@ def train_lasso(store_path, labels, features, target, out, folds, seed, where) -
 def train_lstm(store_path, labels, features, target, out, folds, seed, where, fusion, seq_len, pretrain_labels, epochs, patience, lr,
                hidden, init_seed) -> None:
     """LSTM regression (2 x 256, dropout 0.2, tanh) on the previous --seq-len steps, with early/late/PAIR fusion."""
-    from mvfx.heads.lstm import LstmHead, input_groups
+    from mvfx.heads.models.lstm import LstmHead, input_groups
 
     names = features.split(",")
     input_groups(names, fusion)  # a wrong number of feature sets for the fusion stops here, in one line
@@ -130,8 +130,8 @@ def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_spl
     Writes metrics.json (accuracy, macro F1, one-vs-rest ROC AUC per fold and
     aggregate), confusion.png, roc.png, predictions.csv and model/ (model.json + state.pt) for `mvfx predict`.
     """
-    from mvfx.heads.classify import FusionHead
-    from mvfx.heads.train_classify import train_fusion
+    from mvfx.heads.models.fusion import FusionHead
+    from mvfx.heads.runs.fusion import train_fusion
 
     sets = [features.split(",")] + [e.split(",") for e in ensemble]
     head = FusionHead(feature_sets=sets, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, class_weights=class_weights,
@@ -158,9 +158,10 @@ def pairs() -> None:
 @click.option("--out", "-o", required=True, help="pairs.csv to write.")
 @click.option("--seed", default=0, show_default=True)
 def pairs_build(labels: str, out: str, seed: int) -> None:
-    """Matched/mismatched pairs the EmoMV way (see heads/pairs.py): per class, half the clips stay
+    """Matched/mismatched pairs the EmoMV way (see heads/data/pairs.py): per class, half the clips stay
     matched; the rest swap music across the eight allowed emotion pairs; balanced per split."""
-    from mvfx.heads.pairs import build_pairs, read_class_labels
+    from mvfx.heads.data.labels import read_class_labels
+    from mvfx.heads.data.pairs import build_pairs
 
     table = build_pairs(read_class_labels(labels), seed)
     table.to_csv(out, index=False)
@@ -191,8 +192,8 @@ def train_correspond_cmd(store_path, pairs_csv, video_features, music_features, 
     Reports accuracy, F1 and ROC AUC on matched vs mismatched pairs, and top-1/3/5 +
     mAP retrieval (a hit = same emotion) in both directions.
     """
-    from mvfx.heads.correspond import CorrespondHead
-    from mvfx.heads.train_correspond import train_correspond
+    from mvfx.heads.models.correspond import CorrespondHead
+    from mvfx.heads.runs.correspond import train_correspond
 
     head = CorrespondHead(video_features=video_features, music_features=music_features, objective=objective,
                           emotion_branches=emotion_branches, max_epochs=epochs, lr=lr, seed=seed if init_seed is None else init_seed)

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mvfx.heads.align import align
-from mvfx.heads.dataset import ClipData
+from mvfx.heads.data.align import align
+from mvfx.heads.data.dataset import ClipData
 from mvfx.media.errors import MvfxError
 from mvfx.stores.base import FeatureStore
 

@@ -49,7 +49,8 @@ FORMAT = "mvfx-head"
 FORMAT_VERSION = 1
 PROVENANCE_KEYS = ("extractor", "version", "config", "weights", "dim")
 HEADS: dict[str, type[Head]] = {}
-HEAD_MODULES = ("lasso", "lstm", "classify", "correspond", "mvf")
+# the modules (under mvfx.heads) that register the heads ``load_head`` can restore; a saved model names its kind, not its module
+HEAD_MODULES = ("models.lasso", "models.lstm", "models.fusion", "models.correspond", "models.mvf")
 
 
 def register(cls: type[Head]) -> type[Head]:
@@ -254,6 +255,17 @@ def take(data: Any, rows: np.ndarray) -> Any:
     if isinstance(data, list):
         return [data[i] for i in rows]
     return data[rows]
+
+
+def with_validation(x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``fit``'s data with ``validation`` = (x, y) appended, so one set of arrays holds both: (x, y, the training
+    rows, the validation rows); without ``validation``, (x, y, every row, None)."""
+    rows = np.arange(len(y))
+    if validation is None:
+        return x, y, rows, None
+    x = {k: np.concatenate([x[k], validation[0][k]]) for k in x}
+    y = np.concatenate([y, validation[1]])
+    return x, y, rows, np.arange(len(rows), len(y))
 
 
 Split = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]

@@ -1,7 +1,11 @@
-"""Regression metrics (numpy; short enough not to need a library)."""
+"""Scores of the heads: regression (numpy; short enough not to need a library), classification (scikit-learn),
+retrieval (top-K hits, mAP), and their summaries over folds."""
 from __future__ import annotations
 
 import numpy as np
+
+CLASS_METRICS = ("accuracy", "f1", "roc_auc")  # what a classifier's folds are summarised by (mean ± std)
+TOP_K = (1, 3, 5)  # the ranks at which retrieval counts a hit
 
 
 def rmse(y: np.ndarray, p: np.ndarray) -> float:
@@ -86,3 +90,28 @@ def classification_scores(y: np.ndarray, proba: np.ndarray, classes: list[str]) 
         "roc_auc": float(auc),
         "confusion": confusion_matrix(y, pred, labels=range(len(classes))).tolist(),
     }
+
+
+def in_columns(proba: np.ndarray, have: list[str], classes: list[str]) -> np.ndarray:
+    """A fold model's probabilities over the classes it saw (``have``), in the columns of every class (a class its
+    training rows lacked gets 0)."""
+    out = np.zeros((len(proba), len(classes)))
+    out[:, [classes.index(c) for c in have]] = proba
+    return out
+
+
+def class_summary(fold_scores: list[dict], y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
+    """``aggregate``: each of ``CLASS_METRICS`` as mean ± std over the folds' ``classification_scores``; ``pooled``: the
+    scores of the out-of-fold probabilities ``proba`` of the rows ``y`` together."""
+    return {"aggregate": {m: mean_std([f[m] for f in fold_scores]) for m in CLASS_METRICS},
+            "pooled": classification_scores(y, proba, classes)}
+
+
+def retrieval_scores(scores: np.ndarray, query_labels: list[str], gallery_labels: list[str]) -> dict:
+    """Top-K hit rates and mAP when each query (row) ranks the gallery (columns) by ``scores``; a result is relevant
+    when it carries the query's label."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    relevant = np.array(gallery_labels)[order] == np.array(query_labels)[:, None]
+    out = {f"top{k}": float(np.mean([hit_at_k(r, k) for r in relevant])) for k in TOP_K}
+    out["map"] = float(np.mean([average_precision(r) for r in relevant]))
+    return out

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from mvfx.heads.application import WINDOW_S, ClipReader
+from mvfx.heads.data.labels import clips_with
 from mvfx.heads.estimator import Head, check_features
 from mvfx.media.errors import MvfxError
 from mvfx.media.names import printable
@@ -48,7 +49,7 @@ def predict_store(head: Head, store: FeatureStore, out: Path, clip_ids: list[str
     """Predict every clip (or ``clip_ids``) of ``store`` that has the head's features; write predictions.csv and
     timelines/<clip>.png for the first ``max_timelines`` clips (None: all)."""
     check_features(head.provenance_, store, store.location)
-    have = set.intersection(*(set(store.clip_ids(e)) for e in head.provenance_))
+    have = clips_with(store, head.provenance_)
     ids = sorted(have if clip_ids is None else have & set(clip_ids))
     if not ids:
         raise MvfxError(f"{store.location}: no clip has {', '.join(head.provenance_)} features to predict from")

@@ -1,4 +1,4 @@
-"""Using a trained correspondence model: rank one modality for a query clip, export embeddings."""
+"""Using a trained correspondence model: embed a store's clips, rank one modality for a query clip, export embeddings."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mvfx.heads.correspond import CorrespondenceModel, CorrespondHead
+from mvfx.heads.data.dataset import pooled
 from mvfx.heads.estimator import load_head
+from mvfx.heads.models.correspond import CorrespondenceModel, CorrespondHead
 from mvfx.media.errors import MvfxError
+from mvfx.stores.base import FeatureStore
 
 SIDES = ("video", "music")
 
@@ -26,6 +28,16 @@ def correspondence_head(folder: str) -> CorrespondHead:
     if not isinstance(head, CorrespondHead):
         raise MvfxError(f"{folder}: a {head.kind} model, not a correspondence model (`mvfx train correspond`)")
     return head
+
+
+def embed_store(store: FeatureStore, head: CorrespondHead) -> dict[str, dict[str, np.ndarray]]:
+    """{"video": {clip: unit vector}, "music": {...}} for every clip of the store with that modality's features."""
+    out = {}
+    for side, extractor in (("video", head.video_features), ("music", head.music_features)):
+        clips = store.clip_ids(extractor)
+        z = head.embed_side(side, pooled(store, extractor, clips)) if clips else np.zeros((0, head.embed), np.float32)
+        out[side] = dict(zip(clips, z))
+    return out
 
 
 def other_side(side: str) -> str:

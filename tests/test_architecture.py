@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import shutil
 import subprocess
 import sys
 import typing
+import zipfile
 
 import pytest
 from helpers import REPO
@@ -37,14 +39,49 @@ def _mvfx_imports(path) -> set[str]:
     return {n for n in names if n == "mvfx" or n.startswith("mvfx.")}
 
 
+def _modules(layer: str) -> list:
+    """Every module of a layer, sub-packages included (heads/models/, heads/data/, heads/runs/, ...)."""
+    return sorted(p for p in (REPO / layer).rglob("*.py") if "__pycache__" not in p.parts)
+
+
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_layers_import_one_way(layer):
-    for path in sorted((REPO / layer).glob("*.py")):
+    for path in _modules(layer):
         for name in _mvfx_imports(path):
             target = name.split(".")[1] if "." in name else "mvfx"
             assert target == layer or target in ALLOWED[layer], f"{path.relative_to(REPO)} imports {name}"
             if layer != "stores":
                 assert not name.startswith(BACKENDS), f"{path.relative_to(REPO)} reaches into the store backend {name}"
+
+
+def test_head_models_never_open_a_store():
+    """heads/models/ holds estimators only: they take arrays (or a ClipReader when predicting), heads/data/ reads stores."""
+    models = sorted((REPO / "heads" / "models").glob("*.py"))
+    assert {p.name for p in models} >= {"lasso.py", "lstm.py", "fusion.py", "correspond.py", "mvf.py", "mvf_nets.py", "autoencoder.py"}
+    assert {p for p in models} <= set(_modules("heads")), "the layer test must see the sub-packages"
+    for path in models:
+        stores = sorted(n for n in _mvfx_imports(path) if n == "mvfx.stores" or n.startswith("mvfx.stores."))
+        assert not stores, f"{path.relative_to(REPO)} imports {', '.join(stores)}"
+
+
+def test_the_wheel_carries_every_module_of_every_layer(tmp_path):
+    """An editable install finds any folder of the checkout, so a sub-package missing from pyproject.toml's explicit
+    ``packages`` list goes unseen until a wheel is installed: build one (from a copy, as setuptools writes build/
+    where it builds) and look for every module in it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in [REPO / "pyproject.toml", REPO / "README.md", *REPO.glob("*.py")]:
+        shutil.copy2(path, src / path.name)
+    for layer in ALLOWED:
+        shutil.copytree(REPO / layer, src / layer, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist"],
+                          cwd=src, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("mvfx-*.whl"))).namelist())
+    missing = [f"mvfx/{p.relative_to(REPO).as_posix()}" for layer in ALLOWED for p in _modules(layer)
+               if f"mvfx/{p.relative_to(REPO).as_posix()}" not in names]
+    assert not missing, f"not in the wheel (add their packages to pyproject.toml): {', '.join(missing)}"
+    assert {"mvfx/heads/models/__init__.py", "mvfx/heads/data/__init__.py", "mvfx/heads/runs/__init__.py"} <= names
 
 
 def test_installed_as_one_namespace(tmp_path):

@@ -9,10 +9,9 @@ from helpers import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mvfx.heads.correspond import CompactBilinearPooling
-from mvfx.heads.metrics import average_precision, hit_at_k
-from mvfx.heads.pairs import ALLOWED_MISMATCHES, build_pairs
-from mvfx.heads.train_correspond import retrieval_scores
+from mvfx.heads.data.pairs import ALLOWED_MISMATCHES, build_pairs
+from mvfx.heads.metrics import average_precision, hit_at_k, retrieval_scores
+from mvfx.heads.models.correspond import CompactBilinearPooling
 
 CLASSES = ["exciting", "fear", "neutral", "relaxation", "sad", "tension"]
 
@@ -104,7 +103,8 @@ def test_fusion_classifier_and_ensemble_beat_chance(heads_corpus):
 @pytest.fixture(scope="module")
 def pair_corpus(tmp_path_factory):
     """240 two-second clips (160x90), colour + emobase, and their EmoMV pairs (100 matched, 100 mismatched)."""
-    from mvfx.heads.pairs import build_pairs, read_class_labels
+    from mvfx.heads.data.labels import read_class_labels
+    from mvfx.heads.data.pairs import build_pairs
     from mvfx.pipeline.demo_corpus import write_demo_corpus
     from mvfx.pipeline.run import run_extract
 
@@ -184,8 +184,8 @@ def test_fusion_members_keep_up_with_logistic_regression_on_low_signal_data():
 @pytest.mark.parametrize("member_model", ["mlp", "logistic"])
 def test_either_member_model_round_trips(tmp_path, member_model):
     from benchmarks.lowsignal import corpus
-    from mvfx.heads.classify import FusionHead
     from mvfx.heads.estimator import load_head
+    from mvfx.heads.models.fusion import FusionHead
 
     x, y = corpus(0, n_clips=36, noise_scale=0.1)
     head = FusionHead(feature_sets=[["emobase", "colour"], ["face_expression"]], hidden=8, max_epochs=10, member_model=member_model).fit(x, y)

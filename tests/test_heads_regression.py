@@ -7,11 +7,11 @@ import pytest
 from helpers import run_cli
 from sklearn.base import clone
 
-from mvfx.heads.align import align
-from mvfx.heads.dataset import RandomWeightsWarning, check_weights, fold_splits
-from mvfx.heads.labels import ewe, inter_rater_agreement, read_labels
-from mvfx.heads.lstm import windows
+from mvfx.heads.data.align import align
+from mvfx.heads.data.dataset import RandomWeightsWarning, check_weights, fold_splits
+from mvfx.heads.data.labels import ewe, inter_rater_agreement, read_labels
 from mvfx.heads.metrics import ccc, pearson, rmse
+from mvfx.heads.models.lstm import windows
 from mvfx.media.errors import MvfxError
 
 
@@ -125,8 +125,8 @@ def test_lstm_pair_fusion_learns_arousal(heads_corpus):
 
 
 def test_lstm_is_seeded_and_reproducible(heads_corpus):
-    from mvfx.heads.dataset import build
-    from mvfx.heads.lstm import LstmHead
+    from mvfx.heads.data.dataset import build
+    from mvfx.heads.models.lstm import LstmHead
     from mvfx.stores import open_store
 
     clips = build(open_store(heads_corpus / "s.zarr"), ["colour"], read_labels(heads_corpus / "corpus" / "annotations.csv", "arousal"))
@@ -137,7 +137,7 @@ def test_lstm_is_seeded_and_reproducible(heads_corpus):
 
 @pytest.mark.parametrize("fusion, features, error", [("none", ["emobase", "colour"], "exactly one"), ("late", ["colour"], "at least two")])
 def test_fusion_needs_the_right_number_of_feature_sets(fusion, features, error):
-    from mvfx.heads.lstm import input_groups
+    from mvfx.heads.models.lstm import input_groups
 
     with pytest.raises(MvfxError, match=error):
         input_groups(features, fusion)

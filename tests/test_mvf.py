@@ -6,8 +6,10 @@ import pytest
 import torch
 from helpers import run_cli
 
-from mvfx.heads.mvf import MvfHead, load_inputs, pretrain_autoencoder
-from mvfx.heads.mvf_nets import ARCHITECTURES, MMTM, ChannelSeparable, FilterSeparable, ModalityNet, MvfClassifier
+from mvfx.heads.data.mvf_inputs import load_inputs
+from mvfx.heads.models.autoencoder import pretrain_autoencoder, save_encoders
+from mvfx.heads.models.mvf import MvfHead
+from mvfx.heads.models.mvf_nets import ARCHITECTURES, MMTM, ChannelSeparable, FilterSeparable, ModalityNet, MvfClassifier
 from mvfx.heads.torch_fit import FitConfig, fit
 from mvfx.media.errors import MvfxError
 from mvfx.pipeline.run import run_extract
@@ -120,7 +122,8 @@ def test_every_architecture_trains_and_its_loss_falls(demo_inputs, modality, arc
 
 
 def test_the_autoencoder_learns_and_its_encoders_start_the_classifier(demo_inputs, tmp_path):
-    summary = pretrain_autoencoder(_small(demo_inputs[1]), tmp_path / "ae", music="A0", video="A3", epochs=3, batch_size=3)
+    model, summary = pretrain_autoencoder(_small(demo_inputs[1]), music="A0", video="A3", epochs=3, batch_size=3)
+    save_encoders(model, summary, tmp_path / "ae")
     assert summary["loss"][-1] < summary["loss"][0]
     saved = torch.load(tmp_path / "ae" / "encoders.pt", weights_only=True)
     model = MvfHead(music="A0", video="A3", mmtm=True, init_from=str(tmp_path / "ae")).build(6)
@@ -129,6 +132,19 @@ def test_the_autoencoder_learns_and_its_encoders_start_the_classifier(demo_input
     torch.testing.assert_close(model.mmtm.state_dict()["2.to_a.weight"], saved["mmtm"]["2.to_a.weight"])
     with pytest.raises(MvfxError, match=r"the encoders are music A0, video A3; train the classifier with the same \(--video A3\)"):
         MvfHead(music="A0", video="A1", init_from=str(tmp_path / "ae")).build(6)
+
+
+def test_train_autoencoder_writes_encoders_and_one_summary_that_start_the_classifier(demo_inputs, tmp_path):
+    out = tmp_path / "ae"
+    result = run_cli("train", "autoencoder", demo_inputs[0], "--out", out, "--epochs", "1", "--frame-size", "16", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "autoencoder.json").read_text())
+    assert summary["clips"] == 6 and len(summary["loss"]) == 1 and summary["frame_size"] == 16
+    assert summary["store"] and summary["seconds"] > 0  # what the run adds, in the one file the encoders are checked against
+    model = MvfHead(music="A0", video="A3", mmtm=True, init_from=str(out)).build(6)
+    saved = torch.load(out / "encoders.pt", weights_only=True)
+    for name, tensor in saved["music"].items():
+        torch.testing.assert_close(model.nets["music"].state_dict()[name], tensor)
 
 
 def test_mmtm_needs_music_and_video():

@@ -6,15 +6,14 @@ import pytest
 from helpers import run_cli
 from sklearn.base import clone
 
-from mvfx.heads.classify import FusionHead
-from mvfx.heads.correspond import CorrespondHead
-from mvfx.heads.dataset import build, pooled
+from mvfx.heads.data.dataset import build, pooled, pretrain_targets
+from mvfx.heads.data.labels import read_class_labels, read_labels
+from mvfx.heads.data.pairs import build_pairs, load_pairs
 from mvfx.heads.estimator import check_features, load_head
-from mvfx.heads.labels import read_labels
-from mvfx.heads.lasso import LassoHead
-from mvfx.heads.lstm import LstmHead, pretrain_targets
-from mvfx.heads.pairs import build_pairs, read_class_labels
-from mvfx.heads.train_correspond import load_pairs
+from mvfx.heads.models.correspond import CorrespondHead
+from mvfx.heads.models.fusion import FusionHead
+from mvfx.heads.models.lasso import LassoHead
+from mvfx.heads.models.lstm import LstmHead
 from mvfx.media.errors import MvfxError
 from mvfx.pipeline.demo_corpus import write_demo_corpus
 from mvfx.stores import open_store

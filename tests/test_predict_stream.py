@@ -10,16 +10,17 @@ import pytest
 from helpers import run_cli
 from sklearn.base import clone
 
-from mvfx.heads import correspond, predict
-from mvfx.heads.align import align
+from mvfx.heads import predict
 from mvfx.heads.application import ClipPrediction, StoreClip, Timeline, grid
-from mvfx.heads.classify import FusionHead
-from mvfx.heads.correspond import CorrespondHead, nearest
-from mvfx.heads.dataset import ClipData, pooled
+from mvfx.heads.data.align import align
+from mvfx.heads.data.dataset import ClipData, pooled
 from mvfx.heads.estimator import HEAD_MODULES, HEADS, Head, by_name, load_head
-from mvfx.heads.lasso import LassoHead
-from mvfx.heads.lstm import LstmHead
-from mvfx.heads.mvf import MvfHead
+from mvfx.heads.models import correspond
+from mvfx.heads.models.correspond import CorrespondHead, nearest
+from mvfx.heads.models.fusion import FusionHead
+from mvfx.heads.models.lasso import LassoHead
+from mvfx.heads.models.lstm import LstmHead
+from mvfx.heads.models.mvf import MvfHead
 from mvfx.heads.predict import predict_store
 from mvfx.heads.torch_fit import FitConfig
 from mvfx.media.errors import MvfxError

@@ -1,4 +1,4 @@
-"""Labels: per-annotator time series reduced to a gold standard (EWE), or clip-level values.
+"""Labels: per-annotator time series reduced to a gold standard (EWE), clip-level values, or emotion classes.
 
 Evaluator Weighted Estimator (Grimm & Kroschel 2005): annotators whose
 ratings never move are dropped; each remaining annotator is weighted by the
@@ -7,9 +7,14 @@ weights set to zero; the gold standard is the weighted mean. If every weight
 is zero the unweighted mean is used. The human ceiling reported next to
 model scores is each annotator's CCC against the leave-one-out EWE of the
 others, averaged over annotators and clips.
+
+Class labels (``clip_id,label[,split]``) are read by ``read_class_labels``; ``class_labels`` keeps the clips
+that have features and codes their classes, the same way for every classifier's run.
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +22,29 @@ import numpy as np
 import pandas as pd
 
 from mvfx.heads.metrics import ccc, pearson
-from mvfx.media.errors import MvfxError
+from mvfx.media.errors import MvfxError, MvfxWarning
+from mvfx.stores.base import FeatureStore
+
+
+class UnmatchedLabelsWarning(MvfxWarning):
+    """Label rows whose clip has none of the requested features: left out of training, and said so."""
+
+
+def matched_clips(labelled: list[str], available: set[str], what: str) -> list[str]:
+    """The labelled clips that have features, sorted; warns with the counts and the first unmatched ids."""
+    labelled = sorted(set(labelled))
+    matched = [c for c in labelled if c in available]
+    unmatched = [c for c in labelled if c not in available]
+    if unmatched:
+        warnings.warn(UnmatchedLabelsWarning(
+            f"labels: {len(labelled)} clips, {len(matched)} with {what} features; left out {len(unmatched)}: "
+            f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"), stacklevel=2)
+    return matched
+
+
+def clips_with(store: FeatureStore, extractors: Iterable[str]) -> set[str]:
+    """The clips of ``store`` that have every one of ``extractors``' features."""
+    return set.intersection(*(set(store.clip_ids(e)) for e in extractors))
 
 
 @dataclass
@@ -86,3 +113,45 @@ def _series_gold(clip_id: str, rows: pd.DataFrame, target: str) -> Gold:
     ratings = matrix.to_numpy(float).T
     gold, _ = ewe(ratings)
     return Gold(clip_id, np.stack([starts, starts + step], axis=1), gold, ratings, inter_rater_agreement(ratings))
+
+
+def read_class_labels(path: str | Path) -> pd.DataFrame:
+    """labels.csv with clip_id,label[,split]."""
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise MvfxError(f"{path}: cannot read labels ({exc})") from None
+    if not {"clip_id", "label"} <= set(table.columns):
+        raise MvfxError(f"{path}: labels need columns clip_id,label (and optionally split)")
+    return table
+
+
+@dataclass(frozen=True)
+class ClassLabels:
+    """The class labels of the clips that have features, in clip-id order."""
+
+    table: pd.DataFrame  # clip_id, label[, split], one row per clip
+    classes: list[str]  # sorted class names
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return self.table["clip_id"].tolist()
+
+    @property
+    def names(self) -> np.ndarray:
+        """[N] each clip's class name (what the heads fit on)."""
+        return self.table["label"].to_numpy()
+
+    @property
+    def codes(self) -> np.ndarray:
+        """[N] each clip's class as an index into ``classes`` (what the scores take)."""
+        return np.array([self.classes.index(label) for label in self.names])
+
+
+def class_labels(path: str | Path, store: FeatureStore, extractors: list[str]) -> ClassLabels:
+    """``path``'s class labels of the clips that have every one of ``extractors``' features in ``store``; warns
+    naming the labelled clips left out (``matched_clips``)."""
+    table = read_class_labels(path)
+    keep = matched_clips(table["clip_id"].tolist(), clips_with(store, extractors), ", ".join(extractors))
+    table = table[table["clip_id"].isin(keep)].sort_values("clip_id").reset_index(drop=True)
+    return ClassLabels(table, sorted(table["label"].unique()))

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.align import clip_mean
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, Timeline, class_row, pooled_over, windows
-from mvfx.heads.dataset import scale, scaling
-from mvfx.heads.estimator import FIT_RULES, NAME_SETS, Head, Rule, by_name, interval, options, register, tensors
+from mvfx.heads.data.align import clip_mean
+from mvfx.heads.data.dataset import inner_validation, scale, scaling
+from mvfx.heads.estimator import FIT_RULES, NAME_SETS, Head, Rule, by_name, interval, options, register, tensors, with_validation
 from mvfx.heads.torch_fit import FitConfig, fit
-from mvfx.media.errors import MvfxError
 
 LOGISTIC_C = (0.01, 0.1, 1.0)
 MLP_MIN_PER_CLASS = 20
@@ -212,13 +211,8 @@ class FusionHead(Head):
 
     def fit(self, x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None = None) -> FusionHead:
         self.check_params()
-        self.classes_ = sorted(set(y) | (set(validation[1]) if validation else set()))
-        val = None
-        if validation is not None:
-            x = {e: np.concatenate([x[e], validation[0][e]]) for e in x}
-            val = np.arange(len(y), len(y) + len(validation[1]))
-            y = np.concatenate([y, validation[1]])
-        train = np.arange(len(y) - (0 if val is None else len(val)))
+        x, y, train, val = with_validation(x, y, validation)
+        self.classes_ = sorted(set(y))
         codes = np.array([self.classes_.index(label) for label in y])
         n, cfg = len(self.classes_), self.config
         self.members_chosen_ = [choose([x[e] for e in member], codes, train, n, cfg, candidates(codes, train, self.member_model))
@@ -270,21 +264,3 @@ class FusionHead(Head):
             model = LateFusionClassifier(dims, len(self.classes_), self.config)
             model.load_state_dict(saved["weights"])
             self.members_.append((model.eval(), stats))
-
-
-def inner_validation(train: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """About 15% of the training rows for early stopping: one row of each class at least, stratified where every
-    class has two rows and the rest keeps one of each; at least one row is left to fit on.
-
-    (2 folds of 12 clips in 6 classes leave 6 training rows: asking for 6/6 of them for validation made
-    scikit-learn refuse ``test_size=1.0``.)"""
-    from sklearn.model_selection import train_test_split
-
-    present = np.bincount(y[train])
-    present = present[present > 0]
-    if len(train) < 2:
-        raise MvfxError(f"{len(train)} training clip(s) in a fold: too few to fit and validate; use fewer --folds")
-    stratified = present.min() >= 2 and len(train) >= 2 * len(present)
-    n_val = min(max(round(0.15 * len(train)), len(present) if stratified else 1), len(train) - 1)
-    fit_rows, val_rows = train_test_split(train, test_size=n_val, random_state=seed, stratify=y[train] if stratified else None)
-    return np.sort(fit_rows), np.sort(val_rows)

@@ -1,20 +1,16 @@
 """LASSO baseline (MuVi): standardise on the training clips, alpha by inner grouped CV, coefficients by name."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 from sklearn.linear_model import LassoCV
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
-from mvfx.heads.dataset import ClipData, stack
+from mvfx.heads.data.dataset import ClipData, stack
 from mvfx.heads.estimator import NAMES, SEED, Head, Rule, interval, register, tensors
-
-TOP_COEFFICIENTS = 25
 
 
 @register
@@ -74,23 +70,3 @@ class LassoHead(Head):
     def _restore(self, state: dict, facts: dict) -> None:
         self.mean_, self.scale_, self.coef_ = (state[k].numpy() for k in ("mean", "scale", "coef"))
         self.intercept_, self.alpha_ = facts["intercept"], facts["alpha"]
-
-
-def feature_names(store, extractors: list[str]) -> list[str]:
-    return [f"{e}:{n}" for e in extractors for n in store.attrs(e)["feature_names"]]
-
-
-def write_coefficients(out: Path, names: list[str], coefs: list[np.ndarray]) -> list[dict]:
-    """coefficients.csv/.png over the folds' models (mean ± std, largest |mean| first); returns the top rows."""
-    from mvfx.heads.plots import coefficients_plot
-
-    stacked = np.stack(coefs)
-    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
-    order = np.argsort(-np.abs(mean))
-    table = pd.DataFrame({"feature": np.array(names)[order], "coef_mean": mean[order], "coef_std": std[order],
-                          "nonzero_folds": (stacked[:, order] != 0).sum(axis=0)})
-    table.to_csv(out / "coefficients.csv", index=False)
-    top = order[:TOP_COEFFICIENTS]
-    coefficients_plot(out / "coefficients.png", [names[i] for i in top], mean[top], std[top])
-    return table.head(10).to_dict("records")
-

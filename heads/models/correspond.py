@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.align import clip_mean
 from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, StoreClip, Timeline, batched, pooled_over, windows
-from mvfx.heads.dataset import scale, scaling
-from mvfx.heads.estimator import BOOL, FIT_RULES, TEXT, Head, Rule, by_name, interval, options, register, tensors
+from mvfx.heads.data.align import clip_mean
+from mvfx.heads.data.dataset import scale, scaling
+from mvfx.heads.estimator import BOOL, FIT_RULES, TEXT, Head, Rule, by_name, interval, options, register, tensors, with_validation
 from mvfx.heads.torch_fit import FitConfig, fit
 
 NEIGHBOURS = 3  # best-fitting music clips listed per clip
@@ -241,12 +241,9 @@ class CorrespondHead(Head):
 
     def fit(self, x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None = None) -> CorrespondHead:
         self.check_params()
-        if validation is None:
-            fit_rows, val_rows = validation_split(np.arange(len(y)), x["group"], self.seed)
-        else:
-            x = {k: np.concatenate([x[k], validation[0][k]]) for k in x}
-            fit_rows, val_rows = np.arange(len(y)), np.arange(len(y), len(y) + len(validation[1]))
-            y = np.concatenate([y, validation[1]])
+        x, y, fit_rows, val_rows = with_validation(x, y, validation)
+        if val_rows is None:
+            fit_rows, val_rows = validation_split(fit_rows, x["group"], self.seed)
         cfg = self.config
         self.emotions_ = sorted(set(x["video_label"]) | set(x["music_label"]))
         self.stats_ = {side: scaling(x[side][fit_rows]) for side in ("video", "music")}

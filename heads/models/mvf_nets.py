@@ -12,9 +12,16 @@ Music sees a 2-channel log-mel magnitude + phase image [B, 2, mels, T] (2-D conv
 
 The paper leaves block counts, widths and kernel sizes open; mvfx's choices (three stages, widths per modality,
 3 x 3 kernels, two dense layers per block) are in ``WIDTHS`` and the README, sized to train on a CPU.
+
+What they are fed (``Normaliser``): the music image standardised per channel with the training clips' mean and
+spread, frames and face crops (uint8) scaled to [0, 1] and normalised at batch time; on a GPU, under bf16
+``autocast``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +31,7 @@ IN_CHANNELS = {"music": 2, "video": 3, "face": 1}
 SLOW_STRIDE = 4  # the slow pathway sees every 4th time step
 FAST_FRACTION = 4  # the fast pathway has 1/4 of the slow one's channels
 MMTM_RATIO = 4
+IMAGE_MEAN, IMAGE_STD = 0.45, 0.225  # the Kinetics-style normalisation of [0, 1] pixels
 
 
 def _spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -230,3 +238,38 @@ class MvfClassifier(nn.Module):
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# --- what the networks are fed: normalised inputs, under autocast on a GPU ------------------------------------------
+
+@dataclass
+class Normaliser:
+    """Per-channel standardisation of the music input; fixed scaling of images."""
+
+    music_mean: np.ndarray | None = None
+    music_std: np.ndarray | None = None
+
+    @classmethod
+    def fitted(cls, x: dict[str, np.ndarray]) -> Normaliser:
+        if "music" not in x:
+            return cls()
+        music = x["music"]
+        return cls(music.mean(axis=(0, 2, 3)).astype(np.float32), music.std(axis=(0, 2, 3)).astype(np.float32) + 1e-6)
+
+    def tensors(self, x: dict[str, np.ndarray], rows: np.ndarray, device: str) -> dict[str, torch.Tensor]:
+        out = {}
+        for m, values in x.items():
+            t = torch.as_tensor(values[rows]).to(device)
+            if m == "music":
+                mean = torch.as_tensor(self.music_mean, device=device).view(1, -1, 1, 1)
+                out[m] = (t - mean) / torch.as_tensor(self.music_std, device=device).view(1, -1, 1, 1)
+            else:
+                out[m] = (t.float() / 255.0 - IMAGE_MEAN) / IMAGE_STD
+        return out
+
+
+def autocast(device: str):
+    """bf16 autocast on a GPU (batched mixed precision), nothing on the CPU."""
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

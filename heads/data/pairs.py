@@ -16,16 +16,22 @@ Within each split (the labels' ``split`` column, else one split "all"):
    matched as mismatched pairs.
 Each clip thus feeds one matched pair or one swap; the two pairs of a swap
 share a ``group`` so cross-validation can keep them together.
+
+``load_pairs`` reads such a table back with the clip-level features of each pair's two clips.
 """
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from mvfx.heads.data.dataset import pooled
 from mvfx.media.errors import MvfxError
+from mvfx.stores.base import FeatureStore
 
 ALLOWED_MISMATCHES = frozenset(
     frozenset(p)
@@ -99,12 +105,22 @@ def _swap_partners(pool: list[tuple[str, str]]) -> tuple[list, list]:
     return swaps, leftover
 
 
-def read_class_labels(path: str | Path) -> pd.DataFrame:
-    """labels.csv with clip_id,label[,split]."""
-    try:
-        table = pd.read_csv(path, dtype=str)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise MvfxError(f"{path}: cannot read labels ({exc})") from None
-    if not {"clip_id", "label"} <= set(table.columns):
-        raise MvfxError(f"{path}: labels need columns clip_id,label (and optionally split)")
-    return table
+
+@dataclass
+class PairData:
+    pairs: pd.DataFrame
+    x: dict[str, np.ndarray]  # CorrespondHead's input: video, music, video_label, music_label, group per pair
+    y: np.ndarray  # match (0/1)
+
+
+def load_pairs(store: FeatureStore, pairs_csv: str | Path, video_extractor: str, music_extractor: str) -> PairData:
+    """The pairs of ``pairs_csv`` whose clips have their side's features, with those features pooled per clip."""
+    pairs = pd.read_csv(pairs_csv, dtype={"video_clip": str, "music_clip": str})
+    have_v, have_m = set(store.clip_ids(video_extractor)), set(store.clip_ids(music_extractor))
+    pairs = pairs[pairs["video_clip"].isin(have_v) & pairs["music_clip"].isin(have_m)].reset_index(drop=True)
+    if pairs["match"].nunique() < 2 or len(pairs) < 10:
+        raise MvfxError(f"{pairs_csv}: {len(pairs)} usable pairs (both kinds needed, at least 10) with features in the store")
+    x = {"video": pooled(store, video_extractor, pairs["video_clip"].tolist()),
+         "music": pooled(store, music_extractor, pairs["music_clip"].tolist()),
+         **{k: pairs[k].to_numpy() for k in ("video_label", "music_label", "group")}}
+    return PairData(pairs, x, pairs["match"].to_numpy())

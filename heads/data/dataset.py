@@ -1,13 +1,15 @@
-"""Assemble training data from a store and labels: features aligned to each clip's label grid."""
+"""Assemble training data from a store and labels: features aligned to each clip's label grid, clip-level
+features, and how rows are split into folds and validation rows."""
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from mvfx.heads.align import align, clip_mean
-from mvfx.heads.labels import Gold
+from mvfx.heads.data.align import align, clip_mean
+from mvfx.heads.data.labels import Gold, clips_with, matched_clips
 from mvfx.media.errors import MvfxError, MvfxWarning
 from mvfx.stores.base import FeatureStore
 
@@ -27,22 +29,6 @@ class RandomWeightsWarning(MvfxWarning):
     """Features made with --random-weights: useful to test plumbing, meaningless as results."""
 
 
-class UnmatchedLabelsWarning(MvfxWarning):
-    """Label rows whose clip has none of the requested features: left out of training, and said so."""
-
-
-def matched_clips(labelled: list[str], available: set[str], what: str) -> list[str]:
-    """The labelled clips that have features, sorted; warns with the counts and the first unmatched ids."""
-    labelled = sorted(set(labelled))
-    matched = [c for c in labelled if c in available]
-    unmatched = [c for c in labelled if c not in available]
-    if unmatched:
-        warnings.warn(UnmatchedLabelsWarning(
-            f"labels: {len(labelled)} clips, {len(matched)} with {what} features; left out {len(unmatched)}: "
-            f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"), stacklevel=2)
-    return matched
-
-
 def check_weights(store: FeatureStore, extractors: list[str]) -> list[str]:
     """Warn (and return the names) when some features come from random weights."""
     random = [e for e in extractors if store.attrs(e).get("weights") == "random"]
@@ -58,9 +44,8 @@ def build(store: FeatureStore, extractors: list[str], golds: dict[str, Gold]) ->
     """One ClipData per clip that has labels and every extractor; steps with missing features dropped."""
     table = store.clips()
     durations = dict(zip(table["clip_id"], table["duration_s"]))
-    available = set.intersection(*(set(store.clip_ids(e)) for e in extractors))
     clips = []
-    for clip_id in matched_clips(list(golds), available, ", ".join(extractors)):
+    for clip_id in matched_clips(list(golds), clips_with(store, extractors), ", ".join(extractors)):
         gold = golds[clip_id]
         grid = gold.times.copy()
         duration = durations.get(clip_id) or np.inf  # 0 or missing: unknown (imported by an older mvfx), not empty
@@ -85,12 +70,54 @@ def fold_splits(n_clips: int, k: int, seed: int) -> list[tuple[np.ndarray, np.nd
     return list(KFold(n_splits=k, shuffle=True, random_state=seed).split(np.arange(n_clips)))
 
 
+def class_folds(y: np.ndarray, splits: pd.Series | None, k: int, seed: int) -> list[tuple]:
+    """(train, val, test) rows from the labels' split column, else (train, test) of stratified k-fold over ``y``."""
+    if splits is not None:
+        rows = {name: np.flatnonzero(splits.to_numpy() == name) for name in ("train", "val", "test")}
+        if any(len(r) == 0 for r in rows.values()):
+            raise MvfxError("--use-split needs train, val and test rows in the labels' split column")
+        return [(rows["train"], rows["val"], rows["test"])]
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.unique(y, return_counts=True)[1]
+    if counts.min() < k:
+        raise MvfxError(f"the smallest class has {counts.min()} clips, fewer than --folds {k}")
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
+def inner_validation(train: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """About 15% of the training rows for early stopping: one row of each class at least, stratified where every
+    class has two rows and the rest keeps one of each; at least one row is left to fit on.
+
+    (2 folds of 12 clips in 6 classes leave 6 training rows: asking for 6/6 of them for validation made
+    scikit-learn refuse ``test_size=1.0``.)"""
+    from sklearn.model_selection import train_test_split
+
+    present = np.bincount(y[train])
+    present = present[present > 0]
+    if len(train) < 2:
+        raise MvfxError(f"{len(train)} training clip(s) in a fold: too few to fit and validate; use fewer --folds")
+    stratified = present.min() >= 2 and len(train) >= 2 * len(present)
+    n_val = min(max(round(0.15 * len(train)), len(present) if stratified else 1), len(train) - 1)
+    fit_rows, val_rows = train_test_split(train, test_size=n_val, random_state=seed, stratify=y[train] if stratified else None)
+    return np.sort(fit_rows), np.sort(val_rows)
+
+
 def stack(clips: list[ClipData], extractors: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X [N, sum D], y [N] (None without targets), clip index of each row) of the concatenated features."""
     x = np.concatenate([np.concatenate([c.features[e] for e in extractors], axis=1) for c in clips])
     y = np.concatenate([c.target for c in clips]) if all(c.target is not None for c in clips) else None
     groups = np.concatenate([np.full(len(c.times), i) for i, c in enumerate(clips)])
     return x, y, groups
+
+
+def pretrain_targets(clips: list[ClipData], pretrain: dict[str, dict[str, Gold]]) -> list[dict[str, np.ndarray]] | None:
+    """Per clip, each modality's own gold (from ``--pretrain-labels``) on the clip's grid, where that modality rated it:
+    ``LstmHead.fit``'s ``modality_targets``."""
+    if not pretrain:
+        return None
+    return [{e: np.interp(c.times[:, 0], golds[c.clip_id].times[:, 0], golds[c.clip_id].value)
+             for e, golds in pretrain.items() if c.clip_id in golds} for c in clips]
 
 
 def pooled(store: FeatureStore, extractor: str, clip_ids: list[str]) -> np.ndarray:

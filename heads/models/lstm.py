@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
-from mvfx.heads.dataset import ClipData, scale, scaling
+from mvfx.heads.data.dataset import ClipData, scale, scaling
 from mvfx.heads.estimator import FIT_RULES, NAMES, Head, Rule, by_name, interval, options, register, tensors
 from mvfx.heads.torch_fit import FitConfig, fit
 from mvfx.media.errors import MvfxError
@@ -200,12 +200,3 @@ class LstmHead(Head):
         self.model_ = Regressor(self.dims_, self.config)
         self.model_.load_state_dict(state["weights"])
         self.standardiser_ = Standardiser([tuple(t.numpy() for t in s) for s in state["standardiser"]])
-
-
-def pretrain_targets(clips: list[ClipData], pretrain: dict[str, dict]) -> list[dict[str, np.ndarray]] | None:
-    """Per clip, each modality's own gold (from ``--pretrain-labels``) on the clip's grid, where that modality rated it:
-    ``LstmHead.fit``'s ``modality_targets``."""
-    if not pretrain:
-        return None
-    return [{e: np.interp(c.times[:, 0], golds[c.clip_id].times[:, 0], golds[c.clip_id].value)
-             for e, golds in pretrain.items() if c.clip_id in golds} for c in clips]

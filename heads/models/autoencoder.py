@@ -1,0 +1,118 @@
+"""The unsupervised slow-fast autoencoder that pre-trains the MVF networks' music and video encoders.
+
+The encoders are the classifier's own ``ModalityNet``s (joined by MMTM); decoders rebuild the normalised
+log-mel + phase image and the frame stack from the encoders' last maps, trained with MSE on every clip, no
+labels. ``save_encoders`` writes ``encoders.pt`` and ``autoencoder.json`` (architectures, loss per epoch) into
+a folder; ``MvfHead(init_from=FOLDER)`` starts its networks from them (``load_encoders``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mvfx.heads.models.mvf_nets import ModalityNet, MvfClassifier, Normaliser, autocast, cross_modal_mmtm, parameter_count, run_stages
+from mvfx.media.errors import MvfxError
+
+ENCODER_FILE = "encoders.pt"
+ABOUT_FILE = "autoencoder.json"
+
+
+class _Decoder(nn.Module):
+    """Transposed convolutions from a network's last map back up, interpolated to the input's exact size."""
+
+    def __init__(self, dims: int, widths: tuple[int, ...], out_channels: int) -> None:
+        super().__init__()
+        up = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d
+        norm = nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
+        layers, chans = [], list(reversed(widths))
+        for cin, cout in zip(chans, [*chans[1:], chans[-1]]):
+            layers += [up(cin, cout, 4, 2, 1), norm(cout), nn.ReLU(inplace=True)]
+        layers.append((nn.Conv3d if dims == 3 else nn.Conv2d)(chans[-1], out_channels, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        y = self.net(z)
+        if y.shape[2:] != shape[2:]:  # e.g. A3's slow pathway: fewer time steps than the input
+            y = nn.functional.interpolate(y, size=shape[2:], mode="trilinear" if y.dim() == 5 else "bilinear", align_corners=False)
+        return y
+
+
+class SlowFastAutoencoder(nn.Module):
+    """Music and video encoders (the classifier's ``ModalityNet``s, joined by MMTM) and decoders that rebuild the
+    normalised log-mel + phase image and the frame stack from the encoders' last maps; trained with MSE."""
+
+    def __init__(self, music: str, video: str, mmtm: bool = True, se: bool = False) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict({"music": ModalityNet("music", music, se), "video": ModalityNet("video", video, se)})
+        self.mmtm = cross_modal_mmtm(self.nets) if mmtm else None
+        self.decoders = nn.ModuleDict({
+            m: _Decoder(net.dims, net.channels, 2 if m == "music" else 3) for m, net in self.nets.items()
+        })
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        states = run_stages(dict(self.nets), inputs, self.mmtm)
+        return {m: self.decoders[m](self.nets[m].joint(states[m]), inputs[m].shape) for m in self.nets}
+
+
+def pretrain_autoencoder(x: dict[str, np.ndarray], music: str = "A0", video: str = "A3", mmtm: bool = True, se: bool = False,
+                         lr: float = 1e-3, batch_size: int = 8, epochs: int = 20, device: str = "cpu", seed: int = 0,
+                         on_epoch=None) -> tuple[SlowFastAutoencoder, dict]:
+    """The autoencoder trained on every clip of ``x`` (no labels), and its summary: architectures, clips, loss per
+    epoch, parameters (``save_encoders`` writes both)."""
+    torch.manual_seed(seed)
+    model = SlowFastAutoencoder(music, video, mmtm, se).to(device)
+    normaliser = Normaliser.fitted(x)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n, losses = len(x["music"]), []
+    for epoch in range(epochs):
+        model.train()
+        total = 0.0
+        for batch in torch.randperm(n, generator=generator).split(batch_size):
+            inputs = normaliser.tensors(x, batch.numpy(), device)
+            with autocast(device):
+                rebuilt = model(inputs)
+                loss = sum(nn.functional.mse_loss(rebuilt[m].float(), inputs[m]) for m in inputs)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        losses.append(total / n)
+        if on_epoch:
+            on_epoch(epoch, losses[-1])
+    summary = {"music": music, "video": video, "mmtm": mmtm, "se": se, "clips": n, "epochs": epochs, "loss": losses,
+               "parameters": {m: parameter_count(net) for m, net in model.nets.items()} | {"total": parameter_count(model)}}
+    return model.to("cpu"), summary
+
+
+def save_encoders(model: SlowFastAutoencoder, summary: dict, out: str | Path) -> Path:
+    """``out``/encoders.pt (the encoders' and MMTM's weights) and ``out``/autoencoder.json (``summary``, which
+    ``load_encoders`` checks the classifier's architectures against)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({m: net.state_dict() for m, net in model.nets.items()} | ({"mmtm": model.mmtm.state_dict()} if model.mmtm else {}),
+               out / ENCODER_FILE)
+    (out / ABOUT_FILE).write_text(json.dumps(summary, indent=2))
+    return out
+
+
+def load_encoders(model: MvfClassifier, folder: str | Path) -> None:
+    """Start a classifier's music and video networks (and MMTM) from a pre-trained autoencoder's encoders."""
+    folder = Path(folder)
+    path, about = folder / ENCODER_FILE, folder / ABOUT_FILE
+    if not path.is_file() or not about.is_file():
+        raise MvfxError(f"{folder}: no pre-trained encoders ({ENCODER_FILE}); make them with `mvfx train autoencoder`")
+    trained = json.loads(about.read_text())
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    for m in ("music", "video"):
+        if m in model.nets:
+            if model.nets[m].arch != trained[m] or model.nets[m].squeeze_excite != trained["se"]:
+                raise MvfxError(f"{folder}: the encoders are music {trained['music']}, video {trained['video']}"
+                                f"{' with SE' if trained['se'] else ''}; train the classifier with the same (--{m} {trained[m]})")
+            model.nets[m].load_state_dict(saved[m])
+    if model.mmtm is not None and "mmtm" in saved:
+        model.mmtm.load_state_dict(saved["mmtm"])
