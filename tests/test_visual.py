@@ -7,7 +7,6 @@ from helpers import random_extractor, random_frames
 
 import mvfx.extractors as extractors
 from mvfx.extractors import weights
-from mvfx.extractors.base import FeatureBlock
 from mvfx.extractors.flownets import flow_statistics
 from mvfx.extractors.frame_cnn import places365_categories
 from mvfx.extractors.image_ops import centre_crop_normalise
@@ -187,4 +186,3 @@ def test_per_shot_reuses_shots_already_in_the_store(demo_corpus, tmp_path):
     assert summary.ok and summary.pairs_skipped == 6 and summary.pairs_done == 6  # shots were not detected again
     s = open_store(store)
     np.testing.assert_allclose(s.read("i3d", "clip_002")[1], s.read("shots", "clip_002")[1])
-    assert isinstance(FeatureBlock(*s.read("shots", "clip_002")), FeatureBlock)
