@@ -107,6 +107,7 @@ def hostile_run(hostile_corpus, tmp_path_factory):
     return store, result
 
 
+@pytest.mark.slow
 def test_no_bad_input_stops_the_corpus_and_every_input_is_accounted_for(hostile_run):
     store, result = hostile_run
     assert result.exit_code == 1, result.stderr  # some clips failed; nothing raised (the runner re-raises exceptions)

@@ -75,6 +75,7 @@ def corpus_24(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_leaves_one_clean_copy(corpus_24, tmp_path):
     store = tmp_path / "killed.zarr"
     cmd = [*MVFX, "extract", str(corpus_24), "--store", str(store), "-e", "colour,emobase", "-j", "1"]

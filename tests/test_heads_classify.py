@@ -124,6 +124,7 @@ def _correspond(root, out, *extra):
 
 
 # Measured on this corpus (200 pairs, 5 folds, lr 1e-3): match accuracy 0.815 (0.895 with emotion branches), chance 0.50.
+@pytest.mark.slow
 def test_match_classifier_beats_chance(pair_corpus):
     metrics, proc = _correspond(pair_corpus, pair_corpus / "classify")
     assert metrics["n_pairs"] == 200 and metrics["chance_accuracy"] == 0.5
@@ -134,6 +135,7 @@ def test_match_classifier_beats_chance(pair_corpus):
 
 
 # Measured: top-1 0.88 / 0.94 and mAP 0.92 / 0.93 (video->music / music->video); same-emotion chance about 0.2.
+@pytest.mark.slow
 def test_retrieval_towers_rank_same_emotion_first(pair_corpus, tmp_path):
     out = pair_corpus / "retrieve"
     metrics, _ = _correspond(pair_corpus, out, "--objective", "retrieve", "--emotion-branches")

@@ -109,6 +109,7 @@ def test_lasso_learns_arousal_and_reports_coefficients(heads_corpus):
 
 # PAIR LSTM measured on this corpus with the fast settings below: CCC 0.36 +- 0.18 over 3 folds; threshold 0.15.
 # (The defaults - lr 1e-4, up to 300 epochs - reach 0.50 on the 36-clip demo in 4 minutes; too slow for the suite.)
+@pytest.mark.slow
 def test_lstm_pair_fusion_learns_arousal(heads_corpus):
     corpus, out = heads_corpus / "corpus", heads_corpus / "runs" / "pair"
     proc = run_cli("train", "lstm", str(heads_corpus / "s.zarr"), "--labels", str(corpus / "annotations.csv"),

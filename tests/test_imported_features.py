@@ -194,6 +194,7 @@ def imported_copy(heads_corpus, tmp_path_factory):
     return root / "s.zarr"
 
 
+@pytest.mark.slow
 def test_lasso_on_imported_features_gives_the_numbers_of_the_original(heads_corpus, imported_copy, tmp_path):
     labels = heads_corpus / "corpus" / "annotations.csv"
     for store, out in ((heads_corpus / "s.zarr", tmp_path / "original"), (imported_copy, tmp_path / "imported")):

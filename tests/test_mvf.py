@@ -154,6 +154,7 @@ def test_mmtm_needs_music_and_video():
 
 # Measured on the 24-clip heads corpus (music A0 + video A0 + MMTM, 3 folds, 64 STFT frames, 16 px frames, <= 10 epochs):
 # accuracy 0.375 ± 0.20, ROC AUC 0.86, chance 0.167 (4 clips of each of 6 classes). Asserted: 1.5x chance and AUC 0.75.
+@pytest.mark.slow
 def test_the_multimodal_network_beats_chance_and_predicts_unseen_clips(heads_corpus, tmp_path):
     store = tmp_path / "s.zarr"
     assert run_extract(str(heads_corpus / "corpus"), str(store), ["logmel_phase", "frames"], options={"frames": {"n_frames": "8"}}, workers=2).ok

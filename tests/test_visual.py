@@ -155,6 +155,7 @@ def test_python_nms_matches_the_definition():
     assert import_torchvision().ops.nms(boxes, scores, 0.5).tolist() == [3, 2]
 
 
+@pytest.mark.slow
 def test_visual_extractors_end_to_end_with_random_weights(demo_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("MVFX_HOME", str(tmp_path / "home"))
     store = tmp_path / "visual.zarr"
