@@ -1,0 +1,30 @@
+"""Models and stores saved by mvfx before this round's changes (heads split into models/data/runs, store format 2)
+still load and predict exactly what they predicted then.
+
+tests/fixtures/models_before/ holds, all written by 47804f0: the model/ folders of `make demo`'s fusion and LASSO
+runs, a format-1 store of the six-clip test demo corpus (colour, emobase), and the predictions.csv that code wrote
+for that store with each model."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mvfx.heads.estimator import load_head
+from mvfx.heads.predict import predict_store
+from mvfx.stores import open_store
+
+BEFORE = Path(__file__).parent / "fixtures" / "models_before"
+
+
+@pytest.mark.parametrize("run", ["fusion", "lasso_emobase"])
+def test_a_model_saved_before_predicts_what_it_predicted_then(run, tmp_path):
+    store = tmp_path / "demo_v1.zarr"
+    shutil.copytree(BEFORE / "demo_v1.zarr", store)
+    assert open_store(store).store_attrs()["format_version"] == 1
+    predict_store(load_head(BEFORE / run), open_store(store), tmp_path / "out", max_timelines=0)
+    got = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    expected = pd.read_csv(BEFORE / run / "expected_predictions.csv")
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-6, atol=1e-9)
