@@ -102,14 +102,14 @@ def test_fusion_classifier_and_ensemble_beat_chance(heads_corpus):
 
 @pytest.fixture(scope="module")
 def pair_corpus(tmp_path_factory):
-    """240 two-second clips (160x90), colour + emobase, and their EmoMV pairs (100 matched, 100 mismatched)."""
+    """120 two-second clips (160x90), colour + emobase, and their EmoMV pairs (50 matched, 50 mismatched)."""
     from mvfx.heads.data.labels import read_class_labels
     from mvfx.heads.data.pairs import build_pairs
     from mvfx.pipeline.demo_corpus import write_demo_corpus
     from mvfx.pipeline.run import run_extract
 
     root = tmp_path_factory.mktemp("pairs")
-    write_demo_corpus(root / "corpus", n_clips=240, seconds=2.0, seed=2, size=(160, 90))
+    write_demo_corpus(root / "corpus", n_clips=120, seconds=2.0, seed=2, size=(160, 90))
     # 2 Dask workers: bitwise the same features as in-process, 1.7x sooner
     assert run_extract(str(root / "corpus"), str(root / "s.zarr"), ["colour", "emobase"], workers=2).ok
     build_pairs(read_class_labels(root / "corpus" / "labels.csv").drop(columns="split")).to_csv(root / "pairs.csv", index=False)
@@ -123,18 +123,18 @@ def _correspond(root, out, *extra):
     return json.loads((out / "metrics.json").read_text()), proc
 
 
-# Measured on this corpus (200 pairs, 5 folds, lr 1e-3): match accuracy 0.815 (0.895 with emotion branches), chance 0.50.
+# Measured on this corpus (100 pairs, 5 folds, lr 1e-3): match accuracy 0.72, ROC AUC 0.88 (200 pairs gave 0.815), chance 0.50.
 @pytest.mark.slow
 def test_match_classifier_beats_chance(pair_corpus):
     metrics, proc = _correspond(pair_corpus, pair_corpus / "classify")
-    assert metrics["n_pairs"] == 200 and metrics["chance_accuracy"] == 0.5
+    assert metrics["n_pairs"] == 100 and metrics["chance_accuracy"] == 0.5
     assert metrics["aggregate"]["accuracy"]["mean"] > 0.65 and metrics["aggregate"]["roc_auc"]["mean"] > 0.7
     for name in ("confusion.png", "roc.png", "model/model.json", "model/state.pt", "predictions.csv"):
         assert (pair_corpus / "classify" / name).stat().st_size > 0
     assert "video to music: top-1" in proc.stderr
 
 
-# Measured: top-1 0.88 / 0.94 and mAP 0.92 / 0.93 (video->music / music->video); same-emotion chance about 0.2.
+# Measured: top-1 0.73 / 0.86 and mAP 0.80 / 0.81 (video->music / music->video); same-emotion chance about 0.2.
 @pytest.mark.slow
 def test_retrieval_towers_rank_same_emotion_first(pair_corpus, tmp_path):
     out = pair_corpus / "retrieve"
@@ -151,7 +151,7 @@ def test_retrieval_towers_rank_same_emotion_first(pair_corpus, tmp_path):
     npz = tmp_path / "emb.npz"
     run_cli("embed", str(pair_corpus / "s.zarr"), "--model", str(out), "--out", str(npz))
     exported = np.load(npz)
-    assert exported["video_embeddings"].shape == (240, 64) and len(exported["music_clip_ids"]) == 240
+    assert exported["video_embeddings"].shape == (120, 64) and len(exported["music_clip_ids"]) == 120
     np.testing.assert_allclose(np.linalg.norm(exported["music_embeddings"], axis=1), 1.0, rtol=1e-5)
 
 
