@@ -6,8 +6,9 @@ centre 224 x 224 crop and normalises with the mean and std its weights were
 trained with (the registry entry's ``preprocessing``: torchvision's
 Resize(256), CenterCrop(224), Normalize for both checkpoints). Frames go to
 the device as uint8 and are cropped and normalised there (``image_ops``);
-on the CPU the network runs with its BatchNorms folded, in place ReLUs and
-channels-last (``device_ops``: 1.9x faster on 2 cores).
+on the CPU the network runs with its BatchNorms folded, every convolution on
+oneDNN with its ReLU and residual sum in the same pass, and channels-last
+memory (``device_ops``; 16 frames on 2 cores: 0.73 s as built -> 0.35 s).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvfx.extractors.base import FeatureBlock, FrameSampled, OptionError, option
-from mvfx.extractors.device_ops import ConvNorms, prepare_network
+from mvfx.extractors.device_ops import CpuPlan, prepare_network
 from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import FrameByFrame
@@ -38,12 +39,39 @@ class FrameCnnConfig(TorchConfig):
             raise OptionError("crop", self.crop, f"must be at most short_side ({self.short_side})")
 
 
-def torchvision_conv_norms() -> ConvNorms:
-    """torchvision ResNet's convolution -> BatchNorm pairs (downsample Sequentials are found by ``fold_batch_norms``)."""
+def torchvision_plan() -> CpuPlan:
+    """What the CPU fuses in torchvision's ResNet: convolution -> BatchNorm pairs (downsample Sequentials are found by
+    ``fold_batch_norms``), the stem's ReLU, and each bottleneck's ReLUs and residual sum (its own forward)."""
     from mvfx.extractors.torchvision_compat import import_torchvision
 
     resnet = import_torchvision().models.resnet
-    return {resnet.ResNet: (("conv1", "bn1"),), resnet.Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))}
+    return CpuPlan(
+        conv_norms={resnet.ResNet: (("conv1", "bn1"),), resnet.Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))},
+        conv_relus={resnet.ResNet: (("conv1", "bn1", "relu"),)},
+        rewires={resnet.Bottleneck: _fuse_bottleneck})
+
+
+def _fuse_bottleneck(block) -> None:
+    """A torchvision Bottleneck with its BatchNorms folded and ``CpuConv``s gets ``_bottleneck_forward``, its first two
+    convolutions applying the ReLU that follows them (the block's one ReLU module serves three places, so it stays)."""
+    import torch
+
+    from mvfx.extractors.device_ops import CpuConv
+
+    downsample = block.downsample
+    if (all(type(norm) is torch.nn.Identity for norm in (block.bn1, block.bn2, block.bn3)) and type(block.relu) is torch.nn.ReLU
+            and all(isinstance(conv, CpuConv) for conv in (block.conv1, block.conv2, block.conv3))
+            and (downsample is None or (type(downsample) is torch.nn.Sequential and len(downsample) == 2
+                                        and isinstance(downsample[0], CpuConv) and type(downsample[1]) is torch.nn.Identity))):
+        block.conv1.relu = block.conv2.relu = True
+        block.forward = _bottleneck_forward.__get__(block)
+
+
+def _bottleneck_forward(block, x):
+    """torchvision's Bottleneck.forward, the first two ReLUs in their convolutions and conv3 adding the shortcut and
+    applying the last ReLU (into the shortcut: the block's input, or the downsample's output)."""
+    shortcut = x if block.downsample is None else block.downsample(x)
+    return block.conv3.add_relu_(block.conv2(block.conv1(x)), shortcut)
 
 
 class _ResNet50(FrameByFrame, FrameSampled, TorchExtractor):
@@ -64,7 +92,7 @@ class _ResNet50(FrameByFrame, FrameSampled, TorchExtractor):
 
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
         super().setup(device, random_weights)
-        self.memory_format = prepare_network(self.model, self.device, 2, torchvision_conv_norms())
+        self.memory_format = prepare_network(self.model, self.device, 2, torchvision_plan())
 
     def output(self, logits):
         return logits

@@ -1,11 +1,13 @@
-"""uint8 frames to the device, preprocessing there, and the CPU's prepared networks (folded BatchNorms, in place ReLUs,
-channels-last): against the numpy path and the networks as built that they replaced (CPU, seeded random weights).
+"""uint8 frames to the device, preprocessing there, and the CPU's prepared networks (folded BatchNorms, oneDNN
+convolutions with their ReLUs and residual sums fused, channels-last): against the numpy path and the networks as built
+that they replaced (CPU, seeded random weights).
 
 Tolerances. Preprocessed tensors: 1e-6 absolute (a few float32 ulps of values below 2.7; a CUDA H200 differed by
 7.2e-7); on the CPU the torch path does the numpy path's float32 operations in the same order and is bitwise equal
 (checked on every uint8 value of every channel). Features: 1e-5 of the block's largest value, the tolerance the
 project holds torch extractors to across thread counts (torch_base); what differs is the prepared networks'
-arithmetic, measured at most 9.1e-7 of the largest value (ResNet-50 over a 30 s 720p clip). The BatchNorms get
+arithmetic, measured at most 9.1e-7 of the largest value (ResNet-50 over a 30 s 720p clip; with the fused oneDNN
+convolutions 6.1e-7 for ResNet-50, 6.0e-7 for SlowFast and I3D on this module's clip). The BatchNorms get
 seeded trained-like statistics first: random initialisation leaves them identities, under which a wrongly folded
 pair would go unseen. FlowNetS is not prepared and its features are bitwise equal (its direction histogram bins
 angles: not continuous in the input).
@@ -18,7 +20,7 @@ import torch
 from helpers import random_extractor
 
 import mvfx.extractors as extractors
-from mvfx.extractors import frame_cnn, video_models
+from mvfx.extractors import device_ops, frame_cnn, video_models
 from mvfx.extractors.flownets import flow_statistics
 from mvfx.extractors.image_ops import centre_crop_normalise, grey_crop, normalise, upload
 from mvfx.extractors.video_models import uniform_subsample
@@ -153,13 +155,16 @@ def test_upload_to_cuda_goes_through_pinned_memory_and_keeps_uint8():
 
 @pytest.mark.parametrize("name, layout", [("resnet50", torch.channels_last), ("places365", torch.channels_last),
                                           ("slowfast_r50", torch.channels_last_3d), ("i3d", torch.channels_last_3d)])
-def test_cpu_networks_have_every_batchnorm_folded_and_run_channels_last(name, layout):
+def test_cpu_networks_have_every_batchnorm_folded_and_run_fused_on_onednn_channels_last(name, layout):
     model = ours(name).model
     assert not [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    assert [m.inplace for m in model.modules() if isinstance(m, torch.nn.ReLU)] and all(
-        m.inplace for m in model.modules() if isinstance(m, torch.nn.ReLU))
-    convolutions = [m.weight for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    assert convolutions and all(w.is_contiguous(memory_format=layout) for w in convolutions)
+    assert all(m.inplace for m in model.modules() if isinstance(m, torch.nn.ReLU))
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    convolutions = [m for m in model.modules() if isinstance(m, device_ops.CpuConv)]
+    assert convolutions and all(m.weight.is_contiguous(memory_format=layout) for m in convolutions)
+    assert 0.4 < sum(m.relu for m in convolutions) / len(convolutions) < 0.8  # ReLUs after the stem, bottlenecks' first two
+    blocks = [m for m in model.modules() if type(m).__name__ in ("Bottleneck", "ResBlock")]  # torchvision's, pytorchvideo's
+    assert blocks and all("forward" in vars(m) for m in blocks)  # their residual sum and last ReLU in their last convolution
 
 
 @pytest.mark.parametrize("name", ["resnet50", "places365"])
