@@ -318,10 +318,13 @@ class ZarrStoreWriter(ZarrFeatureStore):
         self._write_tables()
 
     def _write_tables(self) -> None:
+        written = False
         for name, table in (("clips", self._clips), ("failures", self._failures)):
             if table.dirty or name not in self.root:
                 write_zarr_table(self.root.require_group(name), table.columns(), table.schema)
-        self.root.attrs["updated"] = now_iso()
+                written = True
+        if written:  # an unchanged store stays unchanged (on Icechunk, no empty commit at close)
+            self.root.attrs["updated"] = now_iso()
 
     def compact(self) -> int:
         """Move every part into the contiguous arrays; returns the number of parts compacted."""
