@@ -81,6 +81,7 @@ def bench_gpu(results: dict, work: Path, timed, media_seconds, save, workers_n: 
     import torch
 
     from mvfx.pipeline.run import run_extract
+    from mvfx.pipeline.timing import describe
 
     if not torch.cuda.is_available():
         print("gpu: skipped (torch sees no CUDA device)", flush=True)
@@ -90,10 +91,14 @@ def bench_gpu(results: dict, work: Path, timed, media_seconds, save, workers_n: 
     long, one = gpu_corpus(work)
     options = {"flownets": {"width": "256", "height": "192"}}
 
+    stages: dict[str, float] = {}  # the last run's seconds per stage (pipeline.timing): where the time went
+
     def extract(corpus: Path, names: list[str], workers: int) -> None:
         store = work / "gpu.zarr"
         shutil.rmtree(store, ignore_errors=True)
         summary = run_extract(str(corpus), str(store), names, options, workers=workers, device="cuda", random_weights=True)
+        stages.clear()
+        stages.update(summary.stage_seconds)
         gpu.setdefault("threads", {})[f"-j {workers}"] = summary.threads
         gpu.setdefault("notices", []).extend(n for n in summary.notices if n not in gpu["notices"])
         gpu.setdefault("failures", []).extend(f"{clip} [{f.extractor}/{f.stage}] {f.message}" for clip, f in summary.failures)
@@ -104,15 +109,17 @@ def bench_gpu(results: dict, work: Path, timed, media_seconds, save, workers_n: 
         with GpuSampler() as sampler:
             t = timed(lambda names=SETS[label], workers=workers: extract(long, names, workers), runs=1)
         key = f"{label}, -j {workers}"
-        gpu["end_to_end"][key] = {"seconds": t["median"], "x_realtime": long_s / t["median"], **sampler.summary()}
+        gpu["end_to_end"][key] = {"seconds": t["median"], "x_realtime": long_s / t["median"], **sampler.summary(),
+                                  "stage_seconds": dict(stages)}
         print(f"gpu {key}: {long_s / t['median']:.1f}x real time, GPU {sampler.summary()['gpu_util_mean']:.0f}% busy", flush=True)
+        print(f"  time per stage: {describe(stages)}", flush=True)
         save(results)
     one_s = media_seconds(sorted(str(p) for p in one.glob("*.mp4")))
     for name in DEEP:
         extract(one, [name], 1)  # set-up, CUDA kernels' first launch, cuDNN's choice: excluded
         with GpuSampler() as sampler:
             t = timed(lambda name=name: extract(one, [name], 1), runs=1)
-        gpu["extractors"][name] = {"x_realtime": one_s / t["median"], **sampler.summary()}
+        gpu["extractors"][name] = {"x_realtime": one_s / t["median"], **sampler.summary(), "stage_seconds": dict(stages)}
         print(f"gpu {name}: {one_s / t['median']:.1f}x real time", flush=True)
         save(results)
     bench_decode_limit(gpu, long, long_s)
@@ -140,6 +147,8 @@ def _frames(clips: list[str]) -> int:
 
 
 def markdown(gpu: dict) -> list[str]:
+    from mvfx.pipeline.timing import describe
+
     if "device" not in gpu:
         return [f"GPU: {gpu.get('skipped', 'not run')}", ""]
     lines = [f"GPU: {gpu['device']}; threads {gpu.get('threads', {})}; failures: {len(gpu.get('failures', []))}", "",
@@ -148,6 +157,8 @@ def markdown(gpu: dict) -> list[str]:
     lines += ["", f"| {CLIPS} clips x {CLIP_S:.0f} s 1280x720 | x real time | GPU busy mean / max | GPU memory max |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['x_realtime']:.1f} | {v['gpu_util_mean']:.0f} / {v['gpu_util_max']:.0f} % | {v['gpu_mem_max_gib']:.1f} GiB |"
               for k, v in gpu["end_to_end"].items()]
+    lines += ["", "Where the time went (seconds per stage summed over clips, `pipeline/timing.py`):", ""]
+    lines += [f"- {k}: {describe(v['stage_seconds'])}" for k, v in gpu["end_to_end"].items() if v.get("stage_seconds")]
     lines += ["", "| decode limit (every frame, source size) | frames/s | x real time |", "|---|---|---|"]
     lines += [f"| {k} | {v['frames_per_s']:.0f} | {v['x_realtime']:.1f} |" for k, v in gpu["decode_limit"].items()]
     return [*lines, ""]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from mvfx.commands.common import console, out, parse_extractor_options
 from mvfx.media.errors import MvfxError
+from mvfx.pipeline.timing import describe
 
 if TYPE_CHECKING:
     from mvfx.pipeline.run import RunSummary
@@ -180,6 +181,8 @@ def print_summary(summary: RunSummary, store: str) -> None:
     )
     if summary.threads:
         console.print(f"threads: {summary.threads}")
+    if summary.stage_seconds:
+        console.print(f"time per stage, summed over clips: {describe(summary.stage_seconds)}")
 
 
 @click.command("extractors")

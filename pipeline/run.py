@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +43,7 @@ class RunSummary:
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (clip, the clip with the same content)
     damaged: list[tuple[str, int, str]] = field(default_factory=list)  # (clip, damaged packets skipped, where)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (clip, streams ending early: "audio 6.40-30.00")
+    stage_seconds: Counter = field(default_factory=Counter)  # per stage, summed over the clips processed (pipeline.timing)
 
     @property
     def ok(self) -> bool:
@@ -257,6 +259,7 @@ def _commit(writer, result: ClipResult, summary: RunSummary) -> None:
         summary.failures.append((result.clip_id, failure))
     writer.set_clip(result.record)
     summary.notices += [n for n in result.notices if n not in summary.notices]
+    summary.stage_seconds.update(result.stage_seconds)
     if result.record.get("missing_spans"):
         summary.missing.append((result.clip_id, result.record["missing_spans"]))
     if result.record.get("damaged_packets"):

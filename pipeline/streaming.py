@@ -19,6 +19,7 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from mvfx.media.errors import ClipError
 from mvfx.media.hwdecode import CPU_DECODER, DecoderChoice
 from mvfx.media.probe import ClipInfo
 from mvfx.pipeline.executor import local_cores
+from mvfx.pipeline.timing import DECODING, WAITING, timed_items, timing
 
 PIECE_FRAMES = 16  # at least this many frames per piece (more where a batch needs it)
 QUEUE_PIECES = 2  # decoded pieces waiting for the extractors
@@ -47,6 +49,7 @@ class PassOutcome:
     piece_frames: dict[VideoSpec, int] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)  # the decoder's one-line notices (NVDEC not used, and why)
     missing_spans: str = ""  # streams that end early or hold nothing: "audio 6.40-30.00" (see ClipDecoder.missing_spans)
+    seconds: Counter = field(default_factory=Counter)  # per stage (pipeline.timing): decoding, waiting, each extractor
 
 
 def piece_sizes(extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> dict[VideoSpec, int]:
@@ -150,7 +153,8 @@ def stream_pass(
     video = {e.input for e, _ in streams.values() if e.modality == "video"}
     decoder = ClipDecoder(info, audio, video, out.piece_frames, backend=backend, threads=decoder_threads)
     last_report = time.monotonic()
-    for spec, frames in in_background(decoder.pieces()):
+    pieces = in_background(timed_items(decoder.pieces(), out.seconds, DECODING))
+    for spec, frames in timed_items(pieces, out.seconds, WAITING):
         if len(frames.images):
             _feed(out, streams, lambda e: e.modality == "video" and e.input == spec, frames)
         if on_progress and time.monotonic() - last_report > PROGRESS_EVERY_S:
@@ -164,7 +168,7 @@ def stream_pass(
         _feed(out, streams, lambda e: e.modality == "audio" and e.input == spec, signal)
     for name, (e, stream) in streams.items():
         try:
-            with e.serialised():
+            with timing(out.seconds, name), e.serialised():
                 out.blocks[name] = stream.finish()
         except Exception as exc:
             out.errors[name] = exc
@@ -183,7 +187,7 @@ def _feed(out: PassOutcome, streams: dict, wants: Callable[[Extractor], bool], p
         if not wants(e):
             continue
         try:
-            with e.serialised():
+            with timing(out.seconds, name), e.serialised():
                 block = stream.feed(piece, {d: made[d] for d in e.depends_on if d in made})
         except Exception as exc:
             out.errors[name] = exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from mvfx.pipeline.corpus import ClipSource
 from mvfx.pipeline.executor import machine_memory
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
 from mvfx.pipeline.threads import ThreadBudget, apply
+from mvfx.pipeline.timing import PROBE, SETUP, STORING, timing
 from mvfx.stores import StagedPart, Staging
 
 _WORKER_EXTRACTORS: dict[tuple, Extractor] = {}
@@ -69,6 +71,7 @@ class ClipResult:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)  # one-line facts for the run summary (e.g. NVDEC fell back to the CPU)
+    stage_seconds: Counter = field(default_factory=Counter)  # where the clip's time went (pipeline.timing)
 
     @property
     def status(self) -> str:
@@ -101,10 +104,13 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
     """
     clip, started = task.clip, time.perf_counter()
     result = ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": printable(clip.path), "status": "failed"})
+    times = result.stage_seconds
     try:
-        info = probe(clip.path)
+        with timing(times, PROBE):
+            info = probe(clip.path)
         result.record = {"clip_id": clip.clip_id, **info.as_record(), "path": printable(clip.path)}
-        extractors = [worker_extractor(s, task) for s in task.extractors]
+        with timing(times, SETUP):
+            extractors = [worker_extractor(s, task) for s in task.extractors]
         runnable = [e for e in extractors if _has_input(e, info, result)]
         _check_memory(info, runnable, task)
         made: dict[str, FeatureBlock] = {}
@@ -115,6 +121,7 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
             outcome = stream_pass(info, group, context, on_progress=progress, backend=backend,
                                   decoder_threads=task.budget.per_decoder)
             result.notices += outcome.notices
+            times.update(outcome.seconds)
             if number == 0:
                 damage = outcome.damage
                 result.record |= {"damaged_packets": damage.packets, "damaged_spans": damage.describe(),
@@ -123,7 +130,8 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
                 block = _accepted(e, outcome, info, result)
                 if block is not None:
                     made[e.name] = block
-                    _stage(e, block, task, result)
+                    with timing(times, STORING):
+                        _stage(e, block, task, result)
         result.record["status"] = result.status
     except ClipError as exc:
         result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))

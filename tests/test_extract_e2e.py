@@ -109,6 +109,8 @@ def test_local_dask_cluster_gives_bitwise_the_same_values(demo_corpus, demo_stor
     summary = run_extract(str(demo_corpus), str(store), EXTRACTORS, workers=2, on_progress=lambda *event: events.append(event))
     assert summary.ok and "dask" in summary.executor
     assert events and all(0 <= done <= total for _, done, total in events)  # decoding progress reached the client from the workers
+    assert set(summary.stage_seconds) == {"probe", "set-up", "decoding", "waiting for frames", "storing", *EXTRACTORS}
+    assert all(t >= 0 for t in summary.stage_seconds.values()) and summary.stage_seconds["emobase"] > 0  # timed on the workers
     a, b = open_store(demo_store), open_store(store)
     for name in EXTRACTORS:
         for clip_id in a.clip_ids(name):

@@ -1,0 +1,62 @@
+"""Where a run's time goes (pipeline.timing): the stage clock, and its line in the run summary."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from helpers import run_cli
+
+from mvfx.pipeline.timing import DECODING, WAITING, describe, timed_items, timing
+
+
+def test_timing_adds_the_block_s_seconds_even_when_it_raises():
+    times: Counter = Counter()
+    with timing(times, "a"):
+        time.sleep(0.02)
+    try:
+        with timing(times, "a"):
+            time.sleep(0.02)
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    assert times["a"] >= 0.04 and set(times) == {"a"}
+
+
+def test_timed_items_counts_producing_not_consuming_and_closes_its_source():
+    closed = []
+
+    def slow_source():
+        try:
+            for k in range(5):
+                time.sleep(0.01)
+                yield k
+        finally:
+            closed.append(True)
+
+    times: Counter = Counter()
+    seen = []
+    for item in timed_items(slow_source(), times, DECODING):
+        seen.append(item)
+        time.sleep(0.03)  # the consumer's time is not the producer's
+    assert seen == [0, 1, 2, 3, 4] and closed == [True]
+    assert 0.05 <= times[DECODING] < 0.15
+    early = timed_items(slow_source(), times, DECODING)
+    assert next(early) == 0
+    early.close()  # a consumer that stops early closes the decoder (and its file) too
+    assert closed == [True, True]
+
+
+def test_describe_puts_the_largest_stage_first_and_decoding_apart():
+    line = describe(Counter({"colour": 0.01, "slowfast_r50": 30.0, WAITING: 9.99, DECODING: 12.5}))
+    assert line == ("slowfast_r50 30.0 s (75 %), waiting for frames 10.0 s (25 %), colour 0.01 s (0 %); "
+                    "decoding 12.5 s beside them, in its own thread")
+    assert describe(Counter()) == "nothing measurable"
+
+
+def test_the_run_summary_says_where_the_time_went(demo_corpus, tmp_path):
+    result = run_cli("extract", demo_corpus / "clip_000.mp4", "--store", tmp_path / "s.zarr", "-e", "colour,emobase", "-j", "1")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the summary goes to stderr; rich wraps long lines at the terminal's width
+    line = text[text.index("time per stage, summed over clips: "):]
+    for stage in ("colour", "emobase", "decoding"):
+        assert f"{stage} " in line
