@@ -251,6 +251,10 @@ class Extractor(ABC):
     def share_forward_passes(self) -> None:  # noqa: B027 - a hook: most extractors have no forward pass to share
         """Called when several clips are in flight in this process: merge their forward passes where supported."""
 
+    def drain_notices(self) -> list[str]:
+        """One-line facts for the run summary since the last call (a GPU that ran out of memory); default none."""
+        return []
+
     def serialised(self):
         """Context for feeding one clip's stream: exclusive unless the extractor is ``thread_safe``.
 

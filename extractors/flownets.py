@@ -175,7 +175,7 @@ class FramePairs(Stream):
         return None
 
     def _run(self, n_pairs: int) -> None:
-        self.rows.append(self.extractor.pair_rows(np.stack(self.images[: n_pairs + 1])))
+        self.rows.append(self.extractor.memory(self.extractor.pair_rows, np.stack(self.images[: n_pairs + 1]), overlap=1))
         self.times.append(np.stack([self.starts[:n_pairs], self.starts[1 : n_pairs + 1]], axis=1))
         del self.images[:n_pairs], self.starts[:n_pairs]
 

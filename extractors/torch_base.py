@@ -32,7 +32,14 @@ from mvfx.extractors.base import Config, Extractor, option
 from mvfx.extractors.batching import SharedForward
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from mvfx.extractors.image_ops import upload
-from mvfx.extractors.torch_device import PRECISIONS, auto_batch_size, autocast, device_free_memory, resolve_device
+from mvfx.extractors.torch_device import (
+    PRECISIONS,
+    MemoryGuard,
+    auto_batch_size,
+    autocast,
+    device_free_memory,
+    resolve_device,
+)
 from mvfx.extractors.weights import WeightFile, entry, require
 
 
@@ -53,6 +60,10 @@ class TorchExtractor(Extractor):
     gpu_batch_cap: ClassVar[int] = 256  # automatic batch size on a GPU at most (larger stops paying)
     device_free: int | None = None  # bytes free on the GPU when set up (tests set a simulated figure)
     shared: SharedForward | None = None  # set when clips in flight merge their forward passes (``batch_rows``)
+
+    def __init__(self, **overrides) -> None:
+        super().__init__(**overrides)
+        self.memory = MemoryGuard(self.name)  # forward passes split in halves when the GPU runs out of memory
 
     @abstractmethod
     def build(self):
@@ -123,16 +134,25 @@ class TorchExtractor(Extractor):
     def share_forward_passes(self) -> None:
         super().share_forward_passes()
         if self.thread_safe:
-            self.shared = SharedForward(self.batch_rows, self.batch_size, self.name)
+            self.shared = SharedForward(self._guarded_batch_rows, self.batch_size, self.name)
 
     def rows_of(self, items: np.ndarray) -> np.ndarray:
         """``batch_rows(items)``, merged with other clips' requests when clips in flight share this extractor."""
-        return self.shared(items) if self.shared is not None else self.batch_rows(items)
+        return self.shared(items) if self.shared is not None else self._guarded_batch_rows(items)
+
+    def _guarded_batch_rows(self, items: np.ndarray) -> np.ndarray:
+        return self.memory(self.batch_rows, items)
+
+    def drain_notices(self) -> list[str]:
+        return self.memory.drain()
 
     def run_batches(self, forward: Callable, items: np.ndarray, dim: int) -> np.ndarray:
         """``forward(tensor on device) -> tensor`` over ``items`` in batches; float32 numpy out."""
+        def rows(batch: np.ndarray) -> np.ndarray:
+            return forward(self.to_device(batch)).float().cpu().numpy()
+
         out = []
         with self.inference():
             for start in range(0, len(items), self.batch_size):
-                out.append(forward(self.to_device(items[start : start + self.batch_size])).float().cpu().numpy())
+                out.append(self.memory(rows, items[start : start + self.batch_size]))
         return np.concatenate(out) if out else np.zeros((0, dim), np.float32)

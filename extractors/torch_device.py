@@ -4,6 +4,9 @@
 - batch size 0 (the default) means automatic: a per-extractor guess for the
   CPU; on a GPU what this worker's part of its free memory (measured once, at
   set-up) holds, up to a per-extractor cap where larger batches stop paying.
+- a forward pass that runs out of GPU memory (another process took it after
+  set-up) is run again in halves, and later passes stay at the size that
+  fitted (``MemoryGuard``).
 - precision 'auto' is bfloat16 autocast on CUDA (measured to keep features
   within cosine 0.99 of fp32, see tests) and fp32 on the CPU; 'fp32', 'bf16'
   and 'fp16' (CUDA only) force a choice.
@@ -13,6 +16,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from mvfx.media.errors import MvfxError
 
@@ -81,3 +88,54 @@ def autocast(device: str, precision: str):
     if precision == "fp16" and kind == "cpu":
         raise MvfxError("fp16 autocast needs CUDA; use bf16 on the CPU")
     return torch.autocast(kind, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+class MemoryGuard:
+    """Forward passes that outlive a GPU which another process fills after set-up.
+
+    Automatic batch sizes come from the free memory read once, at set-up. When another job on the node
+    takes memory later, a pass runs out of it (``torch.cuda.OutOfMemoryError``): the guard frees torch's
+    cache and runs the same items in halves, and every later call is cut to the size that fitted. Each
+    item's rows are its own, so the rows are the same. Each smaller size is one notice for the run summary
+    (``drain``). One item that does not fit fails as before. On the CPU nothing raises that error, and the
+    guard only calls through.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.limit: int | None = None  # rows per call that fitted, once a call ran out of memory
+        self._notices: list[str] = []
+
+    def __call__(self, forward: Callable[[Any], Any], items: Any, overlap: int = 0) -> Any:
+        """``forward(items)``, split when the device runs out of memory; ``overlap``: items two consecutive
+        rows share (1 for frame pairs: N frames give N - 1 rows). Results are numpy rows or lists, joined."""
+        import torch
+
+        rows = len(items) - overlap
+        limit = self.limit
+        if limit is not None and rows > limit:
+            return _joined([self(forward, items[s : s + limit + overlap], overlap) for s in range(0, rows, limit)])
+        try:
+            return forward(items)
+        except torch.cuda.OutOfMemoryError:
+            if rows <= 1:
+                raise
+            # retried below, once the exception (and the failed pass's tensors its traceback holds) is released
+        torch.cuda.empty_cache()
+        self._shrink(rows, (rows + 1) // 2)
+        return self(forward, items, overlap)
+
+    def _shrink(self, tried: int, limit: int) -> None:
+        if self.limit is None or limit < self.limit:
+            self.limit = limit
+            self._notices.append(f"{self.name}: the GPU ran out of memory at {tried} items per forward pass (another "
+                                 f"process using it?); now at most {limit}")
+
+    def drain(self) -> list[str]:
+        """The notices since the last call."""
+        notices, self._notices = self._notices, []
+        return notices
+
+
+def _joined(parts: list) -> Any:
+    return [row for part in parts for row in part] if isinstance(parts[0], list) else np.concatenate(parts)

@@ -125,15 +125,18 @@ class Yolov5(FrameByFrame, FrameSampled, TorchExtractor):
         from ultralytics.utils.nms import non_max_suppression
 
         c = self.config
+
+        def detections(batch: np.ndarray) -> list[np.ndarray]:
+            x = self.to_device(batch).permute(0, 3, 1, 2).float().div(255)
+            prediction = self.model(x)
+            prediction = prediction[0] if isinstance(prediction, (list, tuple)) else prediction
+            kept = non_max_suppression(prediction.float(), conf_thres=c.conf, iou_thres=c.iou, max_det=300)
+            return [k.float().cpu().numpy() for k in kept]
+
         out = []
         with self.inference():
             for start in range(0, len(frames), self.batch_size):
-                batch = np.stack([letterbox(f, c.imgsz) for f in frames[start : start + self.batch_size]])
-                x = self.to_device(batch).permute(0, 3, 1, 2).float().div(255)
-                prediction = self.model(x)
-                prediction = prediction[0] if isinstance(prediction, (list, tuple)) else prediction
-                kept = non_max_suppression(prediction.float(), conf_thres=c.conf, iou_thres=c.iou, max_det=300)
-                out += [k.float().cpu().numpy() for k in kept]
+                out += self.memory(detections, np.stack([letterbox(f, c.imgsz) for f in frames[start : start + self.batch_size]]))
         return out
 
     def histogram(self, detections: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ class PassOutcome:
     damage: Damage = field(default_factory=Damage)
     most_held: dict[str, int] = field(default_factory=dict)  # per extractor: most frames its stream kept between pieces
     piece_frames: dict[VideoSpec, int] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)  # the decoder's one-line notices (NVDEC not used, and why)
+    notices: list[str] = field(default_factory=list)  # one-line notices: the decoder's (NVDEC not used, and why), the GPU's
     missing_spans: str = ""  # streams that end early or hold nothing: "audio 6.40-30.00" (see ClipDecoder.missing_spans)
     seconds: Counter = field(default_factory=Counter)  # per stage (pipeline.timing): decoding, waiting, each extractor
 
@@ -174,7 +174,7 @@ def stream_pass(
             out.errors[name] = exc
     out.damage = decoder.damage
     out.missing_spans = decoder.missing_spans()
-    out.notices = decoder.notices
+    out.notices = decoder.notices + [notice for e in extractors for notice in e.drain_notices()]
     if on_progress:
         on_progress(info.duration_s, info.duration_s)
     return out

@@ -145,3 +145,97 @@ def test_clips_in_flight_give_the_rows_of_clip_by_clip_extraction(demo_corpus, t
             np.testing.assert_array_equal(a[1], b[1])
             np.testing.assert_allclose(b[0], a[0], rtol=0, atol=1e-5 * max(1.0, float(np.abs(a[0]).max())))
     tasks._WORKER_EXTRACTORS.clear()
+
+
+def _out_of_memory_above(max_items: int, calls: list[int]):
+    """A forward pass on a GPU with room for ``max_items`` items: more raise what CUDA raises then."""
+    import torch
+
+    def forward(items):
+        calls.append(len(items))
+        if len(items) > max_items:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return np.asarray(items, np.float32)[:, None] * 2
+
+    return forward
+
+
+def test_a_pass_that_runs_out_of_gpu_memory_is_run_again_in_halves_and_later_passes_stay_small():
+    from mvfx.extractors.torch_device import MemoryGuard
+
+    guard, calls = MemoryGuard("resnet50"), []
+    forward = _out_of_memory_above(3, calls)
+    items = np.arange(10)
+    expected = np.arange(10, dtype=np.float32)[:, None] * 2
+    np.testing.assert_array_equal(guard(forward, items), expected)
+    assert calls == [10, 5, 3, 2, 3, 2] and guard.limit == 3
+    assert guard.drain() == [
+        "resnet50: the GPU ran out of memory at 10 items per forward pass (another process using it?); now at most 5",
+        "resnet50: the GPU ran out of memory at 5 items per forward pass (another process using it?); now at most 3",
+    ]
+    assert guard.drain() == []
+    calls.clear()
+    np.testing.assert_array_equal(guard(forward, items), expected)
+    assert calls == [3, 3, 3, 1] and guard.drain() == []  # no second try at a size that did not fit
+
+
+def test_the_guard_splits_frame_pairs_with_their_shared_frame_and_joins_lists():
+    import torch
+
+    from mvfx.extractors.torch_device import MemoryGuard
+
+    def pair_rows(frames: np.ndarray) -> np.ndarray:  # N frames -> N - 1 rows, as FlowNetS
+        if len(frames) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return (frames[1:] - frames[:-1])[:, None].astype(np.float32)
+
+    frames = np.arange(12) ** 2
+    np.testing.assert_array_equal(MemoryGuard("flownets")(pair_rows, frames, overlap=1), np.diff(frames)[:, None])
+
+    def per_frame_lists(frames: np.ndarray) -> list[np.ndarray]:  # YOLO: detections per frame
+        if len(frames) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [np.full((k % 3, 6), k, np.float32) for k in frames]
+
+    detections = MemoryGuard("yolov5")(per_frame_lists, np.arange(7))
+    assert [len(d) for d in detections] == [k % 3 for k in range(7)] and [int(d[0, 0]) for d in detections if len(d)] == [1, 2, 4, 5]
+
+
+def test_one_item_that_does_not_fit_still_fails():
+    import torch
+
+    from mvfx.extractors.torch_device import MemoryGuard
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        MemoryGuard("i3d")(_out_of_memory_above(0, []), np.arange(1))
+
+
+def test_a_busy_gpu_costs_a_notice_not_the_clip(demo_corpus):
+    """Another job fills the GPU after set-up: ResNet-50's 8-frame pass runs out of memory. The clip's rows are
+    those of an idle GPU (within the thread-count tolerance), and the run summary says what happened."""
+    import torch
+    from helpers import random_extractor
+
+    from mvfx.media.probe import probe
+    from mvfx.pipeline.streaming import stream_pass
+
+    class FilledGpu(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module, max_items: int) -> None:
+            super().__init__()
+            self.model, self.max_items = model, max_items
+
+        def forward(self, x):
+            if x.shape[0] > self.max_items:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.17 GiB")
+            return self.model(x)
+
+    info = probe(str(demo_corpus / "clip_000.mp4"))
+    idle = stream_pass(info, [random_extractor("resnet50")], {})
+    busy_extractor = random_extractor("resnet50")
+    busy_extractor.model = FilledGpu(busy_extractor.model, max_items=4)
+    busy = stream_pass(info, [busy_extractor], {})
+    assert not busy.errors and len(busy.blocks["resnet50"].values) == 8
+    a, b = idle.blocks["resnet50"].values, busy.blocks["resnet50"].values
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(np.abs(a).max()))
+    assert busy.notices == ["resnet50: the GPU ran out of memory at 8 items per forward pass (another process using "
+                            "it?); now at most 4"]
