@@ -20,7 +20,7 @@ import torch
 from helpers import random_extractor
 
 import mvfx.extractors as extractors
-from mvfx.extractors import device_ops, frame_cnn, video_models
+from mvfx.extractors import device_ops, flownets, frame_cnn, video_models
 from mvfx.extractors.flownets import flow_statistics
 from mvfx.extractors.image_ops import centre_crop_normalise, grey_crop, normalise, upload
 from mvfx.extractors.video_models import uniform_subsample
@@ -100,7 +100,7 @@ def build(name: str, prepared: bool):
         cls = type(extractors.create(name))
         patch.setattr(cls, "adapt", with_batchnorm_statistics(cls.adapt))
         if not prepared:
-            for module in (frame_cnn, video_models):
+            for module in (frame_cnn, video_models, flownets):
                 patch.setattr(module, "prepare_network", lambda *args: torch.contiguous_format)
         return random_extractor(name, **SMALL[name])
 
@@ -165,6 +165,13 @@ def test_cpu_networks_have_every_batchnorm_folded_and_run_fused_on_onednn_channe
     assert 0.4 < sum(m.relu for m in convolutions) / len(convolutions) < 0.8  # ReLUs after the stem, bottlenecks' first two
     blocks = [m for m in model.modules() if type(m).__name__ in ("Bottleneck", "ResBlock")]  # torchvision's, pytorchvideo's
     assert blocks and all("forward" in vars(m) for m in blocks)  # their residual sum and last ReLU in their last convolution
+
+
+def test_cpu_flownets_runs_channels_last_on_onednn():
+    model = ours("flownets").model
+    assert not [m for m in model.modules() if type(m) is torch.nn.Conv2d]  # transposed convolutions stay torch's
+    convolutions = [m for m in model.modules() if isinstance(m, device_ops.CpuConv)]
+    assert len(convolutions) == 15 and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "places365"])
