@@ -19,6 +19,7 @@ clip is its plan (a ``ClipSource`` and the extractors it lacks), not a task.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -200,5 +201,12 @@ def make_executor(workers: int | None, n_tasks: int, scheduler: str | None, reso
         return DaskExecutor(scheduler=scheduler, resources=resources)
     n = workers if workers else min(local_cores(), n_tasks)
     if n <= 1 or n_tasks <= 2:
-        return InProcessExecutor(min(clips_in_flight, max(1, n_tasks)))
-    return DaskExecutor(workers=n, resources=resources, clips_in_flight=clips_in_flight)
+        return InProcessExecutor(clips_per_worker(clips_in_flight, n_tasks, 1))
+    return DaskExecutor(workers=n, resources=resources, clips_in_flight=clips_per_worker(clips_in_flight, n_tasks, n))
+
+
+def clips_per_worker(clips_in_flight: int, n_tasks: int, workers: int) -> int:
+    """Clips in flight per worker, at most the worker's part of the job: 4 clips on 4 workers are 1 clip each, whose
+    decoder then gets the worker's whole share of the cores (``ThreadBudget.per_decoder``), not a third of it; and
+    with one thread each, Dask's workers take one clip each instead of three on one worker."""
+    return max(1, min(clips_in_flight, math.ceil(n_tasks / max(1, workers))))

@@ -79,6 +79,17 @@ def test_the_thread_budget_shares_cores_among_workers_and_clips():
     assert "4 per worker process" in budget.describe() and "3 clip(s) in flight" in budget.describe()
 
 
+def test_a_worker_never_has_more_clips_in_flight_than_the_job_gives_it():
+    """4 clips on 4 GPU workers (the GPU benchmark's -j 4): one clip each, decoded with the worker's 4 cores, not 1."""
+    from mvfx.pipeline.executor import clips_per_worker, make_executor
+
+    assert clips_per_worker(3, n_tasks=4, workers=4) == 1
+    assert ThreadBudget(per_worker=16 // 4, clips_in_flight=clips_per_worker(3, 4, 4)).per_decoder == 4
+    assert clips_per_worker(3, n_tasks=9, workers=4) == 3 and clips_per_worker(3, n_tasks=1000, workers=4) == 3
+    assert clips_per_worker(3, n_tasks=0, workers=4) == 1
+    assert make_executor(1, n_tasks=2, scheduler=None, clips_in_flight=3).clips_in_flight == 2  # in-process: one worker
+
+
 def test_shared_forward_merges_waiting_requests_and_returns_each_its_own_rows():
     calls, started, release = [], threading.Event(), threading.Event()
 
