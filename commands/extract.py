@@ -181,6 +181,8 @@ def print_summary(summary: RunSummary, store: str) -> None:
     )
     if summary.threads:
         console.print(f"threads: {summary.threads}")
+    if summary.gpus:
+        console.print(f"GPUs: {summary.gpus}")
     if summary.stage_seconds:
         console.print(f"time per stage, summed over clips: {describe(summary.stage_seconds)}")
 

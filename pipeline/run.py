@@ -20,6 +20,7 @@ from mvfx.media.errors import MvfxError, StoreUnwritable, is_unwritable, one_lin
 from mvfx.media.names import printable
 from mvfx.pipeline.corpus import ClipSource, discover
 from mvfx.pipeline.executor import make_executor
+from mvfx.pipeline.gpus import GpuShare, plan_gpus, visible_gpus
 from mvfx.pipeline.tasks import ClipResult, ClipTask, ExtractorSpec, Failure, process_clip
 from mvfx.pipeline.threads import ThreadBudget
 from mvfx.stores import open_writer
@@ -38,6 +39,7 @@ class RunSummary:
     seconds: float = 0.0
     executor: str = ""
     threads: str = ""  # how the cores were shared (ThreadBudget.describe)
+    gpus: str = ""  # how the workers shared the GPUs (GpuShare.describe); "" on the CPU
     failures: list[tuple[str, Failure]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # one-line facts the user should see (e.g. a lock taken over)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (clip, the clip with the same content)
@@ -136,12 +138,13 @@ def run_extract(
             executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None,
                                      clips_in_flight=in_flight)
             budget = ThreadBudget(executor.cores_per_worker(), executor.clips_in_flight)
-            gpu_workers = executor.workers if gpu and not scheduler else 1  # a local cluster's workers share one GPU
+            gpus = plan_gpus(device, executor.workers, bool(scheduler), visible_gpus()) if gpu else GpuShare()
             task_dtypes = tuple(sorted(dtypes.items()))
-            tasks = (ClipTask(clip, missing, writer.staging(), task_dtypes, device, budget, clip_memory, decode, gpu_workers)
+            tasks = (ClipTask(clip, missing, writer.staging(), task_dtypes, device, budget, clip_memory, decode, gpus)
                      for clip, missing in todo)  # made as the executor has room for them, not all at once
             summary.executor = executor.description
             summary.threads = budget.describe()
+            summary.gpus = gpus.describe(device, executor.workers) if gpu else ""
             if on_start:
                 on_start(len(todo), executor.description)
             last_checkpoint = time.monotonic()

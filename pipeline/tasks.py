@@ -20,6 +20,7 @@ from mvfx.media.names import printable
 from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
 from mvfx.pipeline.executor import machine_memory
+from mvfx.pipeline.gpus import GpuShare, local_rank
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
 from mvfx.pipeline.threads import ThreadBudget, apply
 from mvfx.pipeline.timing import PROBE, SETUP, STORING, timing
@@ -48,7 +49,7 @@ class ClipTask:
     budget: ThreadBudget = field(default_factory=lambda: ThreadBudget(per_worker=1))
     clip_memory: int = 0  # bytes of frames one clip may hold; 0: half the worker's (or machine's) memory, per clip in flight
     decode: str = "auto"  # auto | cpu | cuda (NVDEC), see media.hwdecode
-    gpu_workers: int = 1  # worker processes sharing one GPU: each sizes its batches to its part of the GPU's memory
+    gpus: GpuShare = field(default_factory=GpuShare)  # which GPU each worker takes, and how many workers share one
 
 
 @dataclass
@@ -80,14 +81,14 @@ class ClipResult:
         return "partial" if self.failures else "ok"
 
 
-def worker_extractor(spec: ExtractorSpec, task: ClipTask) -> Extractor:
-    """The worker's instance of an extractor, built and set up on first use, with the worker's thread budget."""
-    key = (spec, task.device)
+def worker_extractor(spec: ExtractorSpec, task: ClipTask, device: str) -> Extractor:
+    """The worker's instance of an extractor on ``device``, built and set up on first use, with the worker's thread budget."""
+    key = (spec, device)
     with _BUILDING:
         if key not in _WORKER_EXTRACTORS:
             extractor = create(spec.name, **dict(spec.config))
-            extractor.gpu_workers = task.gpu_workers
-            extractor.setup(task.device, spec.random_weights)
+            extractor.gpu_workers = task.gpus.workers_per_gpu
+            extractor.setup(device, spec.random_weights)
             apply(task.budget)  # after setup: torch may have been imported by it
             if task.budget.clips_in_flight > 1:
                 extractor.share_forward_passes()
@@ -109,12 +110,13 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
         with timing(times, PROBE):
             info = probe(clip.path)
         result.record = {"clip_id": clip.clip_id, **info.as_record(), "path": printable(clip.path)}
+        device = task.gpus.device_for(task.device, local_rank())  # this worker's GPU on a node with several
         with timing(times, SETUP):
-            extractors = [worker_extractor(s, task) for s in task.extractors]
+            extractors = [worker_extractor(s, task, device) for s in task.extractors]
         runnable = [e for e in extractors if _has_input(e, info, result)]
         _check_memory(info, runnable, task)
         made: dict[str, FeatureBlock] = {}
-        backend = choose_decoder(task.decode, task.device, info.video_codec if any(e.modality == "video" for e in runnable) else None)
+        backend = choose_decoder(task.decode, device, info.video_codec if any(e.modality == "video" for e in runnable) else None)
         progress = (lambda done, total: on_progress(clip.clip_id, done, total)) if on_progress else None
         for number, group in enumerate(_passes(runnable)):
             context = _dependencies(group, made, task, clip.clip_id)

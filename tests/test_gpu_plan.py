@@ -250,3 +250,41 @@ def test_a_busy_gpu_costs_a_notice_not_the_clip(demo_corpus):
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(np.abs(a).max()))
     assert busy.notices == ["resnet50: the GPU ran out of memory at 8 items per forward pass (another process using "
                             "it?); now at most 4"]
+
+
+def test_workers_take_the_gpus_of_a_node_in_turn():
+    """An 8-GPU node at -j 16: worker k on GPU k mod 8, two workers per GPU, each sizing its batches to half a GPU."""
+    from mvfx.pipeline.gpus import GpuShare, plan_gpus
+
+    share = plan_gpus("cuda", workers=16, remote=False, visible=8)
+    assert share == GpuShare(gpus=8, workers_per_gpu=2)
+    assert [share.device_for("cuda", rank) for rank in (0, 1, 7, 8, 15)] == ["cuda:0", "cuda:1", "cuda:7", "cuda:0", "cuda:7"]
+    assert share.describe("cuda", 16) == "8 GPUs (cuda:0-7) taken in turn by 16 worker processes, 2 per GPU"
+    assert plan_gpus("cuda", workers=3, remote=False, visible=8) == GpuShare(3, 1)  # more GPUs than workers
+    pinned = plan_gpus("cuda:2", workers=4, remote=False, visible=8)
+    assert pinned == GpuShare(1, 4) and pinned.device_for("cuda:2", 3) == "cuda:2"
+    assert pinned.describe("cuda:2", 4) == "cuda:2, shared by 4 worker process(es)"
+    assert plan_gpus("cuda", workers=4, remote=True, visible=8) == GpuShare(1, 1)  # one worker per GPU, pinned by its start
+    assert plan_gpus("cpu", workers=4, remote=False, visible=0).device_for("cpu", 3) == "cpu"
+    assert GpuShare(1, 1).device_for("cuda", 5) == "cuda"  # one GPU: torch's default device, as before
+
+
+def _rank_and_name(_: int) -> tuple[int, object]:
+    from distributed import get_worker
+
+    from mvfx.pipeline.gpus import local_rank
+
+    return local_rank(), get_worker().name
+
+
+def test_a_local_cluster_numbers_its_workers_from_zero():
+    from mvfx.pipeline.executor import make_executor
+    from mvfx.pipeline.gpus import local_rank
+
+    assert local_rank() == 0  # in-process
+    executor = make_executor(2, n_tasks=4, scheduler=None)
+    try:
+        seen = executor.client.gather([executor.client.submit(_rank_and_name, k, pure=False) for k in range(6)])
+    finally:
+        executor.close()
+    assert all(rank == name for rank, name in seen) and {rank for rank, _ in seen} <= {0, 1}
