@@ -204,6 +204,7 @@ class Extractor(ABC):
         self.device = "cpu"
         self.random_weights = False
         self.gpu_workers = 1  # worker processes sharing this extractor's GPU (its batches take their part of its memory)
+        self.sharing = False  # clips in flight share it (``share_forward_passes`` was called)
         self._lock = threading.Lock()
 
     # --- declared as data -------------------------------------------------
@@ -248,8 +249,9 @@ class Extractor(ABC):
     def extract(self, data: np.ndarray | Frames, info: ClipInfo, context: dict[str, FeatureBlock]) -> FeatureBlock:
         """One clip's features from its decoded input; ``context`` maps ``depends_on`` names to their blocks."""
 
-    def share_forward_passes(self) -> None:  # noqa: B027 - a hook: most extractors have no forward pass to share
+    def share_forward_passes(self) -> None:
         """Called when several clips are in flight in this process: merge their forward passes where supported."""
+        self.sharing = True
 
     def drain_notices(self) -> list[str]:
         """One-line facts for the run summary since the last call (a GPU that ran out of memory); default none."""

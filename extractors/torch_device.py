@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -94,17 +95,18 @@ class MemoryGuard:
     """Forward passes that outlive a GPU which another process fills after set-up.
 
     Automatic batch sizes come from the free memory read once, at set-up. When another job on the node
-    takes memory later, a pass runs out of it (``torch.cuda.OutOfMemoryError``): the guard frees torch's
-    cache and runs the same items in halves, and every later call is cut to the size that fitted. Each
-    item's rows are its own, so the rows are the same. Each smaller size is one notice for the run summary
-    (``drain``). One item that does not fit fails as before. On the CPU nothing raises that error, and the
-    guard only calls through.
+    takes memory later, a pass runs out of it (``out_of_device_memory``): the guard frees torch's cache and
+    runs the same items in halves, and every later call of this worker is cut to the size that fitted.
+    Each item's rows are its own, so the rows are the same within float tolerance (a batch size can change
+    the GPU's choice of kernels). Each smaller size is one notice for the run summary (``drain``). One item
+    that does not fit fails as before. On the CPU nothing raises that error, and the guard only calls through.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.limit: int | None = None  # rows per call that fitted, once a call ran out of memory
+        self.limit: int | None = None  # rows per call that fitted, once a call ran out of memory (for the worker's life)
         self._notices: list[str] = []
+        self._lock = threading.Lock()
 
     def __call__(self, forward: Callable[[Any], Any], items: Any, overlap: int = 0) -> Any:
         """``forward(items)``, split when the device runs out of memory; ``overlap``: items two consecutive
@@ -117,8 +119,8 @@ class MemoryGuard:
             return _joined([self(forward, items[s : s + limit + overlap], overlap) for s in range(0, rows, limit)])
         try:
             return forward(items)
-        except torch.cuda.OutOfMemoryError:
-            if rows <= 1:
+        except RuntimeError as exc:
+            if rows <= 1 or not out_of_device_memory(exc):
                 raise
             # retried below, once the exception (and the failed pass's tensors its traceback holds) is released
         torch.cuda.empty_cache()
@@ -126,15 +128,26 @@ class MemoryGuard:
         return self(forward, items, overlap)
 
     def _shrink(self, tried: int, limit: int) -> None:
-        if self.limit is None or limit < self.limit:
+        with self._lock:  # the model thread of shared passes and the clip threads draining notices
+            if self.limit is not None and limit >= self.limit:
+                return
             self.limit = limit
             self._notices.append(f"{self.name}: the GPU ran out of memory at {tried} items per forward pass (another "
                                  f"process using it?); now at most {limit}")
 
     def drain(self) -> list[str]:
         """The notices since the last call."""
-        notices, self._notices = self._notices, []
+        with self._lock:
+            notices, self._notices = self._notices, []
         return notices
+
+
+def out_of_device_memory(exc: BaseException) -> bool:
+    """The GPU ran out of memory: torch's allocator, or cuDNN's / cuBLAS's own allocations (a RuntimeError)."""
+    import torch
+
+    message = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in message or "ALLOC_FAILED" in message
 
 
 def _joined(parts: list) -> Any:

@@ -128,6 +128,8 @@ class DaskExecutor:
                 workers_info = self.client.scheduler_info()["workers"].values()
                 self.workers = len(workers_info)
                 self.clips_in_flight = min((w["nthreads"] for w in workers_info), default=1)
+                if self.resources:  # a task takes its clip's part: a worker started with GPU=1 runs all its threads' clips
+                    self.resources = {name: amount / self.clips_in_flight for name, amount in self.resources.items()}
                 self.description = f"dask cluster at {scheduler} ({self.workers} workers)"
             else:
                 self.cluster = LocalCluster(

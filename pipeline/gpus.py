@@ -19,12 +19,15 @@ class GpuShare:
 
     gpus: int = 1
     workers_per_gpu: int = 1
+    remote: bool = False  # a remote cluster's workers: one GPU each, as their start set it
 
     def device_for(self, device: str, rank: int) -> str:
         """The device of the worker numbered ``rank``: ``cuda`` becomes its GPU when there are several."""
         return f"cuda:{rank % self.gpus}" if device == "cuda" and self.gpus > 1 else device
 
     def describe(self, device: str, workers: int) -> str:
+        if self.remote:
+            return f"{device} on each of {workers} workers, the GPU their start gave them (CUDA_VISIBLE_DEVICES)"
         if device != "cuda" or self.gpus <= 1:
             return f"{device}, shared by {workers} worker process(es)" if device.startswith("cuda") else ""
         return f"{self.gpus} GPUs (cuda:0-{self.gpus - 1}) taken in turn by {workers} worker processes, {self.workers_per_gpu} per GPU"
@@ -35,8 +38,10 @@ def plan_gpus(device: str, workers: int, remote: bool, visible: int) -> GpuShare
 
     A remote cluster's workers each size their batches to the whole of their GPU (one worker per GPU, see above).
     """
-    if not device.startswith("cuda") or remote:
+    if not device.startswith("cuda"):
         return GpuShare()
+    if remote:
+        return GpuShare(remote=True)
     gpus = max(1, visible) if device == "cuda" else 1
     gpus = min(gpus, max(1, workers))  # more GPUs than workers: the extra ones stay idle
     return GpuShare(gpus, math.ceil(max(1, workers) / gpus))
@@ -47,6 +52,14 @@ def visible_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def use_device(device: str) -> None:
+    """Make ``cuda:N`` this process's current CUDA device, for any library that allocates on the current one."""
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(device)
 
 
 def local_rank() -> int:

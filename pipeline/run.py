@@ -138,13 +138,14 @@ def run_extract(
             executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None,
                                      clips_in_flight=in_flight)
             budget = ThreadBudget(executor.cores_per_worker(), executor.clips_in_flight)
-            gpus = plan_gpus(device, executor.workers, bool(scheduler), visible_gpus()) if gpu else GpuShare()
+            on_gpu = device.startswith("cuda")  # networks or NVDEC
+            gpus = plan_gpus(device, executor.workers, bool(scheduler), visible_gpus()) if on_gpu else GpuShare()
             task_dtypes = tuple(sorted(dtypes.items()))
             tasks = (ClipTask(clip, missing, writer.staging(), task_dtypes, device, budget, clip_memory, decode, gpus)
                      for clip, missing in todo)  # made as the executor has room for them, not all at once
             summary.executor = executor.description
             summary.threads = budget.describe()
-            summary.gpus = gpus.describe(device, executor.workers) if gpu else ""
+            summary.gpus = gpus.describe(device, executor.workers) if on_gpu else ""
             if on_start:
                 on_start(len(todo), executor.description)
             last_checkpoint = time.monotonic()

@@ -132,6 +132,7 @@ def stream_pass(
     on_progress: Progress | None = None,
     backend: DecoderChoice = CPU_DECODER,
     decoder_threads: int = 0,
+    times: Counter | None = None,
 ) -> PassOutcome:
     """Decode ``info`` once and stream it through ``extractors`` (dependencies first).
 
@@ -140,9 +141,10 @@ def stream_pass(
 
     ``context`` holds finished blocks the extractors depend on (from the store or an earlier pass). An
     extractor that raises is dropped with its exception in ``errors``; the others go on. A ClipError of
-    the decoder (nothing decodable) propagates: the whole clip failed.
+    the decoder (nothing decodable) propagates: the whole clip failed. ``times`` gets the seconds per stage
+    (``pipeline.timing``) as they pass, so a clip whose decoding fails still counts them; it is the outcome's ``seconds``.
     """
-    out = PassOutcome(piece_frames=piece_sizes(extractors, minimum))
+    out = PassOutcome(piece_frames=piece_sizes(extractors, minimum), seconds=times if times is not None else Counter())
     streams = {}
     for e in sorted(extractors, key=lambda e: bool(e.depends_on)):
         try:

@@ -20,7 +20,7 @@ from mvfx.media.names import printable
 from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
 from mvfx.pipeline.executor import machine_memory
-from mvfx.pipeline.gpus import GpuShare, local_rank
+from mvfx.pipeline.gpus import GpuShare, local_rank, use_device
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
 from mvfx.pipeline.threads import ThreadBudget, apply
 from mvfx.pipeline.timing import PROBE, SETUP, STORING, timing
@@ -83,17 +83,19 @@ class ClipResult:
 
 def worker_extractor(spec: ExtractorSpec, task: ClipTask, device: str) -> Extractor:
     """The worker's instance of an extractor on ``device``, built and set up on first use, with the worker's thread budget."""
-    key = (spec, device)
+    key = (spec, device, task.gpus.workers_per_gpu)  # the workers sharing its GPU set its batch sizes
     with _BUILDING:
         if key not in _WORKER_EXTRACTORS:
+            use_device(device)
             extractor = create(spec.name, **dict(spec.config))
             extractor.gpu_workers = task.gpus.workers_per_gpu
             extractor.setup(device, spec.random_weights)
             apply(task.budget)  # after setup: torch may have been imported by it
-            if task.budget.clips_in_flight > 1:
-                extractor.share_forward_passes()
             _WORKER_EXTRACTORS[key] = extractor
-    return _WORKER_EXTRACTORS[key]
+        extractor = _WORKER_EXTRACTORS[key]
+        if task.budget.clips_in_flight > 1 and not extractor.sharing:  # also when an earlier run here had one clip at a time
+            extractor.share_forward_passes()
+    return extractor
 
 
 def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None] | None = None) -> ClipResult:
@@ -121,9 +123,8 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
         for number, group in enumerate(_passes(runnable)):
             context = _dependencies(group, made, task, clip.clip_id)
             outcome = stream_pass(info, group, context, on_progress=progress, backend=backend,
-                                  decoder_threads=task.budget.per_decoder)
+                                  decoder_threads=task.budget.per_decoder, times=times)
             result.notices += outcome.notices
-            times.update(outcome.seconds)
             if number == 0:
                 damage = outcome.damage
                 result.record |= {"damaged_packets": damage.packets, "damaged_spans": damage.describe(),

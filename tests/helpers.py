@@ -5,6 +5,7 @@ import re
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 from click.testing import CliRunner, Result
 
@@ -65,3 +66,20 @@ def readme_python_block(marker: str) -> str:
     blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if marker in b]
     assert blocks, f"README has no python block with {marker!r}"
     return blocks[0]
+
+
+def remux_audio(source: Path, out: Path, keep_until_s: float | None = None, garble: bool = False) -> None:
+    """``source`` with its audio packets garbled (same sizes and times, random bytes) or dropped after ``keep_until_s``."""
+    rng = np.random.default_rng(3)
+    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
+        for packet in src.demux(*[src.streams[i] for i in streams]):
+            if packet.dts is None:
+                continue
+            audio = packet.stream.type == "audio"
+            if audio and keep_until_s is not None and float(packet.pts * packet.time_base) >= keep_until_s:
+                continue
+            copy = av.Packet(rng.bytes(packet.size) if audio and garble else bytes(packet))
+            copy.pts, copy.dts, copy.duration, copy.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
+            copy.stream = streams[packet.stream.index]
+            dst.mux(copy)

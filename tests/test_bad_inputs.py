@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import run_cli, tone
+from helpers import remux_audio, run_cli, tone
 
 from mvfx.media.encode import write_mp4
 from mvfx.media.names import raw_bytes
@@ -241,28 +241,11 @@ def test_full_then_read_only_file_system_stops_cleanly_and_resumes(demo_corpus, 
         shutil.rmtree(mount, ignore_errors=True)
 
 
-def _remux_audio(source: Path, out: Path, keep_until_s: float | None = None, garble: bool = False) -> None:
-    """``source`` with its audio packets garbled (same sizes and times, random bytes) or dropped after ``keep_until_s``."""
-    rng = np.random.default_rng(3)
-    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
-        for packet in src.demux(*[src.streams[i] for i in streams]):
-            if packet.dts is None:
-                continue
-            audio = packet.stream.type == "audio"
-            if audio and keep_until_s is not None and float(packet.pts * packet.time_base) >= keep_until_s:
-                continue
-            copy = av.Packet(rng.bytes(packet.size) if audio and garble else bytes(packet))
-            copy.pts, copy.dts, copy.duration, copy.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
-            copy.stream = streams[packet.stream.index]
-            dst.mux(copy)
-
-
 def test_lost_audio_fails_the_audio_extractors_only(demo_corpus, tmp_path):
     """A real MP4 whose audio packets are all garbage failed as a whole clip; the intact video is now stored."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    _remux_audio(demo_corpus / "clip_000.mp4", corpus / "no_audio_left.mp4", garble=True)
+    remux_audio(demo_corpus / "clip_000.mp4", corpus / "no_audio_left.mp4", garble=True)
     result = run_cli("extract", corpus, "--store", tmp_path / "s.zarr", "-e", "colour,shots,emobase", "-j", "1")
     assert result.exit_code == 1 and "Traceback" not in result.output
     s = open_store(tmp_path / "s.zarr")
@@ -277,7 +260,7 @@ def test_audio_that_stops_early_is_recorded_where_and_how_long(demo_corpus, tmp_
     """A clip whose audio died at 1.5 s of 4 s was stored as "ok" with a quarter of its emobase rows, saying nothing."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    _remux_audio(demo_corpus / "clip_001.mp4", corpus / "audio_dies.mp4", keep_until_s=1.5)
+    remux_audio(demo_corpus / "clip_001.mp4", corpus / "audio_dies.mp4", keep_until_s=1.5)
     result = run_cli("extract", corpus, "--store", tmp_path / "s.zarr", "-e", "colour,emobase", "-j", "1")
     assert result.exit_code == 0, result.stderr
     record = open_store(tmp_path / "s.zarr").clips().set_index("clip_id").loc["audio_dies"]

@@ -146,7 +146,7 @@ def test_clips_in_flight_give_the_rows_of_clip_by_clip_extraction(demo_corpus, t
         summary = run_extract(str(demo_corpus / "clip_00[0-2].mp4"), str(stores[in_flight]), names, options, workers=1,
                               random_weights=True, clips_in_flight=in_flight)
         assert summary.ok and "in flight" in summary.threads
-    shared = {spec.name: e for (spec, _), e in tasks._WORKER_EXTRACTORS.items()}
+    shared = {spec.name: e for (spec, *_), e in tasks._WORKER_EXTRACTORS.items()}
     for name in ("resnet50", "i3d"):
         assert shared[name].shared is not None and shared[name].shared.requests > 0
     one, three = open_store(stores[1]), open_store(stores[3])
@@ -212,6 +212,23 @@ def test_the_guard_splits_frame_pairs_with_their_shared_frame_and_joins_lists():
     assert [len(d) for d in detections] == [k % 3 for k in range(7)] and [int(d[0, 0]) for d in detections if len(d)] == [1, 2, 4, 5]
 
 
+def test_cudnn_and_cublas_allocation_failures_count_as_out_of_memory_and_other_errors_do_not():
+    from mvfx.extractors.torch_device import MemoryGuard
+
+    def fails_above_two(message: str):
+        def forward(items):
+            if len(items) > 2:
+                raise RuntimeError(message)
+            return np.asarray(items, np.float32)[:, None]
+        return forward
+
+    guard = MemoryGuard("vggish")
+    assert guard(fails_above_two("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), np.arange(4)).ravel().tolist() == [0, 1, 2, 3]
+    assert guard.limit == 2
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        MemoryGuard("vggish")(fails_above_two("size mismatch"), np.arange(4))
+
+
 def test_one_item_that_does_not_fit_still_fails():
     import torch
 
@@ -264,7 +281,9 @@ def test_workers_take_the_gpus_of_a_node_in_turn():
     pinned = plan_gpus("cuda:2", workers=4, remote=False, visible=8)
     assert pinned == GpuShare(1, 4) and pinned.device_for("cuda:2", 3) == "cuda:2"
     assert pinned.describe("cuda:2", 4) == "cuda:2, shared by 4 worker process(es)"
-    assert plan_gpus("cuda", workers=4, remote=True, visible=8) == GpuShare(1, 1)  # one worker per GPU, pinned by its start
+    remote = plan_gpus("cuda", workers=4, remote=True, visible=8)  # one worker per GPU, pinned by its start
+    assert remote == GpuShare(1, 1, remote=True) and remote.device_for("cuda", 3) == "cuda"
+    assert remote.describe("cuda", 4) == "cuda on each of 4 workers, the GPU their start gave them (CUDA_VISIBLE_DEVICES)"
     assert plan_gpus("cpu", workers=4, remote=False, visible=0).device_for("cpu", 3) == "cpu"
     assert GpuShare(1, 1).device_for("cuda", 5) == "cuda"  # one GPU: torch's default device, as before
 
@@ -288,3 +307,38 @@ def test_a_local_cluster_numbers_its_workers_from_zero():
     finally:
         executor.close()
     assert all(rank == name for rank, name in seen) and {rank for rank, _ in seen} <= {0, 1}
+
+
+def test_a_cached_extractor_is_shared_once_a_later_run_has_clips_in_flight(tmp_path):
+    """In one process, a 1-clip run and then a 3-clip run: the second must merge its passes (its clips' threads
+    would otherwise call SlowFast/I3D, whose hook keeps state, at once)."""
+    from mvfx.pipeline import tasks
+    from mvfx.pipeline.corpus import ClipSource
+
+    spec = tasks.ExtractorSpec("resnet50", (("fps", "1"),), random_weights=True)
+    tasks._WORKER_EXTRACTORS.clear()
+    try:
+        clip = ClipSource(str(tmp_path / "a.mp4"), "a")
+        one = tasks.ClipTask(clip, (spec,), staging=None, budget=ThreadBudget(2, clips_in_flight=1))
+        three = tasks.ClipTask(clip, (spec,), staging=None, budget=ThreadBudget(2, clips_in_flight=3))
+        first = tasks.worker_extractor(spec, one, "cpu")
+        assert not first.sharing and first.shared is None
+        again = tasks.worker_extractor(spec, three, "cpu")
+        assert again is first and again.sharing and again.shared is not None
+    finally:
+        tasks._WORKER_EXTRACTORS.clear()
+
+
+def test_remote_gpu_tasks_ask_for_their_clip_s_part_of_a_worker_s_gpu():
+    """Workers started with --resources GPU=1 and 3 threads run 3 GPU clips at once, not one."""
+    from dask.distributed import LocalCluster
+
+    from mvfx.pipeline.executor import DaskExecutor
+
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None,
+                      resources={"GPU": 1}) as cluster:
+        executor = DaskExecutor(scheduler=cluster.scheduler_address, resources={"GPU": 1})
+        try:
+            assert executor.clips_in_flight == 3 and executor.resources == {"GPU": 1 / 3}
+        finally:
+            executor.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from helpers import run_cli
+import pytest
+from helpers import remux_audio, run_cli
 
 from mvfx.pipeline.timing import DECODING, WAITING, describe, timed_items, timing
 
@@ -60,3 +61,19 @@ def test_the_run_summary_says_where_the_time_went(demo_corpus, tmp_path):
     line = text[text.index("time per stage, summed over clips: "):]
     for stage in ("colour", "emobase", "decoding"):
         assert f"{stage} " in line
+
+
+def test_a_clip_whose_decoding_fails_still_counts_its_time(demo_corpus, tmp_path):
+    """All its audio packets are garbage and only emobase reads it: the clip fails after a whole demux pass, whose
+    seconds still reach the run's breakdown."""
+    from helpers import random_extractor
+
+    from mvfx.media.errors import ClipError
+    from mvfx.media.probe import probe
+    from mvfx.pipeline.streaming import stream_pass
+
+    remux_audio(demo_corpus / "clip_000.mp4", tmp_path / "garbled.mp4", garble=True)
+    times: Counter = Counter()
+    with pytest.raises(ClipError, match="no decodable sample"):
+        stream_pass(probe(str(tmp_path / "garbled.mp4")), [random_extractor("emobase")], {}, times=times)
+    assert times[DECODING] > 0 and WAITING in times
