@@ -253,9 +253,10 @@ class Extractor(ABC):
         """Called when several clips are in flight in this process: merge their forward passes where supported."""
         self.sharing = True
 
-    def drain_notices(self) -> list[str]:
-        """One-line facts for the run summary since the last call (a GPU that ran out of memory); default none."""
-        return []
+    def drain_report(self) -> tuple[list[str], float]:
+        """Since the last call: one-line facts for the run summary (a GPU that ran out of memory), and the seconds
+        spent in forward passes (``pipeline.timing``); default none."""
+        return [], 0.0
 
     def serialised(self):
         """Context for feeding one clip's stream: exclusive unless the extractor is ``thread_safe``.

@@ -143,7 +143,7 @@ class TorchExtractor(Extractor):
     def _guarded_batch_rows(self, items: np.ndarray) -> np.ndarray:
         return self.memory(self.batch_rows, items)
 
-    def drain_notices(self) -> list[str]:
+    def drain_report(self) -> tuple[list[str], float]:
         return self.memory.drain()
 
     def run_batches(self, forward: Callable, items: np.ndarray, dim: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -98,7 +99,8 @@ class MemoryGuard:
     takes memory later, a pass runs out of it (``out_of_device_memory``): the guard frees torch's cache and
     runs the same items in halves, and every later call of this worker is cut to the size that fitted.
     Each item's rows are its own, so the rows are the same within float tolerance (a batch size can change
-    the GPU's choice of kernels). Each smaller size is one notice for the run summary (``drain``). One item
+    the GPU's choice of kernels). Each smaller size is one notice for the run summary (``drain``, with the
+    seconds its forward passes took). One item
     that does not fit fails as before. On the CPU nothing raises that error, and the guard only calls through.
     """
 
@@ -106,6 +108,7 @@ class MemoryGuard:
         self.name = name
         self.limit: int | None = None  # rows per call that fitted, once a call ran out of memory (for the worker's life)
         self._notices: list[str] = []
+        self._seconds = 0.0  # in forward passes, failed ones included (pipeline.timing shows them)
         self._lock = threading.Lock()
 
     def __call__(self, forward: Callable[[Any], Any], items: Any, overlap: int = 0) -> Any:
@@ -117,12 +120,15 @@ class MemoryGuard:
         limit = self.limit
         if limit is not None and rows > limit:
             return _joined([self(forward, items[s : s + limit + overlap], overlap) for s in range(0, rows, limit)])
+        start = time.perf_counter()
         try:
             return forward(items)
         except RuntimeError as exc:
             if rows <= 1 or not out_of_device_memory(exc):
                 raise
             # retried below, once the exception (and the failed pass's tensors its traceback holds) is released
+        finally:
+            self._count(time.perf_counter() - start)
         torch.cuda.empty_cache()
         self._shrink(rows, (rows + 1) // 2)
         return self(forward, items, overlap)
@@ -135,11 +141,15 @@ class MemoryGuard:
             self._notices.append(f"{self.name}: the GPU ran out of memory at {tried} items per forward pass (another "
                                  f"process using it?); now at most {limit}")
 
-    def drain(self) -> list[str]:
-        """The notices since the last call."""
+    def _count(self, seconds: float) -> None:
         with self._lock:
-            notices, self._notices = self._notices, []
-        return notices
+            self._seconds += seconds
+
+    def drain(self) -> tuple[list[str], float]:
+        """The notices, and the seconds spent in forward passes, since the last call."""
+        with self._lock:
+            notices, seconds, self._notices, self._seconds = self._notices, self._seconds, [], 0.0
+        return notices, seconds
 
 
 def out_of_device_memory(exc: BaseException) -> bool:

@@ -29,7 +29,7 @@ from mvfx.media.errors import ClipError
 from mvfx.media.hwdecode import CPU_DECODER, DecoderChoice
 from mvfx.media.probe import ClipInfo
 from mvfx.pipeline.executor import local_cores
-from mvfx.pipeline.timing import DECODING, WAITING, timed_items, timing
+from mvfx.pipeline.timing import DECODING, WAITING, forward_stage, timed_items, timing
 
 PIECE_FRAMES = 16  # at least this many frames per piece (more where a batch needs it)
 QUEUE_PIECES = 2  # decoded pieces waiting for the extractors
@@ -176,7 +176,12 @@ def stream_pass(
             out.errors[name] = exc
     out.damage = decoder.damage
     out.missing_spans = decoder.missing_spans()
-    out.notices = decoder.notices + [notice for e in extractors for notice in e.drain_notices()]
+    out.notices = list(decoder.notices)
+    for e in extractors:
+        notices, forward_seconds = e.drain_report()
+        out.notices += notices
+        if forward_seconds:
+            out.seconds[forward_stage(e.name)] += forward_seconds
     if on_progress:
         on_progress(info.duration_s, info.duration_s)
     return out

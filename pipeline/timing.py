@@ -11,6 +11,10 @@ A clip's work runs in two threads (``pipeline.streaming``): one decodes, one fee
 - ``decoding``: the decoder thread's busy time (demuxing, decoding, converting and scaling frames). It
   overlaps the stages above, so it is reported apart from them.
 
+A network's forward passes (upload, the pass, the rows back: on a GPU, its wait for the device) are also
+counted apart, under ``forward_stage(name)``, and shown inside their extractor's share: what the extractor
+spent besides them is its host-side work (stacking windows, cropping, NMS, statistics).
+
 Clips in flight overlap too, so the sums can exceed the run's wall time; their proportions are what tell.
 """
 from __future__ import annotations
@@ -24,6 +28,12 @@ from typing import TypeVar
 T = TypeVar("T")
 DECODING, WAITING, SETUP, PROBE, STORING = "decoding", "waiting for frames", "set-up", "probe", "storing"
 _END = object()
+_FORWARD = " forward passes"
+
+
+def forward_stage(extractor: str) -> str:
+    """The stage name of ``extractor``'s forward passes (a part of its own stage, not added to the totals)."""
+    return extractor + _FORWARD
 
 
 @contextmanager
@@ -52,9 +62,9 @@ def timed_items(items: Iterable[T], times: Counter, stage: str) -> Iterator[T]:
 
 def describe(times: Mapping[str, float]) -> str:
     """One line: the clip-thread stages, largest first, with their share, then decoding, which ran beside them."""
-    shown = sorted(((s, t) for s, t in times.items() if s != DECODING), key=lambda st: -st[1])
+    shown = sorted(((s, t) for s, t in times.items() if s != DECODING and not s.endswith(_FORWARD)), key=lambda st: -st[1])
     total = sum(t for _, t in shown) or 1.0
-    parts = [f"{stage} {_seconds(t)} ({100 * t / total:.0f} %)" for stage, t in shown]
+    parts = [f"{stage} {_seconds(t)} ({100 * t / total:.0f} %{_forward_part(times, stage)})" for stage, t in shown]
     line = ", ".join(parts) or "nothing measurable"
     if DECODING in times:
         line += f"; decoding {_seconds(times[DECODING])} beside them, in its own thread"
@@ -63,3 +73,8 @@ def describe(times: Mapping[str, float]) -> str:
 
 def _seconds(t: float) -> str:
     return f"{t:.1f} s" if t >= 1 else f"{t:.2f} s"
+
+
+def _forward_part(times: Mapping[str, float], stage: str) -> str:
+    forward = times.get(forward_stage(stage))
+    return f", forward passes {_seconds(forward)}" if forward else ""

@@ -180,14 +180,15 @@ def test_a_pass_that_runs_out_of_gpu_memory_is_run_again_in_halves_and_later_pas
     expected = np.arange(10, dtype=np.float32)[:, None] * 2
     np.testing.assert_array_equal(guard(forward, items), expected)
     assert calls == [10, 5, 3, 2, 3, 2] and guard.limit == 3
-    assert guard.drain() == [
+    notices, seconds = guard.drain()
+    assert notices == [
         "resnet50: the GPU ran out of memory at 10 items per forward pass (another process using it?); now at most 5",
         "resnet50: the GPU ran out of memory at 5 items per forward pass (another process using it?); now at most 3",
     ]
-    assert guard.drain() == []
+    assert seconds > 0 and guard.drain() == ([], 0.0)
     calls.clear()
     np.testing.assert_array_equal(guard(forward, items), expected)
-    assert calls == [3, 3, 3, 1] and guard.drain() == []  # no second try at a size that did not fit
+    assert calls == [3, 3, 3, 1] and guard.drain()[0] == []  # no second try at a size that did not fit
 
 
 def test_the_guard_splits_frame_pairs_with_their_shared_frame_and_joins_lists():

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from helpers import remux_audio, run_cli
 
-from mvfx.pipeline.timing import DECODING, WAITING, describe, timed_items, timing
+from mvfx.pipeline.timing import DECODING, WAITING, describe, forward_stage, timed_items, timing
 
 
 def test_timing_adds_the_block_s_seconds_even_when_it_raises():
@@ -52,6 +52,19 @@ def test_describe_puts_the_largest_stage_first_and_decoding_apart():
     assert line == ("slowfast_r50 30.0 s (75 %), waiting for frames 10.0 s (25 %), colour 0.01 s (0 %); "
                     "decoding 12.5 s beside them, in its own thread")
     assert describe(Counter()) == "nothing measurable"
+    with_forward = describe(Counter({"i3d": 4.0, forward_stage("i3d"): 3.0, "colour": 1.0}))
+    assert with_forward == "i3d 4.0 s (80 %, forward passes 3.0 s), colour 1.0 s (20 %)"  # inside i3d's share, not added
+
+
+def test_an_extractor_s_forward_passes_are_counted_inside_its_share(demo_corpus):
+    """ResNet-50 on a real clip: its forward passes are most, not all, of its stage (cropping, the rows back)."""
+    from helpers import random_extractor
+
+    from mvfx.media.probe import probe
+    from mvfx.pipeline.streaming import stream_pass
+
+    outcome = stream_pass(probe(str(demo_corpus / "clip_000.mp4")), [random_extractor("resnet50", fps="1")], {})
+    assert 0 < outcome.seconds[forward_stage("resnet50")] <= outcome.seconds["resnet50"]
 
 
 def test_the_run_summary_says_where_the_time_went(demo_corpus, tmp_path):
