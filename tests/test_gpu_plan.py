@@ -304,10 +304,14 @@ def test_a_local_cluster_numbers_its_workers_from_zero():
     assert local_rank() == 0  # in-process
     executor = make_executor(2, n_tasks=4, scheduler=None)
     try:
-        seen = executor.client.gather([executor.client.submit(_rank_and_name, k, pure=False) for k in range(6)])
+        client = executor.client
+        addresses = sorted(client.scheduler_info()["workers"])
+        futures = [client.submit(_rank_and_name, k, pure=False, workers=[a], allow_other_workers=False)
+                   for k, a in enumerate(addresses)]  # one task on each worker
+        seen = client.gather(futures)
     finally:
         executor.close()
-    assert all(rank == name for rank, name in seen) and {rank for rank, _ in seen} <= {0, 1}
+    assert all(rank == name for rank, name in seen) and sorted(rank for rank, _ in seen) == [0, 1]
 
 
 def test_a_cached_extractor_is_shared_once_a_later_run_has_clips_in_flight(tmp_path):
