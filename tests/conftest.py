@@ -1,6 +1,13 @@
-"""Shared fixtures: the real media in ../shared/data, a small demo corpus, odd files."""
+"""Shared fixtures: the real media in ../shared/data, a small demo corpus, odd files.
+
+Every test runs with a cache of its own (``MVFX_HOME``, an autouse fixture), as on a machine that has never run
+mvfx: nothing a test writes reaches the user's ``~/.cache/mvfx``, and no test depends on what an earlier one (or
+an earlier run) left there. Session fixtures, made before any test's own cache, get one for the session.
+"""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +16,22 @@ from helpers import DEMO_EXTRACTORS, SHARED_DATA, tone
 
 from mvfx.media.encode import write_mp4
 from mvfx.pipeline.demo_corpus import write_demo_corpus
+
+
+def pytest_configure(config) -> None:
+    """Caches of this session's own: mvfx's (weights, Ultralytics' settings) and matplotlib's (its font list)."""
+    home = Path(tempfile.mkdtemp(prefix="mvfx-test-home-"))
+    os.environ["MVFX_HOME"] = str(home / "mvfx")
+    os.environ["YOLO_CONFIG_DIR"] = str(home / "ultralytics")
+    os.environ["MPLCONFIGDIR"] = str(home / "matplotlib")
+
+
+@pytest.fixture(autouse=True)
+def own_mvfx_home(tmp_path_factory, monkeypatch) -> Path:
+    """Each test starts from an empty weights cache, as a new machine does."""
+    home = tmp_path_factory.mktemp("mvfx_home")
+    monkeypatch.setenv("MVFX_HOME", str(home))
+    return home
 
 
 @pytest.fixture(scope="session")
