@@ -10,6 +10,11 @@ others, averaged over annotators and clips.
 
 Class labels (``clip_id,label[,split]``) are read by ``read_class_labels``; ``class_labels`` keeps the clips
 that have features and codes their classes, the same way for every classifier's run.
+
+Every label file holds one row per key (a clip; a clip, annotator and time for rating series): a row that
+repeats an earlier one of its key with the same label is dropped, and one warning line says which; two rows of
+one key with different labels (or, for classes, different splits) are refused in one line naming the clip and
+both rows, since no choice between them is safe and keeping both would put the clip on both sides of a fold.
 """
 from __future__ import annotations
 
@@ -28,6 +33,35 @@ from mvfx.stores.base import FeatureStore
 
 class UnmatchedLabelsWarning(MvfxWarning):
     """Label rows whose clip has none of the requested features: left out of training, and said so."""
+
+
+class RepeatedLabelsWarning(MvfxWarning):
+    """Label rows identical to an earlier row of their clip: dropped, and said so."""
+
+
+def one_row_per_key(table: pd.DataFrame, keys: list[str], labels: list[str], path: str | Path) -> pd.DataFrame:
+    """``table`` (as read, its index the row number) with one row per ``keys``: a repeat with the same ``labels`` is
+    dropped (one warning line names them), two rows of one key with different ``labels`` are refused in one line
+    naming the clip and both rows by their line in the file."""
+    repeated = table.duplicated(keys, keep=False)
+    if not repeated.any():
+        return table
+    for _, rows in table[repeated].groupby(keys, sort=False):
+        distinct = rows.drop_duplicates(labels)
+        if len(distinct) > 1:
+            first, second = (_line(table, i) for i in distinct.index[:2])
+            raise MvfxError(f"{path}: clip {rows['clip_id'].iat[0]} has conflicting labels: {first} and {second}; keep one")
+    dropped = table.index[table.duplicated(keys)]
+    named = ", ".join(f"line {i + 2} ({table.at[i, 'clip_id']})" for i in dropped[:5])
+    warnings.warn(RepeatedLabelsWarning(
+        f"{path}: dropped {len(dropped)} row(s) repeating an earlier row of their clip: {named}{' ...' if len(dropped) > 5 else ''}"),
+        stacklevel=3)
+    return table.drop(dropped)
+
+
+def _line(table: pd.DataFrame, row: int) -> str:
+    """'line 5 (clip_007,sad,train)': a row of a label file as it reads there (the header is line 1)."""
+    return f"line {row + 2} ({','.join(str(v) for v in table.loc[row])})"
 
 
 def matched_clips(labelled: list[str], available: set[str], what: str) -> list[str]:
@@ -98,6 +132,8 @@ def read_labels(path: str | Path, target: str, where: dict[str, str] | None = No
             raise MvfxError(f"{path}: no column {column!r} to select on")
         table = table[table[column].astype(str) == value]
     table = table.assign(clip_id=table["clip_id"].astype(str))
+    keys = ["clip_id", *(c for c in ("annotator", "time_s") if c in table.columns)]
+    table = one_row_per_key(table, keys, [target], path)
     if {"annotator", "time_s"} <= set(table.columns):
         return {clip: _series_gold(clip, rows, target) for clip, rows in table.groupby("clip_id", sort=True)}
     return {
@@ -116,14 +152,14 @@ def _series_gold(clip_id: str, rows: pd.DataFrame, target: str) -> Gold:
 
 
 def read_class_labels(path: str | Path) -> pd.DataFrame:
-    """labels.csv with clip_id,label[,split]."""
+    """labels.csv with clip_id,label[,split]: one row per clip (``one_row_per_key``)."""
     try:
         table = pd.read_csv(path, dtype=str)
     except (OSError, pd.errors.ParserError) as exc:
         raise MvfxError(f"{path}: cannot read labels ({exc})") from None
     if not {"clip_id", "label"} <= set(table.columns):
         raise MvfxError(f"{path}: labels need columns clip_id,label (and optionally split)")
-    return table
+    return one_row_per_key(table, ["clip_id"], [c for c in ("label", "split") if c in table.columns], path).reset_index(drop=True)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ Within each split (the labels' ``split`` column, else one split "all"):
 5. matched pairs are dropped at random (seeded) until the split has as many
    matched as mismatched pairs.
 Each clip thus feeds one matched pair or one swap; the two pairs of a swap
-share a ``group`` so cross-validation can keep them together.
+share a ``group`` in the table written.
 
-``load_pairs`` reads such a table back with the clip-level features of each pair's two clips.
+``load_pairs`` reads such a table back (or one made by hand) with the clip-level features of each pair's two
+clips. It does not trust a ``group`` column: training groups are the connected components of the clips the pairs
+share (``shared_clip_groups``), so a fold split by group never puts a clip, as video or as music, on both sides.
 """
 from __future__ import annotations
 
@@ -106,6 +108,19 @@ def _swap_partners(pool: list[tuple[str, str]]) -> tuple[list, list]:
 
 
 
+def shared_clip_groups(video_clips: list[str], music_clips: list[str]) -> np.ndarray:
+    """[P] a group per pair: pairs that share a clip, directly or through other pairs, get the same one (the
+    connected components of the graph whose nodes are clips and whose edges are pairs). A clip is one node
+    whether it gives the video or the music: its two streams come from one recording."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    index = {clip: i for i, clip in enumerate(sorted(set(video_clips) | set(music_clips)))}
+    v, m = [index[c] for c in video_clips], [index[c] for c in music_clips]
+    _, component = connected_components(coo_matrix((np.ones(len(v)), (v, m)), shape=(len(index), len(index))), directed=False)
+    return component[v]
+
+
 @dataclass
 class PairData:
     pairs: pd.DataFrame
@@ -114,10 +129,15 @@ class PairData:
 
 
 def load_pairs(store: FeatureStore, pairs_csv: str | Path, video_extractor: str, music_extractor: str) -> PairData:
-    """The pairs of ``pairs_csv`` whose clips have their side's features, with those features pooled per clip."""
+    """The pairs of ``pairs_csv`` whose clips have their side's features, with those features averaged per clip and
+    the pairs grouped by the clips they share (``shared_clip_groups``; a ``group`` column in the file is replaced)."""
     pairs = pd.read_csv(pairs_csv, dtype={"video_clip": str, "music_clip": str})
+    missing = [c for c in ("video_clip", "music_clip", "video_label", "music_label", "match") if c not in pairs.columns]
+    if missing:
+        raise MvfxError(f"{pairs_csv}: missing column(s) {', '.join(missing)}; make pairs with `mvfx pairs build`")
     have_v, have_m = set(store.clip_ids(video_extractor)), set(store.clip_ids(music_extractor))
     pairs = pairs[pairs["video_clip"].isin(have_v) & pairs["music_clip"].isin(have_m)].reset_index(drop=True)
+    pairs["group"] = shared_clip_groups(pairs["video_clip"].tolist(), pairs["music_clip"].tolist())
     if pairs["match"].nunique() < 2 or len(pairs) < 10:
         raise MvfxError(f"{pairs_csv}: {len(pairs)} usable pairs (both kinds needed, at least 10) with features in the store")
     x = {"video": pooled(store, video_extractor, pairs["video_clip"].tolist()),
