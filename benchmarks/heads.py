@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mvfx.heads.data.dataset import build, pooled, pretrain_targets
+from mvfx.heads.data.dataset import build, clip_level_features, pretrain_targets
 from mvfx.heads.data.labels import read_class_labels, read_labels
 from mvfx.heads.data.pairs import build_pairs, load_pairs
 from mvfx.heads.models.correspond import CorrespondHead
@@ -43,7 +43,7 @@ def bench_heads(results: dict, work: Path) -> None:
     steps = sum(len(c.times) for c in clips)
     music = {"emobase": read_labels(root / "corpus" / "annotations_music.csv", "arousal")}
     labels = read_class_labels(root / "corpus" / "labels.csv")
-    pooled_x = {e: pooled(store, e, labels["clip_id"].tolist()) for e in ("emobase", "colour")}
+    clip_x = {e: clip_level_features(store, e, labels["clip_id"].tolist()) for e in ("emobase", "colour")}
     build_pairs(labels.drop(columns="split")).to_csv(root / "pairs.csv", index=False)
     pairs = load_pairs(store, root / "pairs.csv", "colour", "emobase")
     fixed = {"max_epochs": EPOCHS, "patience": EPOCHS}
@@ -53,7 +53,7 @@ def bench_heads(results: dict, work: Path) -> None:
         "lstm pair (emobase+colour, 2 x 256)": (steps * EPOCHS * 3, lambda: LstmHead(
             features=["emobase", "colour"], fusion="pair", **fixed).fit(clips, modality_targets=pretrain_targets(clips, music))),
         "fusion ensemble (emobase+colour, colour)": (len(labels) * EPOCHS * 2, lambda: FusionHead(
-            feature_sets=[["emobase", "colour"], ["colour"]], **fixed).fit(pooled_x, labels["label"].to_numpy())),
+            feature_sets=[["emobase", "colour"], ["colour"]], **fixed).fit(clip_x, labels["label"].to_numpy())),
         "correspondence (colour / emobase)": (len(pairs.y) * EPOCHS, lambda: CorrespondHead(
             video_features="colour", music_features="emobase", **fixed).fit(pairs.x, pairs.y)),
     }

@@ -99,7 +99,7 @@ def windows(duration: float, window_s: float) -> np.ndarray:
     return np.stack([starts, starts + window_s], axis=1)
 
 
-def pooled_over(clip: StoreClip, spans: np.ndarray) -> dict[str, np.ndarray]:
+def span_means(clip: StoreClip, spans: np.ndarray) -> dict[str, np.ndarray]:
     """Each extractor's rows averaged over each span [S, 2] (overlap-weighted; NaN left out)."""
     return {e: align(v, t, spans) for e, (v, t) in clip.blocks.items()}
 
@@ -124,7 +124,7 @@ def curve_prediction(head: Any, clip: StoreClip) -> ClipPrediction:
     when every step is)."""
     target, step = training_facts(head, "target", "grid_step_s")
     steps = grid(clip.length, step)
-    features = pooled_over(clip, steps)
+    features = span_means(clip, steps)
     keep = np.all([np.isfinite(f).all(axis=1) for f in features.values()], axis=0)
     if not keep.any():
         return ClipPrediction(clip.clip_id, [])

@@ -4,7 +4,8 @@ A head is a ``sklearn.base.BaseEstimator``: every hyper-parameter is a
 constructor argument, ``fit`` returns self, learned state ends in ``_``, so
 ``sklearn.base.clone`` gives an unfitted copy per fold (``cross_validate``).
 
-A saved head is a folder (format ``mvfx-head`` version 1):
+A saved head is a folder (format ``mvfx-head`` version 2; version 2 saves an LSTM's layers as one-layer LSTMs,
+and a version-1 folder still loads, each head turning the state it saved then into its own, ``_upgrade``):
 
 - ``model.json``: kind, format version, constructor parameters, the learned
   non-array state (class names, the label grid's step, ...), and the
@@ -46,7 +47,8 @@ from mvfx.media.errors import MvfxError
 from mvfx.stores.base import FeatureStore
 
 FORMAT = "mvfx-head"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PROVENANCE_KEYS = ("extractor", "version", "config", "weights", "dim")
 HEADS: dict[str, type[Head]] = {}
 # the modules (under mvfx.heads) that register the heads ``load_head`` can restore; a saved model names its kind, not its module
@@ -193,6 +195,11 @@ class Head(BaseEstimator):
     def _restore(self, tensors: dict[str, Any], facts: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _upgrade(self, tensors: dict[str, Any], version: int) -> dict[str, Any]:
+        """The tensors a model of format ``version`` saved, as this format saves them (a head whose saved form
+        changed overrides this)."""
+        return tensors
+
     # --- the saved format -------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -217,15 +224,16 @@ def load_head(folder: str | Path) -> Head:
         description = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise MvfxError(f"{path}: not a readable model description ({exc.msg})") from None
-    if description.get("format") != FORMAT or description.get("format_version") != FORMAT_VERSION:
-        raise MvfxError(f"{path}: format {description.get('format')} v{description.get('format_version')}; "
-                        f"this mvfx reads {FORMAT} v{FORMAT_VERSION}")
+    version = description.get("format_version")
+    if description.get("format") != FORMAT or version not in READABLE_VERSIONS:
+        raise MvfxError(f"{path}: format {description.get('format')} v{version}; "
+                        f"this mvfx reads {FORMAT} v{' and v'.join(map(str, READABLE_VERSIONS))}")
     for module in HEAD_MODULES:  # each registers its heads when imported
         importlib.import_module(f"mvfx.heads.{module}")
     if description.get("kind") not in HEADS:
         raise MvfxError(f"{path}: unknown model kind {description.get('kind')!r}; known: {', '.join(sorted(HEADS))}")
     head = HEADS[description["kind"]](**description["params"])
-    head._restore(torch.load(folder / "state.pt", map_location="cpu", weights_only=True), description["facts"])
+    head._restore(head._upgrade(torch.load(folder / "state.pt", map_location="cpu", weights_only=True), version), description["facts"])
     head.provenance_, head.training_ = description["features"], description.get("training", {})
     return head
 

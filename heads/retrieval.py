@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mvfx.heads.data.dataset import pooled
+from mvfx.heads.data.dataset import clip_level_features
 from mvfx.heads.estimator import load_head
 from mvfx.heads.models.correspond import CorrespondenceModel, CorrespondHead
 from mvfx.media.errors import MvfxError
@@ -35,7 +35,7 @@ def embed_store(store: FeatureStore, head: CorrespondHead) -> dict[str, dict[str
     out = {}
     for side, extractor in (("video", head.video_features), ("music", head.music_features)):
         clips = store.clip_ids(extractor)
-        z = head.embed_side(side, pooled(store, extractor, clips)) if clips else np.zeros((0, head.embed), np.float32)
+        z = head.embed_side(side, clip_level_features(store, extractor, clips)) if clips else np.zeros((0, head.embed), np.float32)
         out[side] = dict(zip(clips, z))
     return out
 

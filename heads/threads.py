@@ -1,6 +1,6 @@
 """How many threads the heads train with: chosen on purpose, not left to torch's default.
 
-The heads are small (a 2 x 256 LSTM, dense layers on pooled features): one
+The heads are small (a 2 x 256 LSTM, dense layers on clip-level features): one
 batch's forward and backward pass takes milliseconds, so thread hand-offs
 cost more than they save, and on a busy machine torch's default of one
 thread per core makes every step wait for a core (a user measured the same

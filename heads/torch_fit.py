@@ -1,4 +1,5 @@
-"""One mini-batch training loop with early stopping, shared by every torch head."""
+"""One mini-batch training loop with early stopping, shared by every torch head: its batches and dropout masks come
+from one generator seeded with the head's seed (``torch_random``), never from torch's global RNG."""
 from __future__ import annotations
 
 import copy
@@ -6,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from mvfx.heads.torch_random import use_generator
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ def fit(
     """
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
+    use_generator(model, generator)
     best_state, best, best_epoch, waited = copy.deepcopy(model.state_dict()), float("inf"), 0, 0
     for epoch in range(cfg.max_epochs):
         model.train()

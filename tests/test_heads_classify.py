@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mvfx.heads.data.pairs import ALLOWED_MISMATCHES, build_pairs
 from mvfx.heads.metrics import average_precision, hit_at_k, retrieval_scores
 from mvfx.heads.models.correspond import CompactBilinearPooling
+from mvfx.heads.torch_random import built
 
 CLASSES = ["exciting", "fear", "neutral", "relaxation", "sad", "tension"]
 
@@ -63,7 +64,7 @@ def _explicit_sketch(x, y, mcb):
 @pytest.mark.parametrize("n_x, n_y, d", [(3, 4, 5), (8, 6, 16), (5, 5, 7)])
 def test_compact_bilinear_pooling_equals_the_explicit_outer_product_sketch(n_x, n_y, d):
     torch.manual_seed(0)
-    mcb = CompactBilinearPooling(n_x, n_y, d, seed=3)
+    mcb = built(lambda: CompactBilinearPooling(n_x, n_y, d), torch.Generator().manual_seed(3))
     x, y = torch.randn(4, n_x, dtype=torch.float64), torch.randn(4, n_y, dtype=torch.float64)
     mcb = mcb.double()
     torch.testing.assert_close(mcb(x, y), _explicit_sketch(x, y, mcb), rtol=1e-9, atol=1e-9)

@@ -6,7 +6,7 @@ import pytest
 from helpers import run_cli
 from sklearn.base import clone
 
-from mvfx.heads.data.dataset import build, pooled, pretrain_targets
+from mvfx.heads.data.dataset import build, clip_level_features, pretrain_targets
 from mvfx.heads.data.labels import read_class_labels, read_labels
 from mvfx.heads.data.pairs import build_pairs, load_pairs
 from mvfx.heads.estimator import check_features, load_head
@@ -49,7 +49,7 @@ def test_lasso_and_lstm_round_trip_to_identical_predictions(clips, heads_corpus,
 def test_fusion_ensemble_and_correspondence_round_trip(clips, heads_corpus, tmp_path):
     store, _ = clips
     labels = read_class_labels(heads_corpus / "corpus" / "labels.csv")
-    x = {e: pooled(store, e, labels["clip_id"].tolist()) for e in ("emobase", "colour")}
+    x = {e: clip_level_features(store, e, labels["clip_id"].tolist()) for e in ("emobase", "colour")}
     y = labels["label"].to_numpy()
     fusion = FusionHead(feature_sets=[["emobase", "colour"], ["colour"]], hidden=16, **FAST)
     _round_trip(fusion, tmp_path, x, y, lambda h: h.predict_proba(x))
@@ -152,7 +152,7 @@ def test_user_errors_in_head_commands_are_one_line(heads_corpus, tmp_path, args,
 
 
 def test_predicting_on_the_training_store_reproduces_the_training_inputs(tmp_path):
-    """Training pooled rows by plain mean, prediction by duration: rows [0,1]->0 and [1,5]->1 gave 0.5 and 0.8.
+    """Training averaged rows by plain mean, prediction by duration: rows [0,1]->0 and [1,5]->1 gave 0.5 and 0.8.
     One function now pools both (``align.clip_mean``); a head predicting its own training store sees its inputs."""
     import pandas as pd
 
@@ -170,7 +170,7 @@ def test_predicting_on_the_training_store_reproduces_the_training_inputs(tmp_pat
             writer.set_clip({"clip_id": f"c{k:02d}", "path": f"/x/c{k:02d}.mp4", "duration_s": 5.5, "status": "ok"})
     store = open_store(tmp_path / "s.zarr")
     ids = store.clip_ids("irregular")
-    x = {"irregular": pooled(store, "irregular", ids)}
+    x = {"irregular": clip_level_features(store, "irregular", ids)}
     values = store.read("irregular", "c00")[0]
     np.testing.assert_allclose(x["irregular"][0], (values[0] * 1 + values[1] * 4 + values[2] * 0.5) / 5.5, rtol=1e-6)
     head = FusionHead(feature_sets=[["irregular"]], hidden=8, **FAST).fit(x, np.array(["even", "odd"] * 6))

@@ -13,7 +13,7 @@ from sklearn.base import clone
 from mvfx.heads import predict
 from mvfx.heads.application import ClipPrediction, StoreClip, Timeline, grid
 from mvfx.heads.data.align import align
-from mvfx.heads.data.dataset import ClipData, pooled
+from mvfx.heads.data.dataset import ClipData, clip_level_features
 from mvfx.heads.estimator import HEAD_MODULES, HEADS, Head, by_name, load_head
 from mvfx.heads.models import correspond
 from mvfx.heads.models.correspond import CorrespondHead, nearest
@@ -64,7 +64,7 @@ def ids(store):
 @pytest.fixture(scope="module")
 def fitted(store, ids):
     """A classifier, a regressor and both correspondence models, fitted in seconds on the store's clips."""
-    x = {e: pooled(store, e, ids) for e in SPECS}
+    x = {e: clip_level_features(store, e, ids) for e in SPECS}
     y = np.array(["even", "odd"] * (len(ids) // 2))
     fusion = FusionHead(feature_sets=[["a", "b"], ["b"]], member_model="logistic", **FAST).fit(x, y)
     fusion.training_ = {"task": "classification", "target": "label", "classes": list(fusion.classes_)}
@@ -97,7 +97,7 @@ def _expected(name: str, head, store) -> pd.DataFrame:
             curve = head.predict([ClipData(c, steps[keep], {"a": features[keep]})])[0]
             rows += [{"clip_id": c, "start_s": a, "end_s": b, "predicted_arousal": p} for (a, b), p in zip(steps[keep], curve)]
         return pd.DataFrame(rows)
-    x = {e: pooled(store, e, ids) for e in SPECS}
+    x = {e: clip_level_features(store, e, ids) for e in SPECS}
     if name == "fusion":
         proba = head.predict_proba(x)
         return pd.DataFrame({"clip_id": ids, "predicted": np.array(head.classes_)[proba.argmax(axis=1)],

@@ -1,9 +1,11 @@
 """Models and stores saved by mvfx before this round's changes (heads split into models/data/runs, store format 2)
 still load and predict exactly what they predicted then.
 
-tests/fixtures/models_before/ holds, all written by 47804f0: the model/ folders of `make demo`'s fusion and LASSO
+tests/fixtures/models_before/ holds, written by 47804f0: the model/ folders of `make demo`'s fusion and LASSO
 runs, a format-1 store of the six-clip test demo corpus (colour, emobase), and the predictions.csv that code wrote
-for that store with each model."""
+for that store with each model; and, written by e5f69aa (model format 1, whose LSTM branches were one multi-layer
+nn.LSTM), a small late-fusion LSTM fitted on that store's clips (annotations of the same corpus) with its
+predictions."""
 from __future__ import annotations
 
 import shutil
@@ -19,7 +21,7 @@ from mvfx.stores import open_store
 BEFORE = Path(__file__).parent / "fixtures" / "models_before"
 
 
-@pytest.mark.parametrize("run", ["fusion", "lasso_emobase"])
+@pytest.mark.parametrize("run", ["fusion", "lasso_emobase", "lstm_late"])
 def test_a_model_saved_before_predicts_what_it_predicted_then(run, tmp_path):
     store = tmp_path / "demo_v1.zarr"
     shutil.copytree(BEFORE / "demo_v1.zarr", store)

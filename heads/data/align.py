@@ -31,10 +31,10 @@ def align(values: np.ndarray, times: np.ndarray, grid: np.ndarray) -> np.ndarray
 
 
 def clip_mean(values: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """[D] one clip's rows pooled into one: each row weighted by how long it lasts (``align`` over the rows' span).
+    """[D] one clip's rows averaged into one: each row weighted by how long it lasts (``align`` over the rows' span).
 
-    Training (``dataset.pooled``) and prediction use this one function: rows [0, 1] -> 0 and [1, 5] -> 1 pool
-    to 0.8 in both (per-shot I3D, shots and imported CSVs have rows of unequal length). Rows that all last no
+    Training (``dataset.clip_level_features``) and prediction use this one function: rows [0, 1] -> 0 and [1, 5] -> 1
+    average to 0.8 in both (per-shot I3D, shots and imported CSVs have rows of unequal length). Rows that all last no
     time (single time stamps) count equally.
     """
     start, end = float(times[:, 0].min()), float(times[:, 1].max())

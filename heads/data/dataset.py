@@ -120,18 +120,7 @@ def pretrain_targets(clips: list[ClipData], pretrain: dict[str, dict[str, Gold]]
              for e, golds in pretrain.items() if c.clip_id in golds} for c in clips]
 
 
-def pooled(store: FeatureStore, extractor: str, clip_ids: list[str]) -> np.ndarray:
-    """[N, D] clip-level features: each clip's rows pooled by ``align.clip_mean`` (duration-weighted, NaN-aware),
-    the same function ``predict`` pools unseen clips with."""
+def clip_level_features(store: FeatureStore, extractor: str, clip_ids: list[str]) -> np.ndarray:
+    """[N, D] one row per clip: each clip's rows averaged by ``align.clip_mean`` (duration-weighted, NaN-aware),
+    the same function ``predict`` averages unseen clips with."""
     return np.stack([clip_mean(*store.read(extractor, c)) for c in clip_ids]).astype(np.float32)
-
-
-def scaling(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std of the training rows (NaN ignored): fitted on training data only."""
-    return np.nanmean(train, axis=0), np.nanstd(train, axis=0) + 1e-6
-
-
-def scale(x: np.ndarray, stats) -> np.ndarray:
-    """Standardise with ``scaling``'s statistics; NaN (e.g. no face) becomes the training mean, 0."""
-    mean, std = (np.asarray(a) for a in stats)
-    return np.nan_to_num((x - mean) / std).astype(np.float32)

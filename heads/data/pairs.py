@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvfx.heads.data.dataset import pooled
+from mvfx.heads.data.dataset import clip_level_features
 from mvfx.media.errors import MvfxError
 from mvfx.stores.base import FeatureStore
 
@@ -140,7 +140,7 @@ def load_pairs(store: FeatureStore, pairs_csv: str | Path, video_extractor: str,
     pairs["group"] = shared_clip_groups(pairs["video_clip"].tolist(), pairs["music_clip"].tolist())
     if pairs["match"].nunique() < 2 or len(pairs) < 10:
         raise MvfxError(f"{pairs_csv}: {len(pairs)} usable pairs (both kinds needed, at least 10) with features in the store")
-    x = {"video": pooled(store, video_extractor, pairs["video_clip"].tolist()),
-         "music": pooled(store, music_extractor, pairs["music_clip"].tolist()),
+    x = {"video": clip_level_features(store, video_extractor, pairs["video_clip"].tolist()),
+         "music": clip_level_features(store, music_extractor, pairs["music_clip"].tolist()),
          **{k: pairs[k].to_numpy() for k in ("video_label", "music_label", "group")}}
     return PairData(pairs, x, pairs["match"].to_numpy())

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mvfx.heads.models.mvf_nets import ModalityNet, MvfClassifier, Normaliser, autocast, cross_modal_mmtm, parameter_count, run_stages
+from mvfx.heads.torch_random import built
 from mvfx.media.errors import MvfxError
 
 ENCODER_FILE = "encoders.pt"
@@ -63,8 +64,7 @@ def pretrain_autoencoder(x: dict[str, np.ndarray], music: str = "A0", video: str
                          on_epoch=None) -> tuple[SlowFastAutoencoder, dict]:
     """The autoencoder trained on every clip of ``x`` (no labels), and its summary: architectures, clips, loss per
     epoch, parameters (``save_encoders`` writes both)."""
-    torch.manual_seed(seed)
-    model = SlowFastAutoencoder(music, video, mmtm, se).to(device)
+    model = built(lambda: SlowFastAutoencoder(music, video, mmtm, se), torch.Generator().manual_seed(seed)).to(device)
     normaliser = Normaliser.fitted(x)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)

@@ -16,7 +16,7 @@ Applied to a store (``CorrespondHead.predict_clips``), each clip gets P(match) o
 and the ``NEIGHBOURS`` music clips that fit its video best. Memory stays bounded: a first pass reads the
 clips one at a time and keeps only their embeddings ([N, embed] per modality), a second ranks the music
 for blocks of videos (``nearest``), never holding the [N, N] score matrix. Time is still N x N scores:
-cheap dot products for ``retrieve``, the pooled classifier on every pair for ``classify``.
+cheap dot products for ``retrieve``, the bilinear-pooling classifier on every pair for ``classify``.
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, StoreClip, Timeline, batched, pooled_over, windows
+from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, StoreClip, Timeline, batched, span_means, windows
 from mvfx.heads.data.align import clip_mean
-from mvfx.heads.data.dataset import scale, scaling
-from mvfx.heads.estimator import BOOL, FIT_RULES, TEXT, Head, Rule, by_name, interval, options, register, tensors, with_validation
+from mvfx.heads.estimator import BOOL, FIT_RULES, TEXT, Head, Rule, by_name, interval, options, register, with_validation
+from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
 from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_random import Dropout, built
 
 NEIGHBOURS = 3  # best-fitting music clips listed per clip
 EMBED_BATCH = 256  # clips embedded at once in prediction's first pass
@@ -57,13 +58,18 @@ class CorrespondConfig:
 
 
 class CountSketch(nn.Module):
-    """Fixed random count sketch R^n -> R^d: out[h(i)] += s(i) x[i]."""
+    """Fixed random count sketch R^n -> R^d: out[h(i)] += s(i) x[i]; the hash h and signs s are drawn by
+    ``initialise`` (``torch_random.built`` calls it)."""
 
-    def __init__(self, n_in: int, d: int, generator: torch.Generator) -> None:
+    def __init__(self, n_in: int, d: int) -> None:
         super().__init__()
         self.d = d
-        self.register_buffer("index", torch.randint(d, (n_in,), generator=generator))
-        self.register_buffer("sign", torch.randint(2, (n_in,), generator=generator).float() * 2 - 1)
+        self.register_buffer("index", torch.zeros(n_in, dtype=torch.long))
+        self.register_buffer("sign", torch.ones(n_in))
+
+    def initialise(self, generator: torch.Generator) -> None:
+        self.index.copy_(torch.randint(self.d, self.index.shape, generator=generator))
+        self.sign.copy_(torch.randint(2, self.sign.shape, generator=generator).float() * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(x.shape[0], self.d, dtype=x.dtype, device=x.device).index_add_(1, self.index, x * self.sign)
@@ -72,10 +78,9 @@ class CountSketch(nn.Module):
 class CompactBilinearPooling(nn.Module):
     """Count sketch of the outer product x y^T, computed as IFFT(FFT(sketch x) * FFT(sketch y))."""
 
-    def __init__(self, n_x: int, n_y: int, d: int, seed: int = 0) -> None:
+    def __init__(self, n_x: int, n_y: int, d: int) -> None:
         super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.sketch_x, self.sketch_y = CountSketch(n_x, d, generator), CountSketch(n_y, d, generator)
+        self.sketch_x, self.sketch_y = CountSketch(n_x, d), CountSketch(n_y, d)
         self.d = d
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -86,7 +91,7 @@ class CompactBilinearPooling(nn.Module):
 class ProjectionHead(nn.Module):
     def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), Dropout(dropout))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +114,7 @@ class CorrespondenceModel(nn.Module):
         self.cfg = cfg
         self.video, self.music = Tower(video_dim, cfg), Tower(music_dim, cfg)
         if cfg.objective == "classify":
-            self.mcb = CompactBilinearPooling(cfg.embed, cfg.embed, cfg.mcb_dim, cfg.seed)
+            self.mcb = CompactBilinearPooling(cfg.embed, cfg.embed, cfg.mcb_dim)
             self.classifier = nn.Sequential(nn.Linear(cfg.mcb_dim, cfg.dense), nn.GELU(), nn.Linear(cfg.dense, 2))
         if cfg.emotion_branches:
             self.video_emotion, self.music_emotion = nn.Linear(cfg.embed, n_emotions), nn.Linear(cfg.embed, n_emotions)
@@ -246,9 +251,9 @@ class CorrespondHead(Head):
             fit_rows, val_rows = validation_split(fit_rows, x["group"], self.seed)
         cfg = self.config
         self.emotions_ = sorted(set(x["video_label"]) | set(x["music_label"]))
-        self.stats_ = {side: scaling(x[side][fit_rows]) for side in ("video", "music")}
-        torch.manual_seed(cfg.seed)
-        self.model_ = CorrespondenceModel(x["video"].shape[1], x["music"].shape[1], len(self.emotions_), cfg)
+        self.scalers_ = {side: fit_scaler(x[side][fit_rows]) for side in ("video", "music")}
+        self.model_ = built(lambda: CorrespondenceModel(x["video"].shape[1], x["music"].shape[1], len(self.emotions_), cfg),
+                            torch.Generator().manual_seed(cfg.seed))
         tr, va = self._tensors_of(x, y, fit_rows), self._tensors_of(x, y, val_rows)
         model = self.model_
         fit(model, len(fit_rows), lambda b: model.loss(model(tr[0][b], tr[1][b]), tr[2][b], tr[3][b], tr[4][b]),
@@ -258,7 +263,7 @@ class CorrespondHead(Head):
 
     def _tensors_of(self, x: dict, y: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
         codes = lambda labels: torch.as_tensor([self.emotions_.index(v) for v in labels[rows]])  # noqa: E731
-        return (torch.as_tensor(scale(x["video"][rows], self.stats_["video"])), torch.as_tensor(scale(x["music"][rows], self.stats_["music"])),
+        return (*(torch.as_tensor(standardise(self.scalers_[side], x[side][rows])) for side in ("video", "music")),
                 torch.as_tensor(np.asarray(y)[rows]), codes(x["video_label"]), codes(x["music_label"]))
 
     def embed_side(self, side: str, features: np.ndarray) -> np.ndarray:
@@ -266,13 +271,13 @@ class CorrespondHead(Head):
         tower = self.model_.video if side == "video" else self.model_.music
         self.model_.eval()
         with torch.no_grad():
-            return tower(torch.as_tensor(scale(features, self.stats_[side]))).numpy()
+            return tower(torch.as_tensor(standardise(self.scalers_[side], features))).numpy()
 
     def predict_proba(self, x: dict[str, np.ndarray]) -> np.ndarray:
         """[P, 2]: P(mismatch), P(match) of each pair."""
         self.model_.eval()
         with torch.no_grad():
-            v, m = (torch.as_tensor(scale(x[side], self.stats_[side])) for side in ("video", "music"))
+            v, m = (torch.as_tensor(standardise(self.scalers_[side], x[side])) for side in ("video", "music"))
             p = self.model_.match_probability(self.model_(v, m)).numpy()
         return np.stack([1 - p, p], axis=1)
 
@@ -305,19 +310,19 @@ class CorrespondHead(Head):
 
     def _match_timeline(self, clip: StoreClip, window_s: float) -> Timeline:
         spans = windows(clip.length, window_s)
-        pooled = pooled_over(clip, spans)
-        p = self.predict_proba({"video": pooled[self.video_features], "music": pooled[self.music_features]})[:, 1]
+        means = span_means(clip, spans)
+        p = self.predict_proba({"video": means[self.video_features], "music": means[self.music_features]})[:, 1]
         return Timeline(spans, {"P(match) of its own music": p}, f"{clip.clip_id}: does the music fit the video?", "P(match)")
 
     def _tensors(self) -> dict:
-        return {"weights": self.model_.state_dict(), "standardiser": {k: tensors(v) for k, v in self.stats_.items()}}
+        return {"weights": self.model_.state_dict(), "standardiser": {k: scaler_tensors(v) for k, v in self.scalers_.items()}}
 
     def _facts(self) -> dict:
         return {"emotions": self.emotions_, "dims": [self.model_.video.encode.in_features, self.model_.music.encode.in_features]}
 
     def _restore(self, state: dict, facts: dict) -> None:
         self.emotions_ = facts["emotions"]
-        self.model_ = CorrespondenceModel(*facts["dims"], len(self.emotions_), self.config)
+        self.model_ = built(lambda: CorrespondenceModel(*facts["dims"], len(self.emotions_), self.config), torch.Generator())
         self.model_.load_state_dict(state["weights"])
         self.model_.eval()
-        self.stats_ = {k: tuple(t.numpy() for t in v) for k, v in state["standardiser"].items()}
+        self.scalers_ = {k: scaler_from(*(t.numpy() for t in v)) for k, v in state["standardiser"].items()}

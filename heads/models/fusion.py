@@ -23,11 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, Timeline, class_row, pooled_over, windows
+from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, Timeline, class_row, span_means, windows
 from mvfx.heads.data.align import clip_mean
-from mvfx.heads.data.dataset import inner_validation, scale, scaling
+from mvfx.heads.data.dataset import inner_validation
 from mvfx.heads.estimator import FIT_RULES, NAME_SETS, Head, Rule, by_name, interval, options, register, tensors, with_validation
+from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
 from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_random import Dropout, built
 
 LOGISTIC_C = (0.01, 0.1, 1.0)
 MLP_MIN_PER_CLASS = 20
@@ -50,25 +52,24 @@ class LateFusionClassifier(nn.Module):
     def __init__(self, dims: list[int], n_classes: int, cfg: FusionConfig) -> None:
         super().__init__()
         self.projections = nn.ModuleList(nn.Sequential(nn.Linear(d, cfg.hidden), nn.ReLU()) for d in dims)
-        self.classifier = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden * len(dims), n_classes))
+        self.classifier = nn.Sequential(Dropout(cfg.dropout), nn.Linear(cfg.hidden * len(dims), n_classes))
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(torch.cat([p(x) for p, x in zip(self.projections, xs)], dim=1))
 
 
-def _inputs(features: list[np.ndarray], rows: np.ndarray, stats: list) -> list[torch.Tensor]:
-    return [torch.as_tensor(scale(f[rows], st)) for f, st in zip(features, stats)]
+def _inputs(features: list[np.ndarray], rows: np.ndarray, scalers: list) -> list[torch.Tensor]:
+    return [torch.as_tensor(standardise(scaler, f[rows])) for f, scaler in zip(features, scalers)]
 
 
 def fit_fusion(
     features: list[np.ndarray], y: np.ndarray, train: np.ndarray, val: np.ndarray, n_classes: int, cfg: FusionConfig,
 ) -> tuple[LateFusionClassifier, list]:
-    """A classifier trained on ``train`` rows (early stopping on ``val``) and its per-modality scaling."""
-    stats = [scaling(f[train]) for f in features]
-    x_train, x_val = _inputs(features, train, stats), _inputs(features, val, stats)
+    """A classifier trained on ``train`` rows (early stopping on ``val``) and its per-modality scalers."""
+    scalers = [fit_scaler(f[train]) for f in features]
+    x_train, x_val = _inputs(features, train, scalers), _inputs(features, val, scalers)
     y_train, y_val = torch.as_tensor(y[train]), torch.as_tensor(y[val])
-    torch.manual_seed(cfg.seed)
-    model = LateFusionClassifier([f.shape[1] for f in features], n_classes, cfg)
+    model = built(lambda: LateFusionClassifier([f.shape[1] for f in features], n_classes, cfg), torch.Generator().manual_seed(cfg.seed))
     weight = None
     if cfg.class_weights == "balanced":
         counts = np.bincount(y[train], minlength=n_classes).astype(np.float32)
@@ -79,27 +80,27 @@ def fit_fusion(
 
     fit(model, len(train), lambda b: loss(model([x[b] for x in x_train]), y_train[b]),
         lambda: float(loss(model(x_val), y_val)), by_name(FitConfig, cfg))
-    return model, stats
+    return model, scalers
 
 
-def predict_proba(model: LateFusionClassifier, features: list[np.ndarray], rows: np.ndarray, stats: list) -> np.ndarray:
+def predict_proba(model: LateFusionClassifier, features: list[np.ndarray], rows: np.ndarray, scalers: list) -> np.ndarray:
     model.eval()
     with torch.no_grad():
-        return torch.softmax(model(_inputs(features, rows, stats)), dim=1).numpy()
+        return torch.softmax(model(_inputs(features, rows, scalers)), dim=1).numpy()
 
 
 @dataclass
 class LogisticMember:
-    """A standardised multinomial logistic regression as plain arrays: per-modality scaling, [K, D] weights, [K] bias
+    """A standardised multinomial logistic regression as plain arrays: per-modality scalers, [K, D] weights, [K] bias
     and the K class codes it saw (other classes get probability 0)."""
 
-    stats: list
+    scalers: list
     coef: np.ndarray
     intercept: np.ndarray
     codes: np.ndarray
 
     def proba(self, features: list[np.ndarray], rows: np.ndarray, n_classes: int) -> np.ndarray:
-        logits = np.concatenate([scale(f[rows], st) for f, st in zip(features, self.stats)], axis=1).astype(np.float64) @ self.coef.T
+        logits = np.concatenate([standardise(s, f[rows]) for f, s in zip(features, self.scalers)], axis=1).astype(np.float64) @ self.coef.T
         logits += self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         out = np.zeros((len(rows), n_classes))
@@ -111,21 +112,21 @@ def fit_logistic(features: list[np.ndarray], y: np.ndarray, train: np.ndarray, c
     """L2 logistic regression (lbfgs, multinomial) on ``train`` rows, standardised on them."""
     from sklearn.linear_model import LogisticRegression
 
-    stats = [scaling(f[train]) for f in features]
-    x = np.concatenate([scale(f[train], st) for f, st in zip(features, stats)], axis=1)
+    scalers = [fit_scaler(f[train]) for f in features]
+    x = np.concatenate([standardise(s, f[train]) for f, s in zip(features, scalers)], axis=1)
     model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced" if class_weights == "balanced" else None).fit(x, y[train])
     coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
     if len(model.classes_) == 2:  # one sigmoid row -> two softmax rows with the same probabilities
         coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-    return LogisticMember(stats, coef, intercept, model.classes_.astype(np.int64))
+    return LogisticMember(scalers, coef, intercept, model.classes_.astype(np.int64))
 
 
 def member_proba(member: LogisticMember | tuple, features: list[np.ndarray], rows: np.ndarray, n_classes: int) -> np.ndarray:
-    """[rows, n_classes] probabilities of a fitted member (a ``LogisticMember`` or a network and its scaling)."""
+    """[rows, n_classes] probabilities of a fitted member (a ``LogisticMember`` or a network and its scalers)."""
     if isinstance(member, LogisticMember):
         return member.proba(features, rows, n_classes)
-    model, stats = member
-    return predict_proba(model, features, rows, stats)
+    model, scalers = member
+    return predict_proba(model, features, rows, scalers)
 
 
 def fit_member(features: list[np.ndarray], y: np.ndarray, train: np.ndarray, val: np.ndarray | None, n_classes: int, cfg: FusionConfig,
@@ -238,29 +239,29 @@ class FusionHead(Head):
 
         def timeline() -> Timeline:
             spans = windows(clip.length, window_s)
-            over_time = self.predict_proba(pooled_over(clip, spans))
+            over_time = self.predict_proba(span_means(clip, spans))
             return Timeline(spans, {c: over_time[:, k] for k, c in enumerate(self.classes_)},
                             f"{clip.clip_id}: {row['predicted']} ({window_s:g} s windows)", "probability")
 
         return ClipPrediction(clip.clip_id, [row], timeline)
 
     def _tensors(self) -> dict:
-        return {"members": [{"logistic": tensors([m.coef, m.intercept, m.codes]), "standardiser": [tensors(s) for s in m.stats]}
-                            if isinstance(m, LogisticMember) else {"weights": m[0].state_dict(), "standardiser": [tensors(s) for s in m[1]]}
+        return {"members": [{"logistic": tensors([m.coef, m.intercept, m.codes]), "standardiser": [scaler_tensors(s) for s in m.scalers]}
+                            if isinstance(m, LogisticMember) else {"weights": m[0].state_dict(), "standardiser": [scaler_tensors(s) for s in m[1]]}
                             for m in self.members_]}
 
     def _facts(self) -> dict:
         return {"classes": self.classes_, "members_chosen": self.members_chosen_,
-                "dims": [[int(s[0].shape[0]) for s in (m.stats if isinstance(m, LogisticMember) else m[1])] for m in self.members_]}
+                "dims": [[s.n_features_in_ for s in (m.scalers if isinstance(m, LogisticMember) else m[1])] for m in self.members_]}
 
     def _restore(self, state: dict, facts: dict) -> None:
         self.classes_, self.members_ = facts["classes"], []
         self.members_chosen_ = facts.get("members_chosen", ["mlp"] * len(facts["dims"]))
         for saved, dims in zip(state["members"], facts["dims"]):
-            stats = [tuple(t.numpy() for t in s) for s in saved["standardiser"]]
+            scalers = [scaler_from(*(t.numpy() for t in s)) for s in saved["standardiser"]]
             if "logistic" in saved:
-                self.members_.append(LogisticMember(stats, *(t.numpy() for t in saved["logistic"])))
+                self.members_.append(LogisticMember(scalers, *(t.numpy() for t in saved["logistic"])))
                 continue
-            model = LateFusionClassifier(dims, len(self.classes_), self.config)
+            model = built(lambda dims=dims: LateFusionClassifier(dims, len(self.classes_), self.config), torch.Generator())
             model.load_state_dict(saved["weights"])
-            self.members_.append((model.eval(), stats))
+            self.members_.append((model.eval(), scalers))

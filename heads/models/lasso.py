@@ -6,11 +6,11 @@ from typing import ClassVar
 import numpy as np
 from sklearn.linear_model import LassoCV
 from sklearn.model_selection import GroupKFold
-from sklearn.preprocessing import StandardScaler
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
 from mvfx.heads.data.dataset import ClipData, stack
 from mvfx.heads.estimator import NAMES, SEED, Head, Rule, interval, register, tensors
+from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
 
 
 @register
@@ -18,7 +18,7 @@ class LassoHead(Head):
     """Standardise + LassoCV over the concatenated ``features``; inner folds are over clips too.
 
     ``fit(clips)`` takes ``ClipData`` (features on the label grid, with targets); ``predict(clips)``
-    gives one series per clip: ((x - mean_) / scale_) @ coef_ + intercept_. Applied to a store's clip, it
+    gives one series per clip: ``scaler_``-standardised x @ coef_ + intercept_. Applied to a store's clip, it
     predicts the curve on a grid with its training labels' step (``application.curve_prediction``).
     """
 
@@ -41,32 +41,25 @@ class LassoHead(Head):
         self.check_params()
         x, target, groups = stack(clips, self.features)
         splits = list(GroupKFold(n_splits=min(self.inner_folds, len(clips))).split(x, target, groups))
-        scaler = StandardScaler().fit(x)
+        self.scaler_ = fit_scaler(x)
         lasso = LassoCV(cv=splits, alphas=self.n_alphas, max_iter=self.max_iter, random_state=self.seed)
-        lasso.fit(scaler.transform(x), target)
-        self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+        lasso.fit(standardise(self.scaler_, x), target)
         self.coef_, self.intercept_, self.alpha_ = lasso.coef_, float(lasso.intercept_), float(lasso.alpha_)
         return self
 
     def predict(self, clips: list[ClipData]) -> list[np.ndarray]:
-        out = []
-        for clip in clips:
-            x = stack([clip], self.features)[0]
-            x -= self.mean_  # in place, in the features' own dtype, exactly as StandardScaler.transform
-            x /= self.scale_
-            out.append(x @ self.coef_ + self.intercept_)
-        return out
+        return [standardise(self.scaler_, stack([clip], self.features)[0]) @ self.coef_ + self.intercept_ for clip in clips]
 
     def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
         return curve_prediction(self, clip)
 
     def _tensors(self) -> dict:
-        mean, scale, coef = tensors([self.mean_, self.scale_, self.coef_])
+        (mean, scale), (coef,) = scaler_tensors(self.scaler_), tensors([self.coef_])
         return {"mean": mean, "scale": scale, "coef": coef}
 
     def _facts(self) -> dict:
         return {"intercept": self.intercept_, "alpha": self.alpha_}
 
     def _restore(self, state: dict, facts: dict) -> None:
-        self.mean_, self.scale_, self.coef_ = (state[k].numpy() for k in ("mean", "scale", "coef"))
+        self.scaler_, self.coef_ = scaler_from(state["mean"].numpy(), state["scale"].numpy()), state["coef"].numpy()
         self.intercept_, self.alpha_ = facts["intercept"], facts["alpha"]

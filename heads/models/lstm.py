@@ -12,10 +12,15 @@ on the last hidden state (ratings live in [-1, 1]).
   fine-tuned together on the audiovisual target.
 Adam (lr 1e-4), MSE, early stopping on a validation split of the training
 clips, restoring the best epoch. Seeded: the same command gives the same
-numbers on CPU.
+numbers on CPU, from the head's own generators (``torch_random``): the
+layers of a branch are one-layer LSTMs with ``torch_random.Dropout`` between
+them, which is what ``nn.LSTM(num_layers, dropout)`` computes, its dropout
+drawn from the head's generator instead of torch's global one. A model saved
+as one multi-layer LSTM (format version 1) loads into them (``_upgrade``).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,9 +29,11 @@ import torch
 from torch import nn
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
-from mvfx.heads.data.dataset import ClipData, scale, scaling
-from mvfx.heads.estimator import FIT_RULES, NAMES, Head, Rule, by_name, interval, options, register, tensors
+from mvfx.heads.data.dataset import ClipData
+from mvfx.heads.estimator import FIT_RULES, NAMES, Head, Rule, by_name, interval, options, register
+from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
 from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_random import Dropout, built
 from mvfx.media.errors import MvfxError
 
 FUSIONS = ("none", "early", "late", "pair")
@@ -47,12 +54,27 @@ class LstmConfig:
 
 
 class Branch(nn.Module):
+    """``cfg.layers`` stacked one-layer LSTMs, ``Dropout`` between them; the last step's hidden state."""
+
     def __init__(self, n_in: int, cfg: LstmConfig) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(n_in, cfg.hidden, num_layers=cfg.layers, dropout=cfg.dropout, batch_first=True)
+        self.lstm = nn.ModuleList(nn.LSTM(n_in if k == 0 else cfg.hidden, cfg.hidden, batch_first=True) for k in range(cfg.layers))
+        self.dropout = Dropout(cfg.dropout)
+
+    @property
+    def input_size(self) -> int:
+        return self.lstm[0].input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lstm(x)[0][:, -1]
+        for k, layer in enumerate(self.lstm):
+            x = layer(self.dropout(x) if k else x)[0]
+        return x[:, -1]
+
+
+def one_layer_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A version-1 state dict (each branch one ``nn.LSTM`` of several layers: ``lstm.weight_ih_l1``) with the keys of
+    ``Branch``'s one-layer LSTMs (``lstm.1.weight_ih_l0``)."""
+    return {re.sub(r"\.lstm\.(\w+?)_l(\d+)$", r".lstm.\2.\1_l0", key): value for key, value in state.items()}
 
 
 class Regressor(nn.Module):
@@ -73,23 +95,20 @@ def windows(features: np.ndarray, seq_len: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, seq_len, axis=0).transpose(0, 2, 1).copy()
 
 
-class Standardiser:
-    """Per-feature mean/std of each input group, fitted on training clips only."""
+def _group(clip: ClipData, group: list[str]) -> np.ndarray:
+    """[G, sum D] one clip's features of one input group, side by side."""
+    return np.concatenate([clip.features[e] for e in group], axis=1)
 
-    def __init__(self, stats: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.stats = stats
 
-    @classmethod
-    def fit(cls, clips: list[ClipData], groups: list[list[str]]) -> Standardiser:
-        return cls([scaling(np.concatenate([np.concatenate([c.features[e] for e in group], axis=1) for c in clips]))
-                    for group in groups])
+def fit_scalers(clips: list[ClipData], groups: list[list[str]]) -> list:
+    """One scaler per input group, fitted on the rows of the training ``clips``."""
+    return [fit_scaler(np.concatenate([_group(c, group) for c in clips])) for group in groups]
 
-    def inputs(self, clips: list[ClipData], groups: list[list[str]], seq_len: int) -> list[torch.Tensor]:
-        out = []
-        for group, stats in zip(groups, self.stats):
-            per_clip = [windows(scale(np.concatenate([c.features[e] for e in group], axis=1), stats), seq_len) for c in clips]
-            out.append(torch.as_tensor(np.concatenate(per_clip), dtype=torch.float32))
-        return out
+
+def inputs(clips: list[ClipData], groups: list[list[str]], scalers: list, seq_len: int) -> list[torch.Tensor]:
+    """Per input group, the standardised [steps, seq_len, D] windows of every step of ``clips``."""
+    return [torch.as_tensor(np.concatenate([windows(standardise(scaler, _group(c, group)), seq_len) for c in clips]), dtype=torch.float32)
+            for group, scaler in zip(groups, scalers)]
 
 
 def input_groups(extractors: list[str], fusion: str) -> list[list[str]]:
@@ -106,12 +125,11 @@ def _split_validation(clips: list[ClipData], cfg: LstmConfig) -> tuple[list[Clip
     return [clips[i] for i in order[n_val:]], [clips[i] for i in order[:n_val]]
 
 
-def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targets, cfg: LstmConfig) -> Standardiser:
-    """Fit ``model`` on ``clips`` (targets: clip -> series) with early stopping; returns the fitted standardiser."""
-    torch.manual_seed(cfg.seed)
+def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targets, cfg: LstmConfig) -> list:
+    """Fit ``model`` on ``clips`` (targets: clip -> series) with early stopping; returns the fitted scalers."""
     fit_clips, val_clips = _split_validation(clips, cfg)
-    scaler = Standardiser.fit(fit_clips, groups)
-    x_fit, x_val = scaler.inputs(fit_clips, groups, cfg.seq_len), scaler.inputs(val_clips, groups, cfg.seq_len)
+    scalers = fit_scalers(fit_clips, groups)
+    x_fit, x_val = inputs(fit_clips, groups, scalers, cfg.seq_len), inputs(val_clips, groups, scalers, cfg.seq_len)
     y_fit = torch.as_tensor(np.concatenate([targets(c) for c in fit_clips]), dtype=torch.float32)
     y_val = torch.as_tensor(np.concatenate([targets(c) for c in val_clips]), dtype=torch.float32)
     fit(
@@ -120,7 +138,7 @@ def train(model: Regressor, clips: list[ClipData], groups: list[list[str]], targ
         lambda: float(nn.functional.mse_loss(model(x_val), y_val)),
         by_name(FitConfig, cfg),
     )
-    return scaler
+    return scalers
 
 
 @register
@@ -168,35 +186,38 @@ class LstmHead(Head):
         cfg = self.config
         self.groups_ = input_groups(list(self.features), self.fusion)
         self.dims_ = [sum(clips[0].features[e].shape[1] for e in g) for g in self.groups_]
-        torch.manual_seed(cfg.seed)  # the initial weights too must not depend on what ran before
-        self.model_ = Regressor(self.dims_, cfg)
+        generator = torch.Generator().manual_seed(cfg.seed)  # the initial weights, of the pre-trained branches too
+        self.model_ = built(lambda: Regressor(self.dims_, cfg), generator)
         if self.fusion == "pair":
             own = dict(zip([c.clip_id for c in clips], modality_targets or [{}] * len(clips)))
             for branch, group in zip(self.model_.branches, self.groups_):
                 rated = [c for c in clips if group[0] in own[c.clip_id]]  # the modality's own ratings, where given
                 usable, target = (rated, lambda c, e=group[0]: own[c.clip_id][e]) if rated else (clips, lambda c: c.target)
-                unimodal = Regressor([branch.lstm.input_size], cfg)
+                unimodal = built(lambda branch=branch: Regressor([branch.input_size], cfg), generator)
                 train(unimodal, usable, [group], target, cfg)
                 branch.load_state_dict(unimodal.branches[0].state_dict())
-        self.standardiser_ = train(self.model_, clips, self.groups_, lambda c: c.target, cfg)
+        self.scalers_ = train(self.model_, clips, self.groups_, lambda c: c.target, cfg)
         return self
 
     def predict(self, clips: list[ClipData]) -> list[np.ndarray]:
         self.model_.eval()
         with torch.no_grad():
-            return [self.model_(self.standardiser_.inputs([c], self.groups_, self.seq_len)).numpy() for c in clips]
+            return [self.model_(inputs([c], self.groups_, self.scalers_, self.seq_len)).numpy() for c in clips]
 
     def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
         return curve_prediction(self, clip)
 
     def _tensors(self) -> dict:
-        return {"weights": self.model_.state_dict(), "standardiser": [tensors(s) for s in self.standardiser_.stats]}
+        return {"weights": self.model_.state_dict(), "standardiser": [scaler_tensors(s) for s in self.scalers_]}
 
     def _facts(self) -> dict:
         return {"groups": self.groups_, "dims": self.dims_}
 
+    def _upgrade(self, state: dict, version: int) -> dict:
+        return {**state, "weights": one_layer_keys(state["weights"])} if version < 2 else state
+
     def _restore(self, state: dict, facts: dict) -> None:
         self.groups_, self.dims_ = facts["groups"], facts["dims"]
-        self.model_ = Regressor(self.dims_, self.config)
+        self.model_ = built(lambda: Regressor(self.dims_, self.config), torch.Generator())
         self.model_.load_state_dict(state["weights"])
-        self.standardiser_ = Standardiser([tuple(t.numpy() for t in s) for s in state["standardiser"]])
+        self.scalers_ = [scaler_from(*(t.numpy() for t in s)) for s in state["standardiser"]]

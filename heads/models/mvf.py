@@ -23,6 +23,7 @@ from mvfx.heads.estimator import BOOL, FIT_RULES, NONE, PATH, TEXT, Head, Rule, 
 from mvfx.heads.models.autoencoder import load_encoders
 from mvfx.heads.models.mvf_nets import ARCHITECTURES, MvfClassifier, Normaliser, autocast, parameter_count
 from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_random import built
 from mvfx.media.errors import MvfxError
 
 PREDICT_BATCH = 16  # clips whose inputs are built and classified at once by ``MvfHead.predict_clips``
@@ -62,9 +63,10 @@ class MvfHead(Head):
         return chosen
 
     def build(self, n_classes: int) -> MvfClassifier:
-        torch.manual_seed(self.seed)
+        """The classifier, its weights drawn from a generator seeded with ``seed`` (or the autoencoder's encoders)."""
         try:
-            model = MvfClassifier(self.architectures, n_classes, self.mmtm, self.se, self.dropout)
+            model = built(lambda: MvfClassifier(self.architectures, n_classes, self.mmtm, self.se, self.dropout),
+                          torch.Generator().manual_seed(self.seed))
         except ValueError as exc:
             raise MvfxError(str(exc)) from None
         if self.init_from:

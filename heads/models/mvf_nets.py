@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mvfx.heads.torch_random import Dropout
+
 ARCHITECTURES = ("A0", "A1", "A2", "A3")
 WIDTHS = {"music": (32, 64, 128), "video": (32, 64, 128), "face": (16, 32, 64)}
 IN_CHANNELS = {"music": 2, "video": 3, "face": 1}
@@ -219,7 +221,7 @@ def cross_modal_mmtm(nets: dict[str, ModalityNet]) -> nn.ModuleDict:
 
 
 class MvfClassifier(nn.Module):
-    """Any unimodal or multimodal combination: each modality network's pooled features, concatenated, dropout,
+    """Any unimodal or multimodal combination: each modality network's globally averaged last map, concatenated, dropout,
     one linear layer to the classes. ``mmtm`` needs music and video."""
 
     def __init__(self, architectures: dict[str, str], n_classes: int, mmtm: bool = False, se: bool = False,
@@ -229,7 +231,7 @@ class MvfClassifier(nn.Module):
         if mmtm and not {"music", "video"} <= set(architectures):
             raise ValueError("MMTM joins the music and video networks: give both")
         self.mmtm = cross_modal_mmtm(self.nets) if mmtm else None
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(sum(n.features for n in self.nets.values()), n_classes))
+        self.head = nn.Sequential(Dropout(dropout), nn.Linear(sum(n.features for n in self.nets.values()), n_classes))
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         states = run_stages(dict(self.nets), inputs, self.mmtm)

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from mvfx.heads.data.dataset import check_weights, class_folds, pooled
+from mvfx.heads.data.dataset import check_weights, class_folds, clip_level_features
 from mvfx.heads.data.labels import class_labels
 from mvfx.heads.estimator import cross_validate, take
 from mvfx.heads.metrics import class_summary, classification_scores, in_columns
@@ -28,7 +28,7 @@ def train_fusion(
     random = check_weights(store, extractors)
     known = class_labels(labels, store, extractors)
     classes, y, named = known.classes, known.codes, known.names
-    features = {e: pooled(store, e, known.clip_ids) for e in extractors}
+    features = {e: clip_level_features(store, e, known.clip_ids) for e in extractors}
     run = RunFolder(out, run_config(head, store, extractors, folds, seed, labels=str(labels), task="emotion class",
                                     feature_sets=feature_sets, use_split=use_split, random_weight_features=random), started)
     members = [",".join(s) for s in feature_sets]
