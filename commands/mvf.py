@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from mvfx.commands.common import console, fold_progress, reporting_warnings
-from mvfx.heads.metrics import spread
+from mvfx.heads.report import scores_text
 
 ARCH = click.Choice(["A0", "A1", "A2", "A3"])
 
@@ -51,17 +51,16 @@ def train_mvf_cmd(store_path, labels, music, video, face, mmtm, se, init_from, o
     with reporting_warnings(), progress:
         metrics = train_mvf(store_path, labels, head, out, folds, seed, on_fold=lambda _name, row: on_fold(row))
     console.print("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in metrics["parameters"].items()))
-    for name, run in metrics["runs"].items():
-        agg = run["aggregate"]
-        console.print(f"[bold]{name}[/bold]: accuracy {spread(agg['accuracy'])}, macro F1 {spread(agg['f1'])}, "
-                      f"ROC AUC {spread(agg['roc_auc'])}")
+    for name, model in metrics["models"].items():
+        console.print(f"[bold]{name}[/bold]: {scores_text(model['aggregate'])}")
     console.print(f"{metrics['n_clips']} clips, {len(metrics['classes'])} classes (chance {metrics['chance_accuracy']:.3f}) "
                   f"in {metrics['seconds']:.0f} s -> {out}")
 
 
 @click.command("autoencoder")
 @click.argument("store_path", metavar="STORE")
-@click.option("--out", "-o", required=True, help="Folder for the encoders (encoders.pt) and autoencoder.json (loss per epoch).")
+@click.option("--out", "-o", required=True,
+              help="Run folder: the encoders (encoders.pt, autoencoder.json), config.json, metrics.json (reconstruction MSE per epoch).")
 @click.option("--music", type=ARCH, default="A0", show_default=True, help="Music encoder architecture.")
 @click.option("--video", type=ARCH, default="A3", show_default=True, help="Video encoder architecture.")
 @click.option("--no-mmtm", is_flag=True, help="Leave out the MMTM between the audio and video paths.")
@@ -89,10 +88,10 @@ def train_autoencoder_cmd(store_path, out, music, video, no_mmtm, se, epochs, lr
                         TextColumn("{task.fields[last]}"), console=console)
     task = progress.add_task("epochs", total=epochs, last="")
     with reporting_warnings(), progress:
-        summary = train_autoencoder(store_path, out, music, video, not no_mmtm, se, frame_size, epochs, lr, batch_size,
+        metrics = train_autoencoder(store_path, out, music, video, not no_mmtm, se, frame_size, epochs, lr, batch_size,
                                     resolve_device(device), seed,
                                     on_epoch=lambda e, loss: progress.update(task, advance=1, last=f"MSE {loss:.4f}"))
-    loss = summary["loss"]
-    console.print(f"autoencoder music {music} + video {video}{'' if no_mmtm else ' + MMTM'} on {summary['clips']} clips: "
+    loss = metrics["loss"]
+    console.print(f"autoencoder music {music} + video {video}{'' if no_mmtm else ' + MMTM'} on {metrics['n_clips']} clips: "
                   f"reconstruction MSE {loss[0]:.4f} -> {loss[-1]:.4f} over {len(loss)} epochs, "
-                  f"{summary['parameters']['total'] / 1e6:.2f} M parameters, in {summary['seconds']:.0f} s -> {out}")
+                  f"{metrics['parameters']['total'] / 1e6:.2f} M parameters, in {metrics['seconds']:.0f} s -> {out}")

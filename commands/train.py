@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from mvfx.commands.common import console, fold_progress, parse_assignments, reporting_warnings
-from mvfx.heads.metrics import spread
+from mvfx.heads.report import scores_text
 
 
 @click.group()
@@ -49,11 +49,10 @@ def _run_training(**kwargs) -> None:
     progress, on_fold = fold_progress(kwargs["folds"], lambda f: f"fold {f['fold']}: CCC {f['ccc']:.3f}")
     with reporting_warnings(), progress:
         metrics = train_regression(on_fold=on_fold, **kwargs)
-    agg, ceiling = metrics["aggregate"], metrics["inter_rater_ccc"]
+    agg, ceiling = metrics["models"][metrics["main"]]["aggregate"], metrics["inter_rater_ccc"]
     console.print(
         f"[bold]{kwargs['target']}[/bold] over {metrics['n_clips']} clips, {kwargs['folds']} folds, scored {metrics['grain']}: "
-        f"CCC {spread(agg['ccc'])}, r {spread(agg['pearson'])}, RMSE {spread(agg['rmse'])}{_ceiling(ceiling)} "
-        f"in {metrics['seconds']:.0f} s -> {kwargs['out']}"
+        f"{scores_text(agg)}{_ceiling(ceiling)} in {metrics['seconds']:.0f} s -> {kwargs['out']}"
     )
 
 
@@ -139,11 +138,8 @@ def train_fusion_cmd(store_path, labels, features, ensemble, out, folds, use_spl
     progress, on_fold = fold_progress(1 if use_split else folds, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
     with reporting_warnings(), progress:
         metrics = train_fusion(store_path, labels, head, out, folds, seed, use_split, on_fold=on_fold)
-    for name, agg in metrics["aggregate"].items():
-        if name == "ensemble" and len(sets) == 1:
-            continue
-        console.print(f"[bold]{name}[/bold]: accuracy {spread(agg['accuracy'])}, macro F1 {spread(agg['f1'])}, "
-                      f"ROC AUC {spread(agg['roc_auc'])}")
+    for name, model in metrics["models"].items():
+        console.print(f"[bold]{name}[/bold]: {scores_text(model['aggregate'])}")
     console.print(f"{metrics['n_clips']} clips, {len(metrics['classes'])} classes (chance {metrics['chance_accuracy']:.3f}) "
                   f"in {metrics['seconds']:.0f} s -> {out}")
 
@@ -200,7 +196,7 @@ def train_correspond_cmd(store_path, pairs_csv, video_features, music_features, 
     progress, on_fold = fold_progress(folds, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
     with reporting_warnings(), progress:
         metrics = train_correspond(store_path, pairs_csv, head, out, folds, seed, on_fold)
-    agg, ret = metrics["aggregate"], metrics["retrieval"]
+    agg, ret = metrics["models"][metrics["main"]]["aggregate"], metrics["retrieval"]
     console.print(f"[bold]match[/bold] over {metrics['n_pairs']} pairs: accuracy {agg['accuracy']['mean']:.3f} ± {agg['accuracy']['std']:.3f} "
                   f"(chance {metrics['chance_accuracy']:.2f}), F1 {agg['f1']['mean']:.3f}, ROC AUC {agg['roc_auc']['mean']:.3f}")
     for direction, scores in ret.items():

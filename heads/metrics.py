@@ -1,9 +1,14 @@
 """Scores of the heads: regression (numpy; short enough not to need a library), classification (scikit-learn),
-retrieval (top-K hits, mAP), and their summaries over folds."""
+retrieval (top-K hits, mAP), and their summaries over folds.
+
+Every run writes them into metrics.json in one format (``METRICS_FORMAT`` version ``METRICS_VERSION``, written by
+``runs.folder.RunFolder.finish``, read by ``report.read_metrics``); version 1, before it, had no format field."""
 from __future__ import annotations
 
 import numpy as np
 
+METRICS_FORMAT = "mvfx-metrics"
+METRICS_VERSION = 2
 CLASS_METRICS = ("accuracy", "f1", "roc_auc")  # what a classifier's folds are summarised by (mean ± std)
 TOP_K = (1, 3, 5)  # the ranks at which retrieval counts a hit
 
@@ -43,13 +48,16 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 
 def spread(stat: dict | None) -> str:
-    """'0.412 ± 0.051', with '(in 1 of 5 folds)' when some folds leave it undefined; 'undefined' or '-'."""
+    """'0.412 ± 0.051', with '(in 1 of 5 folds)' when some folds leave it undefined; '0.412' from one fold (a
+    labels file's split, or a run without folds); 'undefined' or '-'."""
     if not stat or "mean" not in stat:
         return "-"
     if not np.isfinite(stat["mean"]):
         return "undefined"
-    text = f"{stat['mean']:.3f} ± {stat['std']:.3f}"
     defined, folds = stat.get("defined"), stat.get("folds")
+    if folds == 1:
+        return f"{stat['mean']:.3f}"
+    text = f"{stat['mean']:.3f} ± {stat['std']:.3f}"
     return text + (f" (in {defined} of {folds} folds)" if defined is not None and folds and defined < folds else "")
 
 
@@ -101,10 +109,10 @@ def in_columns(proba: np.ndarray, have: list[str], classes: list[str]) -> np.nda
 
 
 def class_summary(fold_scores: list[dict], y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
-    """``aggregate``: each of ``CLASS_METRICS`` as mean ± std over the folds' ``classification_scores``; ``pooled``: the
-    scores of the out-of-fold probabilities ``proba`` of the rows ``y`` together."""
+    """``aggregate``: each of ``CLASS_METRICS`` as mean ± std over the folds' ``classification_scores``; ``out_of_fold``:
+    the scores of the out-of-fold probabilities ``proba`` of the rows ``y``, every fold's test rows together."""
     return {"aggregate": {m: mean_std([f[m] for f in fold_scores]) for m in CLASS_METRICS},
-            "pooled": classification_scores(y, proba, classes)}
+            "out_of_fold": classification_scores(y, proba, classes)}
 
 
 def retrieval_scores(scores: np.ndarray, query_labels: list[str], gallery_labels: list[str]) -> dict:

@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from mvfx.heads.metrics import mean_std, spread
+
 
 def trajectories_plot(path: Path, clips, predictions: dict[str, np.ndarray], target: str) -> None:
     """Predicted vs gold over time for a few clips, annotators faint behind (as in the MuVi figures)."""
@@ -28,18 +30,18 @@ def trajectories_plot(path: Path, clips, predictions: dict[str, np.ndarray], tar
     plt.close(fig)
 
 
-def fold_scores_plot(path: Path, metrics: dict, target: str) -> None:
-    """CCC, Pearson r and RMSE per fold, with the inter-rater ceiling as a line."""
-    folds = metrics["folds"]
+def fold_scores_plot(path: Path, folds: list[dict], ceiling: dict, target: str) -> None:
+    """CCC, Pearson r and RMSE of each fold (``folds``: their scores, in fold order), with the inter-rater
+    ``ceiling`` (mean, std) as a line."""
     names = ["ccc", "pearson", "rmse"]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
     for ax, name in zip(axes, names):
-        ax.bar([f"{f['fold']}" for f in folds], [f[name] for f in folds], color="tab:blue")
-        if name == "ccc" and np.isfinite(metrics["inter_rater_ccc"]["mean"]):
-            ax.axhline(metrics["inter_rater_ccc"]["mean"], color="black", ls="--", lw=1, label="inter-rater")
+        values = np.array([f[name] for f in folds], float)
+        ax.bar([str(k) for k in range(len(folds))], values, color="tab:blue")
+        if name == "ccc" and np.isfinite(ceiling["mean"]):
+            ax.axhline(ceiling["mean"], color="black", ls="--", lw=1, label="inter-rater")
             ax.legend(fontsize=8)
-        agg = metrics["aggregate"][name]
-        ax.set_title(f"{name} {agg['mean']:.3f} ± {agg['std']:.3f}", fontsize=9)
+        ax.set_title(f"{name} {spread(mean_std(values))}", fontsize=9)
         ax.set_xlabel("fold")
     fig.suptitle(f"{target}: per-fold test scores", fontsize=10)
     fig.tight_layout()

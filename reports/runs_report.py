@@ -20,8 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from mvfx.heads.metrics import spread
-from mvfx.heads.report import comparison_table, read_run
-from mvfx.media.errors import MvfxError
+from mvfx.heads.report import comparison_table, read_metrics, read_run
 from mvfx.reports.site import ReportResult, Site, file_name
 
 MAX_CLIP_ROWS = 1000  # clips listed per predictions table (the CSV, copied beside the page, has them all)
@@ -58,28 +57,15 @@ def write_runs_report(runs: list[str | Path], out: str | Path) -> ReportResult:
     return site.result(notes)
 
 
-def _load(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MvfxError(f"{path}: cannot read ({exc})") from None
-
-
 def _is_stat(value) -> bool:
     return isinstance(value, dict) and "mean" in value
 
 
 def _metric_tables(metrics: dict) -> tuple[list[str], list[dict]]:
-    """(metric names, one row per model: name, main?, metric -> 'mean ± std') from ``aggregate``."""
-    aggregate = metrics.get("aggregate", {})
-    if aggregate and all(_is_stat(v) or not isinstance(v, dict) for v in aggregate.values()):
-        models = {"": aggregate}
-    else:
-        models = {k: v for k, v in aggregate.items() if isinstance(v, dict)}
+    """(metric names, one row per model: name, main?, metric -> 'mean ± std') from each model's ``aggregate``."""
+    models = {name: model["aggregate"] for name, model in metrics["models"].items()}
     names = list(dict.fromkeys(m for stats in models.values() for m, v in stats.items() if _is_stat(v)))
-    rows = [{"model": model, "main": model == metrics.get("main"),
+    rows = [{"model": model, "main": model == metrics["main"] and len(models) > 1,
              "values": [spread(stats.get(m)) for m in names]} for model, stats in models.items()]
     return names, rows
 
@@ -89,16 +75,12 @@ def _scalar(value) -> bool:
 
 
 def _fold_table(metrics: dict) -> tuple[list[str], list[list]]:
-    """Per-fold scores: the fold's own numbers, or (classification) those of the main model."""
-    folds = metrics.get("folds") or []
+    """Per-fold scores of the main model, and how many clips each fold tested."""
     columns: list[str] = []
     rows = []
-    for fold in folds:
-        if not isinstance(fold, dict):
-            continue
-        scores = fold.get("scores", {}).get(metrics.get("main"), {}) if isinstance(fold.get("scores"), dict) else {}
-        values = {k: v for k, v in {**fold, **scores}.items() if _scalar(v) and k != "fold"}
-        values["test clips"] = len(fold.get("test_clips", []) or [])
+    for fold in metrics["folds"]:
+        values = {k: v for k, v in fold["scores"].get(metrics["main"], {}).items() if _scalar(v)}
+        values["test clips"] = len(fold["test_clips"])
         for k in values:
             if k not in columns:
                 columns.append(k)
@@ -120,6 +102,10 @@ def _facts(config: dict, metrics: dict) -> list[tuple[str, str]]:
             facts.append((key.replace("n_", "").replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value)))
     if _is_stat(metrics.get("inter_rater_ccc")):
         facts.append(("inter-rater CCC (ceiling)", spread(metrics["inter_rater_ccc"])))
+    for direction, scores in metrics.get("retrieval", {}).items():
+        facts.append((f"retrieval, {direction.replace('_', ' ')}", ", ".join(f"{k.replace('top', 'top-')} {spread(v)}" for k, v in scores.items())))
+    if metrics.get("loss"):
+        facts.append(("reconstruction MSE per epoch", " → ".join(f"{v:.4f}" for v in metrics["loss"])))
     if config.get("params"):
         facts.append(("parameters", ", ".join(f"{k}={v}" for k, v in sorted(config["params"].items()) if not isinstance(v, (list, dict)))))
     return facts
@@ -128,8 +114,7 @@ def _facts(config: dict, metrics: dict) -> list[tuple[str, str]]:
 def _run_page(site: Site, folder: Path, row: dict, page: str, notes: list[str]) -> None:
     here = page.removesuffix(".html")  # runs/<run>: the page's files
     local = here.split("/", 1)[1]
-    metrics = _load(folder / "metrics.json")
-    config = _load(folder / "config.json")
+    config, metrics = read_metrics(folder)
     names, models = _metric_tables(metrics)
     fold_columns, folds = _fold_table(metrics)
     pictures = []

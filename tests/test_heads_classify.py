@@ -93,9 +93,10 @@ def test_fusion_classifier_and_ensemble_beat_chance(heads_corpus):
     assert proc.exit_code == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["main"] == "ensemble" and metrics["chance_accuracy"] == pytest.approx(1 / 6)
-    assert metrics["aggregate"]["emobase,colour"]["accuracy"]["mean"] > 0.5
-    assert metrics["aggregate"]["ensemble"]["accuracy"]["mean"] > 0.5
-    assert len(metrics["folds"]) == 4 and np.array(metrics["pooled"]["ensemble"]["confusion"]).sum() == 24
+    assert set(metrics["models"]) == {"emobase,colour", "emobase", "colour", "ensemble"}
+    assert metrics["models"]["emobase,colour"]["aggregate"]["accuracy"]["mean"] > 0.5
+    assert metrics["models"]["ensemble"]["aggregate"]["accuracy"]["mean"] > 0.5
+    assert len(metrics["folds"]) == 4 and np.array(metrics["models"]["ensemble"]["out_of_fold"]["confusion"]).sum() == 24
     for name in ("confusion.png", "roc.png", "predictions.csv", "model/model.json", "model/state.pt", "config.json"):
         assert (out / name).stat().st_size > 0
     assert "ensemble: accuracy" in proc.stderr
@@ -129,7 +130,8 @@ def _correspond(root, out, *extra):
 def test_match_classifier_beats_chance(pair_corpus):
     metrics, proc = _correspond(pair_corpus, pair_corpus / "classify")
     assert metrics["n_pairs"] == 100 and metrics["chance_accuracy"] == 0.5
-    assert metrics["aggregate"]["accuracy"]["mean"] > 0.65 and metrics["aggregate"]["roc_auc"]["mean"] > 0.7
+    match = metrics["models"]["correspond"]["aggregate"]
+    assert match["accuracy"]["mean"] > 0.65 and match["roc_auc"]["mean"] > 0.7
     for name in ("confusion.png", "roc.png", "model/model.json", "model/state.pt", "predictions.csv"):
         assert (pair_corpus / "classify" / name).stat().st_size > 0
     assert "video to music: top-1" in proc.stderr

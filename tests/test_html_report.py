@@ -1,15 +1,15 @@
 """The offline HTML reports (`mvfx store report`, `mvfx report --html`): pages checked with a parser everywhere,
 and in a real browser (the system Chromium, driven by Playwright) where one is installed.
 
-The store is written directly (a few clips, two feature sets, failures at three stages, a clip whose file is gone,
-a damaged clip, ids that need escaping), so these tests take seconds, not an extraction.
+The store of the store report is written directly (a few clips, two feature sets, failures at three stages, a clip
+whose file is gone, a damaged clip, ids that need escaping), so those tests take seconds, not an extraction. The runs
+of the runs report are real: every kind of run made by its own `mvfx train` command on a small extracted store.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -96,48 +96,39 @@ def store_report(store_path, tmp_path_factory) -> Path:
     return out
 
 
-def _write_run(folder: Path, model: str, ccc: float, classification: bool = False) -> Path:
-    """A run folder as the train commands leave it: config.json, metrics.json, a PNG, predictions.csv, and what
-    `mvfx predict RUN ... --out RUN/predictions/NAME` adds."""
-    from matplotlib.figure import Figure
-
-    folder.mkdir(parents=True)
-    stat = lambda m: {"mean": m, "std": 0.05, "defined": 5, "folds": 5}  # noqa: E731
-    if classification:
-        metrics = {"classes": ["calm", "tense"], "main": "ensemble", "n_clips": 4,
-                   "aggregate": {"ensemble": {"accuracy": stat(0.75), "f1": stat(0.7), "roc_auc": stat(0.8)}, "colour": {"accuracy": stat(0.5)}},
-                   "folds": [{"fold": 0, "test_clips": ["a", "b"], "scores": {"ensemble": {"accuracy": 1.0}}}]}
-        config = {"model": model, "features": ["colour"], "task": "emotion class", "params": {"fusion": None, "hidden": 8}}
-        rows = "clip_id,label,predicted,p_calm,p_tense\na,calm,calm,0.9,0.1\nb,tense,calm,0.6,0.4\n"
-        pictures = ["confusion.png", "roc.png"]
-    else:
-        metrics = {"grain": "per clip", "aggregate": {"ccc": stat(ccc), "pearson": stat(0.5), "rmse": stat(0.2)},
-                   "inter_rater_ccc": stat(0.6), "n_clips": 4, "n_steps": 8,
-                   "folds": [{"fold": k, "test_clips": ["a"], "ccc": ccc, "rmse": 0.2} for k in range(2)],
-                   "top_coefficients": [{"feature": "mood:arousal", "coef_mean": 0.1, "coef_std": 0.01, "nonzero_folds": 2}]}
-        config = {"model": model, "features": ["mood"], "target": "arousal", "store": "small.zarr", "store_commit": None, "folds": 2,
-                  "params": {"fusion": "late"}}
-        rows = "clip_id,fold,start_s,end_s,gold,predicted\n" + "".join(f"{c},0,{t / 2},{t / 2 + 0.5},0.1,0.2\n" for c in "ab" for t in range(4))
-        pictures = ["trajectories.png", "folds.png"]
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "predictions.csv").write_text(rows)
-    for name in pictures:
-        fig = Figure(figsize=(2, 1.5))
-        fig.add_subplot().plot([0, 1], [0, 1])
-        fig.savefig(folder / name, dpi=50)
-    predicted = folder / "predictions" / "unseen"
-    (predicted / "timelines").mkdir(parents=True)
-    (predicted / "predictions.csv").write_text("clip_id,start_s,end_s,predicted_arousal\nnew_1,0.0,0.5,0.3\nnew_1,0.5,1.0,0.4\n")
-    shutil.copyfile(folder / pictures[0], predicted / "timelines" / "new_1.png")
-    return folder
+def _train(*args: object) -> None:
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
 
 
 @pytest.fixture(scope="module")
 def runs_report(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A run folder of every kind, each made by its real `mvfx train` command (tiny recipes) on a 24-clip store of
+    2-second demo clips (4 per class: enough pairs to train correspondence), a `mvfx predict` below the LASSO run,
+    and their report."""
+    from mvfx.heads.data.labels import read_class_labels
+    from mvfx.heads.data.pairs import build_pairs
+    from mvfx.pipeline.demo_corpus import write_demo_corpus
+    from mvfx.pipeline.run import run_extract
+
     root = tmp_path_factory.mktemp("runs")
-    runs = [_write_run(root / "lasso", "lasso", 0.41), _write_run(root / "lstm", "lstm", 0.52),
-            _write_run(root / "fusion", "fusion", 0.0, classification=True)]
+    corpus, store = root / "corpus", root / "s.zarr"
+    write_demo_corpus(corpus, n_clips=24, seconds=2.0, seed=3, size=(96, 64))
+    assert run_extract(str(corpus), str(store), ["colour", "emobase", "logmel_phase", "frames"], options={"frames": {"n_frames": "8"}},
+                       workers=1).ok
+    build_pairs(read_class_labels(corpus / "labels.csv").drop(columns="split")).to_csv(root / "pairs.csv", index=False)
+    ratings, classes = ("--labels", corpus / "annotations.csv", "--folds", 2), ("--labels", corpus / "labels.csv", "--folds", 2)
+    tiny = ("--frame-size", 16, "--device", "cpu")
+    _train("train", "lasso", store, *ratings, "-f", "colour", "--out", root / "lasso")
+    _train("train", "lstm", store, *ratings, "-f", "colour,emobase", "--fusion", "late", "--hidden", 8, "--epochs", 2, "--out", root / "lstm")
+    _train("train", "fusion", store, *classes, "-f", "colour", "--ensemble", "emobase", "--member-model", "logistic", "--out", root / "fusion")
+    _train("train", "autoencoder", store, "--music", "A2", "--video", "A2", "--epochs", 1, *tiny, "--out", root / "autoencoder")
+    _train("train", "mvf", store, *classes, "--music", "A2", "--video", "A2", "--mmtm", "--init-from", root / "autoencoder", "--epochs", 1,
+           "--music-frames", 32, *tiny, "--out", root / "mvf")
+    _train("train", "correspond", store, "--pairs", root / "pairs.csv", "--video-features", "colour", "--music-features", "emobase",
+           "--epochs", 2, "--folds", 2, "--out", root / "correspond")
+    _train("predict", root / "lasso", store, "--out", root / "lasso" / "predictions" / "unseen", "--timelines", 1)
+    runs = [root / name for name in ("lasso", "lstm", "fusion", "mvf", "autoencoder", "correspond")]
     out = root / "html"
     result = run_cli("report", *runs, "--html", out)
     assert result.exit_code == 0, result.output
@@ -339,21 +330,53 @@ def test_runs_report_has_the_cli_table_metrics_plots_and_predictions(runs_report
     out, runs = runs_report
     _check_site(out)
     headers, body = comparison_table([read_run(r) for r in runs])
-    printed = run_cli("report", *runs).stdout
-    words = set(re.findall(r"[\w-]+", printed))
-    for title in headers:  # the same columns as `mvfx report` prints (which may wrap a title over lines)
-        assert set(re.findall(r"[\w-]+", title)) <= words, title
-    assert len(headers) == 4 + 6 + 2 and body[0][4] == "0.410 ± 0.050"
+    for group in (runs[:2], runs[2:4] + runs[5:], runs[4:5]):  # runs of one task, as they are compared
+        printed = run_cli("report", *group).stdout
+        words = set(re.findall(r"[\w-]+", printed))
+        for title in comparison_table([read_run(r) for r in group])[0]:  # the columns the HTML shows (a title may wrap)
+            assert set(re.findall(r"[\w-]+", title)) <= words, title
+    assert headers == ["run", "model", "features", "target", "CCC", "r", "RMSE", "accuracy", "macro F1", "ROC AUC", "reconstruction MSE",
+                       "inter-rater CCC", "clips"]
+    shown = {row[0]: dict(zip(headers, row)) for row in body}
+    scores = {"lasso": ("CCC", "r", "RMSE"), "lstm": ("CCC", "r", "RMSE"), "fusion": ("accuracy", "macro F1", "ROC AUC"),
+              "mvf": ("accuracy", "macro F1", "ROC AUC"), "correspond": ("accuracy", "macro F1", "ROC AUC"), "autoencoder": ("reconstruction MSE",)}
+    for run, columns in scores.items():  # every kind of run shows its own scores, and only those
+        for title in headers[4:11]:
+            assert (re.fullmatch(r"-?\d\.\d{3}( ± \d\.\d{3})?", shown[run][title]) is not None) == (title in columns), (run, title, shown[run][title])
+    assert shown["lstm"]["model"] == "lstm (late)" and shown["lasso"]["inter-rater CCC"] != "-" and shown["mvf"]["clips"] == "24"
     index = (out / "index.html").read_text()
-    assert all(f">{h}<" in index for h in ("run", "CCC", "accuracy", "ROC AUC", "inter-rater CCC"))
-    assert "0.410 ± 0.050" in index and "0.520 ± 0.050" in index
+    assert all(f">{h}<" in index for h in ("run", "CCC", "accuracy", "ROC AUC", "reconstruction MSE", "inter-rater CCC"))
+    assert all(shown[run]["CCC"] in index for run in ("lasso", "lstm"))
     lasso = (out / "runs" / "lasso.html").read_text()
     assert "trajectories.png" in lasso and (out / "runs" / "lasso" / "trajectories.png").is_file()
-    assert "mood:arousal" in lasso and "mean predicted" in lasso  # coefficients; predictions averaged per clip
-    assert "mvfx predict: predictions/unseen" in lasso and (out / "runs" / "lasso" / "predicted-0" / "timelines" / "new_1.png").is_file()
+    assert "colour:" in lasso and "mean predicted" in lasso  # coefficients; predictions averaged per clip
+    assert "mvfx predict: predictions/unseen" in lasso and len(list((out / "runs" / "lasso" / "predicted-0" / "timelines").glob("*.png"))) == 1
     fusion = (out / "runs" / "fusion.html").read_text()
-    assert "confusion matrix" in fusion and "ROC" in fusion and "ensemble (main)" in fusion
+    assert "confusion matrix" in fusion and "ROC" in fusion and "ensemble (main)" in fusion and ">colour<" in fusion
     assert (out / "runs" / "fusion" / "predictions.csv").is_file()
+    mvf = (out / "runs" / "mvf.html").read_text()
+    assert "pretrained (main)" in mvf and ">scratch<" in mvf and ">epochs<" in mvf
+    assert "reconstruction MSE per epoch" in (out / "runs" / "autoencoder.html").read_text()
+    correspond = (out / "runs" / "correspond.html").read_text()
+    assert "retrieval, video to music" in correspond and "top-1" in correspond and ">test_pairs<" in correspond
+
+
+def test_a_run_folder_written_before_the_metrics_format_still_reports(runs_report, tmp_path):
+    """metrics.json version 1 (no format field; MVF's scores under runs, a fusion's per model): read into the format."""
+    old = tmp_path / "old_mvf"
+    old.mkdir()
+    stat = {"mean": 0.5, "std": 0.1, "defined": 2, "folds": 2}
+    scores = {"accuracy": stat, "f1": stat, "roc_auc": stat}
+    (old / "config.json").write_text(json.dumps({"model": "mvf", "features": ["frames"], "task": "emotion class"}))
+    (old / "metrics.json").write_text(json.dumps({"main": "scratch", "aggregate": scores, "pooled": {}, "n_clips": 6, "folds": [
+        {"accuracy": 0.4, "epochs": 3}, {"accuracy": 0.6, "epochs": 2}], "runs": {"scratch": {"aggregate": scores, "pooled": {}}}}))
+    assert read_run(old)["metrics"]["accuracy"] == stat  # version 1 of MVF runs showed no score at all
+    result = run_cli("report", old, runs_report[1][2], "--html", tmp_path / "html")
+    assert result.exit_code == 0, result.output
+    assert "0.500 ± 0.100" in result.stdout and ">epochs<" in (tmp_path / "html" / "runs" / "old_mvf.html").read_text()
+    (old / "metrics.json").write_text(json.dumps({"format": "mvfx-metrics", "format_version": 9}))
+    refused = run_cli("report", old)
+    assert refused.exit_code == 2 and "format mvfx-metrics v9; this mvfx reads mvfx-metrics v1 and v2" in refused.stderr
 
 
 # --- checked in a browser ----------------------------------------------------------------------------------------
@@ -463,13 +486,14 @@ def test_in_a_browser_the_failures_table_filters_and_sorts_from_the_keyboard(bro
 
 @needs_browser
 def test_in_a_browser_the_runs_report_resolves_and_sorts(browser, runs_report):
-    out, _ = runs_report
+    out, runs = runs_report
     watch = _Watch(browser)
     pages = _crawl(watch, out)
-    assert len(pages) == 4
+    assert len(pages) == 1 + len(runs)
     watch.open(out / "index.html")
     page = watch.page
-    page.click("#runs-table thead th:nth-child(5) button")  # CCC, ascending: '-' (the classifier) last
-    runs = page.eval_on_selector_all("#runs-table tbody tr", "rows => rows.map(r => r.cells[0].textContent.trim())")
-    assert runs == ["lasso", "lstm", "fusion"]
+    page.click("#runs-table thead th:nth-child(5) button")  # CCC, ascending: '-' (the runs without one) last
+    order = page.eval_on_selector_all("#runs-table tbody tr", "rows => rows.map(r => r.cells[0].textContent.trim())")
+    regression = sorted(("lasso", "lstm"), key=lambda r: read_run(out.parent / r)["metrics"]["ccc"]["mean"])
+    assert order[:2] == regression and sorted(order[2:]) == sorted(r.name for r in runs if r.name not in regression)
     assert watch.problems == []

@@ -204,7 +204,8 @@ def test_lasso_on_imported_features_gives_the_numbers_of_the_original(heads_corp
     imported = json.loads((tmp_path / "imported" / "metrics.json").read_text())
     assert imported["n_clips"] == original["n_clips"] == 24
     for metric in ("ccc", "pearson", "rmse"):
-        assert imported["aggregate"][metric]["mean"] == pytest.approx(original["aggregate"][metric]["mean"], abs=1e-9)
+        assert imported["models"]["lasso"]["aggregate"][metric]["mean"] == pytest.approx(
+            original["models"]["lasso"]["aggregate"][metric]["mean"], abs=1e-9)
 
 
 def test_lstm_and_fusion_train_on_imported_features(heads_corpus, imported_copy, tmp_path):
@@ -217,7 +218,7 @@ def test_lstm_and_fusion_train_on_imported_features(heads_corpus, imported_copy,
                      "--out", tmp_path / "fusion", "--epochs", "50", "--class-weights", "balanced")
     assert fusion.exit_code == 0, fusion.stderr
     metrics = json.loads((tmp_path / "fusion" / "metrics.json").read_text())
-    assert metrics["n_clips"] == 24 and metrics["aggregate"]["emobase"]["accuracy"]["mean"] > 1 / 6
+    assert metrics["n_clips"] == 24 and metrics["models"]["emobase"]["aggregate"]["accuracy"]["mean"] > 1 / 6
 
 
 def test_unmatched_labels_are_reported_and_clip_level_targets_of_any_name(heads_corpus, tmp_path):
@@ -232,7 +233,7 @@ def test_unmatched_labels_are_reported_and_clip_level_targets_of_any_name(heads_
     assert "labels: 26 clips, 24 with emobase features; left out 2: ghost_1, ghost_2" in result.stderr
     assert "scored per fold (one value per clip)" in result.stderr and "inter-rater" not in result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["grain"] == "per fold (one value per clip)" and np.isfinite(metrics["aggregate"]["ccc"]["mean"])
+    assert metrics["grain"] == "per fold (one value per clip)" and np.isfinite(metrics["models"]["lasso"]["aggregate"]["ccc"]["mean"])
 
 
 def test_verify_reports_failures_and_empty_feature_sets(tmp_path):

@@ -85,3 +85,8 @@ def test_correspondence_groups_come_from_the_clips_the_pairs_share(heads_corpus,
             group_of.setdefault(clip, set()).add(row.group)
     assert all(len(groups) == 1 for groups in group_of.values())  # a clip's pairs all share one group
     assert len({next(iter(group_of[c])) for c in (a, b, matched["video_clip"].iloc[2])}) == 1
+    result = run_cli("train", "correspond", heads_corpus / "s.zarr", "--pairs", tmp_path / "pairs.csv", "--video-features", "colour",
+                     "--music-features", "emobase", "--epochs", 2, "--folds", 3, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    tested = [clip for fold in json.loads((tmp_path / "run" / "metrics.json").read_text())["folds"] for clip in fold["test_clips"]]
+    assert len(tested) == len(set(tested))  # no clip in the test pairs of two folds, so none on both sides of one

@@ -123,7 +123,7 @@ def test_every_architecture_trains_and_its_loss_falls(demo_inputs, modality, arc
 
 def test_the_autoencoder_learns_and_its_encoders_start_the_classifier(demo_inputs, tmp_path):
     model, summary = pretrain_autoencoder(_small(demo_inputs[1]), music="A0", video="A3", epochs=3, batch_size=3)
-    save_encoders(model, summary, tmp_path / "ae")
+    save_encoders(model, tmp_path / "ae")
     assert summary["loss"][-1] < summary["loss"][0]
     saved = torch.load(tmp_path / "ae" / "encoders.pt", weights_only=True)
     model = MvfHead(music="A0", video="A3", mmtm=True, init_from=str(tmp_path / "ae")).build(6)
@@ -134,13 +134,15 @@ def test_the_autoencoder_learns_and_its_encoders_start_the_classifier(demo_input
         MvfHead(music="A0", video="A1", init_from=str(tmp_path / "ae")).build(6)
 
 
-def test_train_autoencoder_writes_encoders_and_one_summary_that_start_the_classifier(demo_inputs, tmp_path):
+def test_train_autoencoder_writes_encoders_in_a_run_folder_that_start_the_classifier(demo_inputs, tmp_path):
     out = tmp_path / "ae"
     result = run_cli("train", "autoencoder", demo_inputs[0], "--out", out, "--epochs", "1", "--frame-size", "16", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
-    summary = json.loads((out / "autoencoder.json").read_text())
-    assert summary["clips"] == 6 and len(summary["loss"]) == 1 and summary["frame_size"] == 16
-    assert summary["store"] and summary["seconds"] > 0  # what the run adds, in the one file the encoders are checked against
+    assert json.loads((out / "autoencoder.json").read_text()) == {"music": "A0", "video": "A3", "mmtm": True, "se": False}
+    config, metrics = (json.loads((out / name).read_text()) for name in ("config.json", "metrics.json"))
+    assert config["store"] and config["params"]["frame_size"] == 16 and config["model"] == "autoencoder"
+    assert metrics["n_clips"] == 6 and len(metrics["loss"]) == 1 and metrics["seconds"] > 0
+    assert metrics["models"]["autoencoder"]["aggregate"]["mse"]["mean"] == metrics["loss"][-1]
     model = MvfHead(music="A0", video="A3", mmtm=True, init_from=str(out)).build(6)
     saved = torch.load(out / "encoders.pt", weights_only=True)
     for name, tensor in saved["music"].items():
@@ -165,8 +167,8 @@ def test_the_multimodal_network_beats_chance_and_predicts_unseen_clips(heads_cor
                      "--out", out)
     assert result.exit_code == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["aggregate"]["accuracy"]["mean"] > 1.5 * metrics["chance_accuracy"]
-    assert metrics["aggregate"]["roc_auc"]["mean"] > 0.75
+    scores = metrics["models"]["scratch"]["aggregate"]
+    assert scores["accuracy"]["mean"] > 1.5 * metrics["chance_accuracy"] and scores["roc_auc"]["mean"] > 0.75
     assert set(metrics["parameters"]) == {"music", "video", "mmtm", "classifier", "total"} and "parameters: music" in result.output
     for name in ("confusion.png", "roc.png", "predictions.csv", "model/model.json", "model/state.pt"):
         assert (out / name).stat().st_size > 0

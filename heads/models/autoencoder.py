@@ -2,8 +2,8 @@
 
 The encoders are the classifier's own ``ModalityNet``s (joined by MMTM); decoders rebuild the normalised
 log-mel + phase image and the frame stack from the encoders' last maps, trained with MSE on every clip, no
-labels. ``save_encoders`` writes ``encoders.pt`` and ``autoencoder.json`` (architectures, loss per epoch) into
-a folder; ``MvfHead(init_from=FOLDER)`` starts its networks from them (``load_encoders``).
+labels. ``save_encoders`` writes ``encoders.pt`` and ``autoencoder.json`` (the encoders' architectures) into a
+folder; ``MvfHead(init_from=FOLDER)`` starts its networks from them (``load_encoders``).
 """
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ class SlowFastAutoencoder(nn.Module):
 def pretrain_autoencoder(x: dict[str, np.ndarray], music: str = "A0", video: str = "A3", mmtm: bool = True, se: bool = False,
                          lr: float = 1e-3, batch_size: int = 8, epochs: int = 20, device: str = "cpu", seed: int = 0,
                          on_epoch=None) -> tuple[SlowFastAutoencoder, dict]:
-    """The autoencoder trained on every clip of ``x`` (no labels), and its summary: architectures, clips, loss per
-    epoch, parameters (``save_encoders`` writes both)."""
+    """The autoencoder trained on every clip of ``x`` (no labels), and what training measured: the reconstruction
+    loss per epoch and the parameters of each encoder and in all."""
     model = built(lambda: SlowFastAutoencoder(music, video, mmtm, se), torch.Generator().manual_seed(seed)).to(device)
     normaliser = Normaliser.fitted(x)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -84,19 +84,19 @@ def pretrain_autoencoder(x: dict[str, np.ndarray], music: str = "A0", video: str
         losses.append(total / n)
         if on_epoch:
             on_epoch(epoch, losses[-1])
-    summary = {"music": music, "video": video, "mmtm": mmtm, "se": se, "clips": n, "epochs": epochs, "loss": losses,
-               "parameters": {m: parameter_count(net) for m, net in model.nets.items()} | {"total": parameter_count(model)}}
-    return model.to("cpu"), summary
+    parameters = {m: parameter_count(net) for m, net in model.nets.items()} | {"total": parameter_count(model)}
+    return model.to("cpu"), {"loss": losses, "parameters": parameters}
 
 
-def save_encoders(model: SlowFastAutoencoder, summary: dict, out: str | Path) -> Path:
-    """``out``/encoders.pt (the encoders' and MMTM's weights) and ``out``/autoencoder.json (``summary``, which
-    ``load_encoders`` checks the classifier's architectures against)."""
+def save_encoders(model: SlowFastAutoencoder, out: str | Path) -> Path:
+    """``out``/encoders.pt (the encoders' and MMTM's weights) and ``out``/autoencoder.json (their architectures, which
+    ``load_encoders`` checks the classifier's against)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({m: net.state_dict() for m, net in model.nets.items()} | ({"mmtm": model.mmtm.state_dict()} if model.mmtm else {}),
                out / ENCODER_FILE)
-    (out / ABOUT_FILE).write_text(json.dumps(summary, indent=2))
+    about = {m: model.nets[m].arch for m in ("music", "video")} | {"mmtm": model.mmtm is not None, "se": model.nets["music"].squeeze_excite}
+    (out / ABOUT_FILE).write_text(json.dumps(about, indent=2))
     return out
 
 

@@ -1,9 +1,9 @@
 """`mvfx train correspond`: cross-validated match metrics and retrieval of the correspondence model, its run
 folder and final model (queries and exports of a trained model: ``heads.retrieval``).
 
-Folds are over pair groups (a matched pair, or the two pairs of one music
-swap), stratified by match, so no clip is in both the training and the test
-pairs of a fold. Retrieval is evaluated inside each test fold: every test
+Folds are over pair groups (the pairs that share clips, ``pairs.shared_clip_groups``:
+a matched pair, or the two pairs of one music swap), stratified by match, so
+no clip is in both the training and the test pairs of a fold. Retrieval is evaluated inside each test fold: every test
 video queries the test music (and the other way round), ranked by the
 model's own score (cosine similarity for ``retrieve``, P(match) for
 ``classify``); a result counts as relevant when it carries the query's
@@ -18,10 +18,10 @@ import torch
 
 from mvfx.heads.data.dataset import check_weights
 from mvfx.heads.data.pairs import PairData, load_pairs
-from mvfx.heads.estimator import cross_validate, take
-from mvfx.heads.metrics import TOP_K, class_summary, classification_scores, mean_std, retrieval_scores
+from mvfx.heads.metrics import TOP_K, mean_std, retrieval_scores
 from mvfx.heads.models.correspond import CorrespondHead, validation_split
 from mvfx.heads.runs.folder import RunFolder, run_config
+from mvfx.heads.runs.out_of_fold import out_of_fold
 from mvfx.heads.threads import with_training_threads
 from mvfx.stores import open_store
 
@@ -58,28 +58,19 @@ def train_correspond(store_path: str, pairs_csv: str, head: CorrespondHead, out:
     run = RunFolder(out, run_config(head, store, head.features, folds, seed, pairs=str(pairs_csv), video_features=head.video_features,
                                     music_features=head.music_features, task=f"match ({head.objective})", random_weight_features=random),
                     started)
-    y = data.y
-    proba, tested, fold_rows = np.zeros(len(y)), np.zeros(len(y), bool), []
-    for fold, model, test in cross_validate(head, data.x, y, _group_folds(data, folds, seed)):
-        proba[test] = model.predict_proba(take(data.x, test))[:, 1]
-        tested[test] = True
-        scores = classification_scores(y[test], np.stack([1 - proba[test], proba[test]], axis=1), MATCH_CLASSES)
-        row = {"fold": fold, "test_pairs": int(len(test)), **scores, "retrieval": _embed_test(model, data, test)}
-        fold_rows.append(row)
-        if on_fold:
-            on_fold(row)
-    both = np.stack([1 - proba[tested], proba[tested]], axis=1)
-    metrics = {
-        **class_summary(fold_rows, y[tested], both, MATCH_CLASSES),
-        "retrieval": {d: {m: mean_std([f["retrieval"][d][m] for f in fold_rows]) for m in (*(f"top{k}" for k in TOP_K), "map")}
-                      for d in ("video_to_music", "music_to_video")},
-        "chance_accuracy": float(max(y.mean(), 1 - y.mean())), "n_pairs": int(len(y)),
-        "emotions": sorted(set(data.x["video_label"]) | set(data.x["music_label"])), "folds": fold_rows,
-    }
-    run.table("predictions.csv", data.pairs.assign(p_match=proba))
-    run.class_plots(MATCH_CLASSES, y[tested], both, metrics["pooled"]["confusion"],
-                    f"match accuracy {metrics['pooled']['accuracy']:.2f} (chance {metrics['chance_accuracy']:.2f})",
-                    "matched vs mismatched (out of fold)")
-    run.final_model(head, store, head.features, {"task": "correspondence", "labels": dict(zip(data.pairs["video_clip"], data.pairs["video_label"]))},
+    y, pairs = data.y, data.pairs
+    result = out_of_fold(head, data.x, y, y, MATCH_CLASSES, _group_folds(data, folds, seed), pairs[["video_clip", "music_clip"]].values.tolist(),
+                         lambda model, x: {head.kind: model.predict_proba(x)}, head.kind, on_fold,
+                         lambda model, test: {"test_pairs": len(test), "retrieval": _embed_test(model, data, test)})
+    models, tested = result.models(), result.tested
+    run.table("predictions.csv", pairs.assign(p_match=result.proba[head.kind][:, 1]))
+    scores = models[head.kind]["out_of_fold"]
+    run.class_plots(MATCH_CLASSES, y[tested], result.proba[head.kind][tested], scores["confusion"],
+                    f"match accuracy {scores['accuracy']:.2f} (chance {max(y.mean(), 1 - y.mean()):.2f})", "matched vs mismatched (out of fold)")
+    run.final_model(head, store, head.features, {"task": "correspondence", "labels": dict(zip(pairs["video_clip"], pairs["video_label"]))},
                     data.x, y)
-    return run.finish(metrics)
+    retrieval = {d: {m: mean_std([f["scores"][head.kind]["retrieval"][d][m] for f in result.folds]) for m in (*(f"top{k}" for k in TOP_K), "map")}
+                 for d in ("video_to_music", "music_to_video")}
+    clips, emotions = set(pairs["video_clip"]) | set(pairs["music_clip"]), set(pairs["video_label"]) | set(pairs["music_label"])
+    return run.finish("match", head.kind, models, result.folds, len(clips), retrieval=retrieval, chance_accuracy=float(max(y.mean(), 1 - y.mean())),
+                      n_pairs=int(len(y)), emotions=sorted(emotions))

@@ -4,8 +4,8 @@
   head's parameters, ...), written first;
 - ``predictions.csv``: the out-of-fold predictions, and the run's PNG plots;
 - ``model/``: the final model, fitted on every clip (``Head.save``; ``load_head`` reads it back);
-- ``metrics.json``: the scores and the run's seconds, written once, last: a folder with metrics.json holds a
-  finished run (``mvfx report`` reads config.json and metrics.json).
+- ``metrics.json``: the scores and the run's seconds, written once, last, in the one format of every run kind
+  (``finish``): a folder with metrics.json holds a finished run (``mvfx report`` reads config.json and metrics.json).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from sklearn.base import clone
 
 from mvfx.heads.data.labels import ClassLabels
 from mvfx.heads.estimator import Head
+from mvfx.heads.metrics import METRICS_FORMAT, METRICS_VERSION
 from mvfx.stores.base import FeatureStore
 
 
@@ -35,7 +36,7 @@ class RunFolder:
     (``time.perf_counter()``), for metrics.json's seconds."""
 
     def __init__(self, out: str | Path, config: dict, started: float) -> None:
-        self.path, self.started = Path(out), started
+        self.path, self.started, self.model = Path(out), started, config["model"]
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.json").write_text(json.dumps(config, indent=2))
 
@@ -50,15 +51,16 @@ class RunFolder:
         confusion_plot(self.path / "confusion.png", np.array(confusion), classes, title)
         roc_plot(self.path / "roc.png", y, proba, classes, roc_title)
 
-    def class_predictions(self, labels: ClassLabels, rows: np.ndarray, proba: np.ndarray, pooled: dict, name: str) -> None:
+    def class_predictions(self, labels: ClassLabels, rows: np.ndarray, proba: np.ndarray, scores: dict, name: str) -> None:
         """A clip classifier's predictions.csv (label, predicted class and every class's probability of each clip of
-        ``rows``), confusion and ROC plots, from the out-of-fold ``proba`` of the model called ``name``."""
+        ``rows``), confusion and ROC plots, from the out-of-fold ``proba`` of the model called ``name`` and their
+        ``scores`` (``classification_scores``)."""
         classes, proba = labels.classes, proba[rows]
         self.table("predictions.csv", pd.DataFrame({
             "clip_id": labels.table["clip_id"][rows], "label": labels.table["label"][rows],
             "predicted": [classes[i] for i in proba.argmax(axis=1)], **{f"p_{c}": proba[:, i] for i, c in enumerate(classes)}}))
-        self.class_plots(classes, labels.codes[rows], proba, pooled["confusion"],
-                         f"{name}: accuracy {pooled['accuracy']:.2f}, macro F1 {pooled['f1']:.2f}",
+        self.class_plots(classes, labels.codes[rows], proba, scores["confusion"],
+                         f"{name}: accuracy {scores['accuracy']:.2f}, macro F1 {scores['f1']:.2f}",
                          f"{name}: one-vs-rest ROC (out of fold)")
 
     def final_model(self, head: Head, store: FeatureStore, features: Iterable[str], training: dict, *data: Any, **fit_params: Any) -> Head:
@@ -69,8 +71,17 @@ class RunFolder:
         final.save(self.path / "model")
         return final
 
-    def finish(self, metrics: dict) -> dict:
-        """Write metrics.json, with the seconds since the run began; returns ``metrics``."""
-        metrics["seconds"] = time.perf_counter() - self.started
+    def finish(self, task: str, main: str, models: dict[str, dict], folds: list[dict], n_clips: int, **more: Any) -> dict:
+        """Write metrics.json, the same for every run kind, and return it:
+
+        - ``format`` ("mvfx-metrics"), ``format_version`` (2), ``model`` (the kind), ``task``;
+        - ``models``: per model the run scored (one; a fusion's members and ensemble; MVF from scratch and
+          pre-trained), ``aggregate`` (each metric's mean, std, and in how many of how many folds it is defined)
+          and, for cross-validated runs, ``out_of_fold`` (every fold's test predictions scored together);
+        - ``main``: the model ``mvfx report`` compares;
+        - ``folds``: per test fold, ``fold``, ``test_clips`` and ``scores`` per model;
+        - ``n_clips``, ``seconds``, and ``more``: what the run kind adds (its classes, ceiling, retrieval, ...)."""
+        metrics = {"format": METRICS_FORMAT, "format_version": METRICS_VERSION, "model": self.model, "task": task, "main": main,
+                   "models": models, "folds": folds, "n_clips": n_clips, **more, "seconds": time.perf_counter() - self.started}
         (self.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics

@@ -43,19 +43,20 @@ def train_regression(
     run = RunFolder(out, run_config(head, store, extractors, folds, seed, labels=str(labels), target=target, where=where or {},
                                     random_weight_features=random, pretrain_labels=pretrain_labels or {}), started)
     result, fold_models = cross_validate_clips(head, clips, folds, seed, pretrain, on_fold)
-    metrics = summarise(result, clips)
     step = float(np.median(clips[0].times[:, 1] - clips[0].times[:, 0]))
     run.final_model(head, store, extractors, {"task": "regression", "target": target, "grid_step_s": step}, clips,
                     **({"modality_targets": pretrain} if pretrain else {}))  # PAIR's pre-training ratings (LstmHead only)
+    more = summarise(result, clips)
     if head.kind == "lasso":
-        metrics["alphas"] = [m.alpha_ for m in fold_models]
-        metrics["top_coefficients"] = write_coefficients(run, feature_names(store, extractors), [m.coef_ for m in fold_models])
-    write_predictions(run, metrics, result, clips, target)
-    return run.finish(metrics)
+        more["alphas"] = [m.alpha_ for m in fold_models]
+        more["top_coefficients"] = write_coefficients(run, feature_names(store, extractors), [m.coef_ for m in fold_models])
+    write_predictions(run, result, clips, target, more["inter_rater_ccc"])
+    return run.finish("regression", result.model, {result.model: scored(result, clips)}, result.folds, len(clips), **more)
 
 
 @dataclass
 class CvResult:
+    model: str  # the head's kind, the name its scores go under
     folds: list[dict] = field(default_factory=list)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     fold_of: dict[str, int] = field(default_factory=dict)
@@ -65,7 +66,7 @@ def cross_validate_clips(head: Head, clips: list[ClipData], k: int, seed: int, m
                          on_fold=None) -> tuple[CvResult, list[Head]]:
     """Fit a clone of ``head`` on k-1 folds of clips, predict the held-out clips, k times; also the fold models.
     ``modality_targets``: per clip, PAIR's per-modality pre-training ratings (``LstmHead.fit``), or None."""
-    result, models = CvResult(), []
+    result, models = CvResult(head.kind), []
     splits = fold_splits(len(clips), k, seed)
     for fold, model, test_idx in cross_validate(head, clips, None, splits, {"modality_targets": modality_targets}):
         test = [clips[i] for i in test_idx]
@@ -73,34 +74,35 @@ def cross_validate_clips(head: Head, clips: list[ClipData], k: int, seed: int, m
         row = {"fold": fold, "test_clips": [c.clip_id for c in test]}
         if all(len(c.target) > 1 for c in test):  # time series: the mean of each test clip's scores
             per_clip = {c.clip_id: regression_scores(c.target, predictions[c.clip_id]) for c in test}
-            row |= {m: float(np.nanmean([s[m] for s in per_clip.values()])) for m in METRICS} | {"per_clip": per_clip}
+            scores = {m: float(np.nanmean([s[m] for s in per_clip.values()])) for m in METRICS}
+            row |= {"scores": {head.kind: scores}, "per_clip": per_clip}
         else:  # one value per clip: scores over the fold's test clips (a clip alone has no r or CCC)
-            row |= regression_scores(np.concatenate([c.target for c in test]), np.concatenate([predictions[c.clip_id] for c in test]))
+            scores = regression_scores(np.concatenate([c.target for c in test]), np.concatenate([predictions[c.clip_id] for c in test]))
+            row |= {"scores": {head.kind: scores}}
         result.folds.append(row)
         result.predictions.update(predictions)
         result.fold_of.update({c.clip_id: fold for c in test})
         models.append(model)
         if on_fold:
-            on_fold(result.folds[-1])
+            on_fold({"fold": fold, **scores})
     return result, models
 
 
+def scored(result: CvResult, clips: list[ClipData]) -> dict:
+    """metrics.json's entry of the model: its ``aggregate`` over folds and its ``out_of_fold`` scores (every test step of
+    every clip together: between-clip differences included, so they run higher than the per-clip ones)."""
+    return {"aggregate": {m: mean_std([f["scores"][result.model][m] for f in result.folds]) for m in METRICS},
+            "out_of_fold": regression_scores(np.concatenate([c.target for c in clips]),
+                                             np.concatenate([result.predictions[c.clip_id] for c in clips]))}
+
+
 def summarise(result: CvResult, clips: list[ClipData]) -> dict:
-    pooled_y = np.concatenate([c.target for c in clips])
-    pooled_p = np.concatenate([result.predictions[c.clip_id] for c in clips])
-    ceiling = [c.gold.agreement for c in clips]
-    return {
-        "grain": "per clip" if all(len(c.target) > 1 for c in clips) else "per fold (one value per clip)",
-        "aggregate": {m: mean_std([f[m] for f in result.folds]) for m in METRICS},
-        "pooled": regression_scores(pooled_y, pooled_p),
-        "inter_rater_ccc": mean_std(ceiling),
-        "n_clips": len(clips),
-        "n_steps": int(len(pooled_y)),
-        "folds": result.folds,
-    }
+    """What a regression run adds to metrics.json: how it was scored, the human ceiling, how many steps."""
+    return {"grain": "per clip" if all(len(c.target) > 1 for c in clips) else "per fold (one value per clip)",
+            "inter_rater_ccc": mean_std([c.gold.agreement for c in clips]), "n_steps": int(sum(len(c.target) for c in clips))}
 
 
-def write_predictions(run: RunFolder, metrics: dict, result: CvResult, clips: list[ClipData], target: str) -> None:
+def write_predictions(run: RunFolder, result: CvResult, clips: list[ClipData], target: str, ceiling: dict) -> None:
     """predictions.csv (gold and predicted of every step of every clip, out of fold) and the trajectory + fold plots."""
     from mvfx.heads.plots import fold_scores_plot, trajectories_plot
 
@@ -111,7 +113,7 @@ def write_predictions(run: RunFolder, metrics: dict, result: CvResult, clips: li
     ]
     run.table("predictions.csv", pd.DataFrame(rows))
     trajectories_plot(run.path / "trajectories.png", clips[:4], result.predictions, target)
-    fold_scores_plot(run.path / "folds.png", metrics, target)
+    fold_scores_plot(run.path / "folds.png", [f["scores"][result.model] for f in result.folds], ceiling, target)
 
 
 def feature_names(store: FeatureStore, extractors: list[str]) -> list[str]:
