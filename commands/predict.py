@@ -1,6 +1,7 @@
 """`mvfx predict`: apply a trained head to a store or to videos it has never seen."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from mvfx.media.errors import MvfxError
 
 TIMELINES = 100  # the default of --timelines: every clip of a small store; mvfx.heads.predict.MAX_TIMELINES
 SHOWN = 100  # rows of the predicted-class table printed (the accuracy counts every clip)
+NAMED = 10  # clips not predicted named in the closing line (not_predicted.csv lists them all)
 
 
 def _count_or_all(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
@@ -52,10 +54,14 @@ def predict(run_dir, target, out_dir, store, labels, window, timelines, workers,
     prediction over time for the first --timelines clips in clip-id order (100
     by default: every clip of a small store, not an hour of drawing for a large
     one). Clips stream through the model one at a time, so memory does not grow
-    with the store.
+    with the store. A clip that cannot be predicted (no features of a set the
+    model reads, e.g. its extraction failed) is named with the reason, in the
+    closing lines and in not_predicted.csv; the exit status is then 1.
     """
+    from rich.markup import escape
+
     from mvfx.heads.estimator import load_head
-    from mvfx.heads.predict import predict_store
+    from mvfx.heads.predict import NOT_PREDICTED, predict_store
     from mvfx.heads.threads import limited_threads
     from mvfx.stores import is_store, open_store
 
@@ -75,6 +81,13 @@ def predict(run_dir, target, out_dir, store, labels, window, timelines, workers,
         if predicted.timelines < predicted.clips:
             drawn += f" (time lines of the first {predicted.timelines}; --timelines all for every clip)"
     console.print(f"{predicted.clips} clips predicted by the {head.kind} model -> {predicted.csv}{drawn}")
+    if predicted.not_predicted:
+        n = len(predicted.not_predicted)
+        named = "; ".join(f"{clip}: {why}" for clip, why in list(predicted.not_predicted.items())[:NAMED])
+        more = n - NAMED
+        console.print(f"[yellow]{n} clip{'s' if n > 1 else ''} not predicted[/yellow] -> {predicted.csv.parent / NOT_PREDICTED}: "
+                      f"{escape(named)}{f'; and {more} more' if more > 0 else ''}")
+        sys.exit(1)
 
 
 def _extract_for(head, corpus: str, store_path: str, workers: int, device: str) -> list[str]:

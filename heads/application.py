@@ -44,12 +44,14 @@ class Timeline:
 
 @dataclass(frozen=True)
 class ClipPrediction:
-    """One clip's rows of predictions.csv and, where the head draws one, how to compute its time line
-    (a function, so clips whose time line is not drawn do not pay for it)."""
+    """One clip's rows of predictions.csv (the head's ``prediction_columns``) and, where the head draws one, how to
+    compute its time line (a function, so clips whose time line is not drawn do not pay for it); a clip without
+    rows says why (``reason``: not_predicted.csv lists it)."""
 
     clip_id: str
     rows: list[dict[str, Any]]
     timeline: Callable[[], Timeline] | None = None
+    reason: str = ""
 
 
 class ClipReader:
@@ -104,8 +106,13 @@ def span_means(clip: StoreClip, spans: np.ndarray) -> dict[str, np.ndarray]:
     return {e: align(v, t, spans) for e, (v, t) in clip.blocks.items()}
 
 
+def class_columns(classes: list[str]) -> list[str]:
+    """A classifier's columns of predictions.csv: the clip, its most probable class, every class's probability."""
+    return ["clip_id", "predicted", *(f"p_{c}" for c in classes)]
+
+
 def class_row(clip_id: str, classes: list[str], proba: np.ndarray) -> dict[str, Any]:
-    """A classifier's row: the most probable class and every class's probability."""
+    """A classifier's row (``class_columns``): the most probable class and every class's probability."""
     return {"clip_id": clip_id, "predicted": classes[int(proba.argmax())], **{f"p_{c}": float(p) for c, p in zip(classes, proba)}}
 
 
@@ -118,16 +125,21 @@ def training_facts(head: Any, *keys: str) -> list[Any]:
     return [facts[k] for k in keys]
 
 
+def curve_columns(head: Any) -> list[str]:
+    """A regressor's columns of predictions.csv: the clip, each step's start and end, the predicted target."""
+    return ["clip_id", "start_s", "end_s", f"predicted_{training_facts(head, 'target')[0]}"]
+
+
 def curve_prediction(head: Any, clip: StoreClip) -> ClipPrediction:
-    """A regressor's curve over the clip: one row per step of a grid with the training labels' step
-    (``training_["grid_step_s"]``); steps where some features are missing are left out (no row at all
-    when every step is)."""
+    """A regressor's curve over the clip (``curve_columns``): one row per step of a grid with the training labels'
+    step (``training_["grid_step_s"]``); steps where some features are missing are left out (no row at all, and
+    the reason, when every step is)."""
     target, step = training_facts(head, "target", "grid_step_s")
     steps = grid(clip.length, step)
     features = span_means(clip, steps)
     keep = np.all([np.isfinite(f).all(axis=1) for f in features.values()], axis=0)
     if not keep.any():
-        return ClipPrediction(clip.clip_id, [])
+        return ClipPrediction(clip.clip_id, [], reason=f"no {step:g} s step where every one of {', '.join(features)} has a value")
     data = ClipData(clip.clip_id, steps[keep], {e: f[keep] for e, f in features.items()})
     curve = head.predict([data])[0]
     rows = [{"clip_id": clip.clip_id, "start_s": a, "end_s": b, f"predicted_{target}": float(p)} for (a, b), p in zip(data.times, curve)]

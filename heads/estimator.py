@@ -25,8 +25,9 @@ not an error deep inside torch. Configuration dataclasses are built from the
 head's attributes by field name (``by_name``), never by position.
 
 A fitted head applies itself to a store's clips (``predict_clips``, one clip
-at a time, see ``application``) and draws a clip's time line
-(``draw_timeline``); ``mvfx predict`` only streams clips through it.
+at a time, see ``application``, into the columns ``prediction_columns``
+declares) and draws a clip's time line (``draw_timeline``); ``mvfx predict``
+only streams clips through it.
 """
 from __future__ import annotations
 
@@ -170,6 +171,10 @@ class Head(BaseEstimator):
 
     def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
         """One clip's rows of predictions.csv and, where the head has one, how to compute its time line."""
+        raise MvfxError(f"{self.kind} models do not predict a store's clips")
+
+    def prediction_columns(self) -> list[str]:
+        """The columns of predictions.csv: the keys of every row ``predict_clip`` gives, fixed before the first clip."""
         raise MvfxError(f"{self.kind} models do not predict a store's clips")
 
     def draw_timeline(self, prediction: ClipPrediction, path: Path) -> bool:

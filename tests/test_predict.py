@@ -126,6 +126,24 @@ def test_predict_on_videos_the_model_never_saw(fusion_run, tmp_path):
     assert again.exit_code == 0 and (tmp_path / "again" / "predictions.csv").read_text() == (tmp_path / "pred" / "predictions.csv").read_text()
 
 
+def test_every_clip_gets_a_row_or_is_named_with_the_reason(fusion_run, odd_corpus, tmp_path):
+    """Clips that could not be predicted were only counted (and a failed extraction not even that)."""
+    import pandas as pd
+
+    from mvfx.pipeline.corpus import discover
+
+    result = run_cli("predict", fusion_run / "a", odd_corpus, "--out", tmp_path / "pred", "-j", "1", "--timelines", "0")
+    assert result.exit_code == 1, result.output
+    predicted = pd.read_csv(tmp_path / "pred" / "predictions.csv", dtype=str)
+    missing = pd.read_csv(tmp_path / "pred" / "not_predicted.csv", dtype=str)
+    assert sorted(predicted["clip_id"]) == ["clip_000", "clip_001"]
+    assert sorted([*predicted["clip_id"], *missing["clip_id"]]) == sorted(c.clip_id for c in discover(odd_corpus).clips)
+    reasons = dict(zip(missing["clip_id"], missing["reason"]))
+    assert reasons["audio_only"].startswith("no colour features (") and "failed: " in reasons["audio_only"]
+    assert f"{len(missing)} clips not predicted" in result.stderr
+    assert all(f"{clip}: {why}" in result.stderr for clip, why in reasons.items())
+
+
 def test_regression_predicts_a_curve_over_time(heads_corpus, demo_corpus, tmp_path):
     run = tmp_path / "lasso"
     result = run_cli("train", "lasso", heads_corpus / "s.zarr", "--labels", heads_corpus / "corpus" / "annotations.csv",

@@ -1,5 +1,6 @@
-"""`mvfx predict` streams clips through the head: the table each head gives directly, bounded time lines,
-neighbours ranked in blocks; heads validate their parameters and build their configs by field name."""
+"""`mvfx predict` streams clips through the head: the table each head gives directly, in the columns it declares,
+every other clip named with the reason, bounded time lines, neighbours ranked in blocks; heads validate their
+parameters and build their configs by field name."""
 from __future__ import annotations
 
 import dataclasses
@@ -112,16 +113,13 @@ def _expected(name: str, head, store) -> pd.DataFrame:
 @pytest.mark.parametrize("name", ["fusion", "lasso", "classify", "retrieve"])
 def test_streamed_predictions_are_the_heads_own_outputs(name, fitted, store, tmp_path, monkeypatch):
     head = fitted[name]
-    whole = predict_store(head, store, tmp_path / "whole", max_timelines=0)
-    monkeypatch.setattr(predict, "FLUSH_ROWS", 7)  # many appends to predictions.csv
-    appended = predict_store(head, store, tmp_path / "appended", max_timelines=0)
-    assert appended.csv.read_text() == whole.csv.read_text()  # appending in pieces writes the text of the whole table
     monkeypatch.setattr(correspond, "SCORE_BLOCK", {"classify": (6, 9), "retrieve": (5, 7)})  # many blocks of neighbours
     monkeypatch.setattr(correspond, "EMBED_BATCH", 11)
     streamed = predict_store(head, store, tmp_path / "streamed", max_timelines=0)
     table, expected = streamed.table(), _expected(name, head, store)
-    assert list(table.columns) == list(expected.columns) and streamed.clips == expected["clip_id"].nunique()
+    assert list(table.columns) == list(expected.columns) == head.prediction_columns() and streamed.clips == expected["clip_id"].nunique()
     assert streamed.clips == N_CLIPS + (name == "lasso")  # the clip without "b" features too, for a model that reads only "a"
+    assert streamed.not_predicted == ({} if name == "lasso" else {f"c{N_CLIPS:03d}": "no b features (none in the store)"})
     for column in expected:
         if not pd.api.types.is_numeric_dtype(expected[column]):
             assert table[column].tolist() == expected[column].tolist(), column
@@ -163,7 +161,8 @@ def test_the_command_bounds_time_lines_and_says_so(fitted, store, ids, tmp_path,
     fitted["fusion"].save(tmp_path / "run" / "model")
     monkeypatch.setattr(command, "SHOWN", 4)
     result = run_cli("predict", tmp_path / "run", store.location, "--out", tmp_path / "out", "--timelines", "2")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # every clip predicted but the one without "b" features, which is named
+    assert f"1 clip not predicted -> {tmp_path / 'out' / 'not_predicted.csv'}: c040: no b features (none in the store)" in result.stderr
     assert len(list((tmp_path / "out" / "timelines").glob("*.png"))) == 2
     assert "time lines of the first 2; --timelines all" in result.stderr and f"and {len(ids) - 4} more clips" in result.stdout
     bad = run_cli("predict", tmp_path / "run", store.location, "--out", tmp_path / "bad", "--timelines", "some")
@@ -177,6 +176,9 @@ def test_a_new_head_predicts_a_store_without_changes_to_the_driver(store, tmp_pa
     class FirstFeature(Head):
         kind = "first_feature"
 
+        def prediction_columns(self) -> list[str]:
+            return ["clip_id", "a0"]
+
         def predict_clip(self, clip: StoreClip, window_s: float = 4.0) -> ClipPrediction:
             values, times = clip.blocks["a"]
             return ClipPrediction(clip.clip_id, [{"clip_id": clip.clip_id, "a0": float(np.nanmean(values[:, 0]))}],
@@ -187,6 +189,23 @@ def test_a_new_head_predicts_a_store_without_changes_to_the_driver(store, tmp_pa
     expected = [np.nanmean(store.read("a", c)[0][:, 0]) for c in store.clip_ids("a")]
     np.testing.assert_allclose(result.table()["a0"], expected, rtol=1e-6)
     assert result.clips == N_CLIPS + 1 and len(list((tmp_path / "p" / "timelines").glob("*.png"))) == result.timelines == 2
+
+
+def test_a_row_with_a_column_the_head_did_not_declare_stops_the_run(store, tmp_path):
+    """The header came from the first clip's rows, so a later clip with other keys shifted its values under them."""
+
+    class Drifting(Head):
+        kind = "drifting"
+
+        def prediction_columns(self) -> list[str]:
+            return ["clip_id", "a0"]
+
+        def predict_clip(self, clip: StoreClip, window_s: float = 4.0) -> ClipPrediction:
+            row = {"clip_id": clip.clip_id, "a0": 1.0} | ({"a1": 2.0} if clip.clip_id == "c003" else {})
+            return ClipPrediction(clip.clip_id, [row])
+
+    with pytest.raises(ValueError, match="dict contains fields not in fieldnames: 'a1'"):
+        predict_store(Drifting().with_provenance(store, ["a"]), store, tmp_path / "p")
 
 
 def test_a_run_folder_saved_before_predicts_and_one_without_its_grid_says_so(fitted, store, tmp_path):

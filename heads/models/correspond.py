@@ -289,6 +289,9 @@ class CorrespondHead(Head):
         with torch.no_grad():
             return self.model_.pair_scores(torch.as_tensor(video), torch.as_tensor(music)).numpy()
 
+    def prediction_columns(self) -> list[str]:
+        return ["clip_id", "p_match_own_music", "best_music"]
+
     def predict_clips(self, clips: ClipReader, window_s: float = WINDOW_S) -> Iterator[ClipPrediction]:
         """Per clip, P(match) of its own music and video and the ``NEIGHBOURS`` music clips that fit its video
         best among ``clips``; its time line, P(match) over windows of ``window_s`` (hop half a window), reads

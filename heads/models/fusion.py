@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, Timeline, class_row, span_means, windows
+from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, Timeline, class_columns, class_row, span_means, windows
 from mvfx.heads.data.align import clip_mean
 from mvfx.heads.data.dataset import inner_validation
 from mvfx.heads.estimator import FIT_RULES, NAME_SETS, Head, Rule, by_name, interval, options, register, tensors, with_validation
@@ -232,6 +232,9 @@ class FusionHead(Head):
 
     def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return np.array(self.classes_)[self.predict_proba(x).argmax(axis=1)]
+
+    def prediction_columns(self) -> list[str]:
+        return class_columns(self.classes_)
 
     def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
         whole = self.predict_proba({e: clip_mean(v, t)[None] for e, (v, t) in clip.blocks.items()})[0]

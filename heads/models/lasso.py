@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.linear_model import LassoCV
 from sklearn.model_selection import GroupKFold
 
-from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
+from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_columns, curve_prediction
 from mvfx.heads.data.dataset import ClipData, stack
 from mvfx.heads.estimator import NAMES, SEED, Head, Rule, interval, register, tensors
 from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
@@ -49,6 +49,9 @@ class LassoHead(Head):
 
     def predict(self, clips: list[ClipData]) -> list[np.ndarray]:
         return [standardise(self.scaler_, stack([clip], self.features)[0]) @ self.coef_ + self.intercept_ for clip in clips]
+
+    def prediction_columns(self) -> list[str]:
+        return curve_columns(self)
 
     def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
         return curve_prediction(self, clip)

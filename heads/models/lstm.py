@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_prediction
+from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_columns, curve_prediction
 from mvfx.heads.data.dataset import ClipData
 from mvfx.heads.estimator import FIT_RULES, NAMES, Head, Rule, by_name, interval, options, register
 from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
@@ -203,6 +203,9 @@ class LstmHead(Head):
         self.model_.eval()
         with torch.no_grad():
             return [self.model_(inputs([c], self.groups_, self.scalers_, self.seq_len)).numpy() for c in clips]
+
+    def prediction_columns(self) -> list[str]:
+        return curve_columns(self)
 
     def predict_clip(self, clip: StoreClip, window_s: float = WINDOW_S) -> ClipPrediction:
         return curve_prediction(self, clip)

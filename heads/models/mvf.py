@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, batched, class_row
+from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, batched, class_columns, class_row
 from mvfx.heads.data.dataset import inner_validation
 from mvfx.heads.data.mvf_inputs import MODALITY_FEATURES, MUSIC_FRAMES, read_inputs, warn_faceless
 from mvfx.heads.estimator import BOOL, FIT_RULES, NONE, PATH, TEXT, Head, Rule, by_name, interval, options, register, with_validation
@@ -110,6 +110,9 @@ class MvfHead(Head):
 
     def predict(self, x: dict[str, np.ndarray]) -> np.ndarray:
         return np.array(self.classes_)[self.predict_proba(x).argmax(axis=1)]
+
+    def prediction_columns(self) -> list[str]:
+        return class_columns(self.classes_)
 
     def predict_clips(self, clips: ClipReader, window_s: float = WINDOW_S) -> Iterator[ClipPrediction]:
         """One row per clip, ``PREDICT_BATCH`` clips' inputs built and classified at a time; no time line."""
