@@ -294,3 +294,23 @@ def test_lstm_pretraining_targets_are_a_named_argument(store, ids):
     with pytest.raises(MvfxError, match="give PAIR's per-modality ratings as modality_targets=") as error:
         LstmHead(features=["a"], hidden=4, max_epochs=1).fit(clips, [{"a": c.target} for c in clips])
     assert "\n" not in str(error.value)
+
+
+def test_every_head_standardises_with_one_standard_scaler(fitted, store, ids):
+    """Three standardisers (dataset.scaling, the LSTM's own, LASSO's StandardScaler) are one: scikit-learn's, fitted on
+    the training rows (NaN ignored), NaN scaled to 0."""
+    from sklearn.preprocessing import StandardScaler
+
+    from mvfx.heads.standardiser import standardise
+
+    x = {e: clip_level_features(store, e, ids) for e in SPECS}
+    clips = [ClipData(c, store.read("a", c)[1], {"a": np.nan_to_num(store.read("a", c)[0])}, np.zeros(len(store.read("a", c)[1])))
+             for c in ids[:8]]
+    lstm = LstmHead(features=["a"], hidden=4, max_epochs=1).fit(clips)
+    scalers = {"fusion": (fitted["fusion"].members_[1].scalers[0], x["b"]), "lasso": (fitted["lasso"].scaler_, None),
+               "correspond": (fitted["classify"].scalers_["music"], None), "lstm": (lstm.scalers_[0], None)}
+    for name, (scaler, training) in scalers.items():
+        assert isinstance(scaler, StandardScaler), name
+        if training is not None:  # the fusion member saw every clip: its scaler is StandardScaler's own of them
+            np.testing.assert_allclose(standardise(scaler, training), np.nan_to_num(StandardScaler().fit(training).transform(training)),
+                                       rtol=1e-5, atol=1e-5)
