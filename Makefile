@@ -67,8 +67,9 @@ CUDA_IMAGE_HAS := numpy scipy pandas scikit-learn scikit-image h5py opencv-pytho
 	tabulate threadpoolctl joblib packaging networkx typing-extensions
 # Left out of the site archive (with what only they need), so that it stays under ~45 MB for that image:
 # its packages, polars (ultralytics imports it only to train and plot) and icechunk (imported only for stores
-# on s3://, gs://, az:// or *.icechunk). For a bare node: SITE_SKIP= (everything, ~270 MB).
-SITE_SKIP ?= $(CUDA_IMAGE_HAS) polars icechunk
+# on s3://, gs://, az:// or *.icechunk) and musicnn (28 MB of checkpoints that xz cannot shrink; its wheel stays in the
+# wheelhouse). For a bare node: SITE_SKIP= (everything).
+SITE_SKIP ?= $(CUDA_IMAGE_HAS) polars icechunk musicnn
 
 wheelhouse:
 	$(PYTHON) tools/wheelhouse.py --python-version $(PY_VERSION) --platform $(PLATFORM) --out $(WHEELHOUSE) \

@@ -233,7 +233,7 @@ def main() -> None:
         wheels = [Path(shutil.move(w, out)) for w in sorted(staged.glob("*.whl"))]
 
     dist = {w: canon(w.name.split("-")[0]) for w in wheels}
-    extra = {canon(n) for n in args.extra.split()}
+    extra = {canon(n) for n in args.extra.split()} - {canon(n) for n in args.site_skip.split()}
     site_wheels = [w for w in wheels if dist[w] in site_needed | extra]
     archive = out / f"mvfx-site-py{args.python_version.replace('.', '')}.tar.xz"
     site_archive(python, site_wheels, opts, archive)
