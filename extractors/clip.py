@@ -12,8 +12,8 @@ Each row is the image embedding divided by its norm (``encode_image(...,
 normalize=True)``): 512 values for the ViT-B models, 768 for ViT-L-14.
 
 Resizing differs in one point: the decoder scales frames with FFmpeg's
-bilinear filter, open_clip with PIL's bicubic. On a real frame the two give
-the same embedding to a cosine of 0.9999 (``tests/test_clip.py``).
+bilinear filter, open_clip with PIL's bicubic. On real frames the two give
+the same embedding to a cosine of 0.9997 or more (``tests/test_clip.py``).
 """
 from __future__ import annotations
 
