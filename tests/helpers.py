@@ -18,6 +18,17 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO_EXTRACTORS = ["colour", "emobase", "logmel_phase"]
 # For the few tests where a separate process is the point (a kill, a real cluster, import isolation).
 MVFX = [sys.executable, "-m", "mvfx.cli"]
+# The start of a script run in a fresh interpreter whose every network connection fails and is counted in ``attempts``.
+NO_NETWORK = r"""
+import socket
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(args[:1])
+    raise OSError("network blocked by the test")
+socket.socket.connect = refuse
+socket.getaddrinfo = refuse
+socket.create_connection = refuse
+"""
 
 
 def timed(images: np.ndarray, fps: float = 2.0) -> Frames:

@@ -1,10 +1,14 @@
 """clip: open_clip's image tower on frames preprocessed on the device, against open_clip's own encode_image."""
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import NO_NETWORK, run_cli
 from PIL import Image
 
 from mvfx.extractors import create
@@ -67,3 +71,24 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
     extractor = create("clip")
     with pytest.raises(MvfxError, match=r"^clip checkpoint does not fit the model: missing key"):
         extractor.setup("cpu")
+
+
+def test_clip_and_musicnn_set_up_and_run_with_no_network(tmp_path):
+    """open_clip builds from its bundled configuration; musicnn's weights come from the installed wheel."""
+    if importlib.util.find_spec("musicnn") is None:
+        pytest.skip("the musicnn wheel is not installed (`make setup` installs it)")
+    script = NO_NETWORK + r"""
+import numpy as np
+import mvfx.extractors as extractors
+from mvfx.media.decode import Frames
+clip, musicnn = extractors.create("clip"), extractors.create("musicnn_tags")
+clip.setup("cpu", random_weights=True)
+musicnn.setup("cpu")
+rows = clip.extract(Frames(np.zeros((2, 224, 300, 3), np.uint8), np.array([[0, .5], [.5, 1]])), None, {}).values
+tags = musicnn.extract(np.zeros(16000 * 4, np.float32), None, {}).values
+print("shapes", rows.shape, tags.shape, "network attempts", len(attempts))
+"""
+    env = {"MVFX_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "shapes (2, 512) (1, 50) network attempts 0" in proc.stdout

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import torch
-from helpers import random_extractor, timed
+from helpers import NO_NETWORK, random_extractor, timed
 from skimage import data
 
 import mvfx.extractors as extractors
@@ -42,15 +42,7 @@ def test_letterbox_keeps_aspect_and_pads_grey():
     assert out.shape == (640, 640, 3) and (out[:140] == 114).all() and (out[140:500] == 0).all()
 
 
-BLOCKED_RUN = r"""
-import socket, sys
-attempts = []
-def refuse(*args, **kwargs):
-    attempts.append(args[:1])
-    raise OSError("network blocked by the test")
-socket.socket.connect = refuse
-socket.getaddrinfo = refuse
-socket.create_connection = refuse
+BLOCKED_RUN = NO_NETWORK + r"""
 import numpy as np
 import mvfx.extractors as extractors
 from mvfx.media.decode import Frames
