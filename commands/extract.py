@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 @click.option("--workers", "-j", type=int, default=0, show_default=True,
               help="Worker processes; 0 = one per core (in-process for tiny jobs), 1 = in-process.")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster.")
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
-              help="Where neural extractors run; auto = a GPU when torch sees one.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|sim",
+              help="Where neural extractors run; auto = a GPU when torch sees one. sim[:tflops=T,...] is a simulated GPU "
+                   "for tests and benchmarks: the GPU path with passes that take modelled time and compute nothing "
+                   "(its rows are marked 'simulated'; docs/gpu.md).")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]),
               help="Storage type of feature values.")
 @click.option("--random-weights", is_flag=True,
@@ -180,7 +182,7 @@ def print_summary(summary: RunSummary, store: str) -> None:
         f"({processed} attempted) in {summary.seconds:.1f} s ({rate:.2f} clips/s, {summary.executor})"
     )
     if summary.threads:
-        console.print(f"threads: {summary.threads}")
+        console.print(escape(f"threads: {summary.threads}" + "".join(f"; {s}" for s in summary.settings)))
     if summary.gpus:
         console.print(f"GPUs: {summary.gpus}")
     if summary.stage_seconds:

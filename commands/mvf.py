@@ -45,7 +45,8 @@ def train_mvf_cmd(store_path, labels, music, video, face, mmtm, se, init_from, o
     from mvfx.heads.runs.mvf import train_mvf
 
     head = MvfHead(music=music, video=video, face=face, mmtm=mmtm, se=se, frame_size=frame_size, music_frames=music_frames,
-                   lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, init_from=init_from, device=resolve_device(device), seed=seed)
+                   lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, init_from=init_from,
+                   device=resolve_device(device, simulated_ok=False), seed=seed)
     runs = 2 if init_from else 1
     progress, on_fold = fold_progress(folds * runs, lambda r: f"fold {r['fold']}: accuracy {r['accuracy']:.2f}")
     with reporting_warnings(), progress:
@@ -89,7 +90,7 @@ def train_autoencoder_cmd(store_path, out, music, video, no_mmtm, se, epochs, lr
     task = progress.add_task("epochs", total=epochs, last="")
     with reporting_warnings(), progress:
         metrics = train_autoencoder(store_path, out, music, video, not no_mmtm, se, frame_size, epochs, lr, batch_size,
-                                    resolve_device(device), seed,
+                                    resolve_device(device, simulated_ok=False), seed,
                                     on_epoch=lambda e, loss: progress.update(task, advance=1, last=f"MSE {loss:.4f}"))
     loss = metrics["loss"]
     console.print(f"autoencoder music {music} + video {video}{'' if no_mmtm else ' + MMTM'} on {metrics['n_clips']} clips: "

@@ -101,7 +101,7 @@ def _extract_for(head, corpus: str, store_path: str, workers: int, device: str) 
         raise MvfxError(f"{corpus}: the model mixes features from random and real weights; extract them yourself, then predict on the store")
     options = {name: dict(p["config"]) for name, p in head.provenance_.items()}
     summary = extract_with_progress(corpus, store_path, list(head.provenance_), options, workers=workers or None,
-                                    device=resolve_device(device), random_weights=weights == {True})
+                                    device=resolve_device(device, simulated_ok=False), random_weights=weights == {True})
     print_summary(summary, store_path)
     return [c.clip_id for c in discover(corpus).clips]
 

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mvfx.extractors.simulated_device import SimulatedDevice, is_simulated
+from mvfx.extractors.torch_device import tensor_device
 from mvfx.media.decode import AudioSpec, Frames, VideoSpec
 from mvfx.media.probe import ClipInfo
 
@@ -201,7 +203,9 @@ class Extractor(ABC):
 
     def __init__(self, **overrides: Any) -> None:
         self.config = self.config_class.from_dict(overrides)
-        self.device = "cpu"
+        self.device = "cpu"  # where its tensors live
+        self.target_device = "cpu"  # the device as the run named it: cpu, cuda[:N] or a simulated GPU (sim:...)
+        self.simulated: SimulatedDevice | None = None  # set on a simulated GPU: its networks only take modelled time
         self.random_weights = False
         self.gpu_workers = 1  # worker processes sharing this extractor's GPU (its batches take their part of its memory)
         self.sharing = False  # clips in flight share it (``share_forward_passes`` was called)
@@ -241,9 +245,13 @@ class Extractor(ABC):
 
     # --- running ------------------------------------------------------------
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
-        """Load models etc. once per worker; ``random_weights`` builds seeded random networks (tests, dry runs)."""
-        self.device = device
-        self.random_weights = random_weights and bool(self.weight_names)
+        """Load models etc. once per worker; ``random_weights`` builds seeded random networks (tests, dry runs).
+
+        On a simulated GPU no weights are loaded: its passes compute nothing.
+        """
+        self.target_device, self.device = device, tensor_device(device)
+        self.simulated = SimulatedDevice.parse(device) if is_simulated(device) else None
+        self.random_weights = (random_weights or self.simulated is not None) and bool(self.weight_names)
 
     @abstractmethod
     def extract(self, data: np.ndarray | Frames, info: ClipInfo, context: dict[str, FeatureBlock]) -> FeatureBlock:
@@ -287,8 +295,9 @@ class Extractor(ABC):
         """The most frames this extractor keeps at once for ``info`` besides the piece being decoded (memory planning)."""
         return piece
 
-    def weights_provenance(self, random_weights: bool = False) -> dict:
-        """``weights``: "none", "random" or the main file's sha256; ``weights_files``: every file's sha256.
+    def weights_provenance(self, random_weights: bool = False, simulated: bool = False) -> dict:
+        """``weights``: "none", "random", "simulated" (rows of a simulated GPU, not features) or the main file's
+        sha256; ``weights_files``: every file's sha256.
 
         Raises a one-line MvfxError naming the file and how to get it when one is missing.
         """
@@ -296,6 +305,8 @@ class Extractor(ABC):
 
         if not self.weight_names:
             return {"weights": "none", "weights_files": {}}
+        if simulated:
+            return {"weights": "simulated", "weights_files": {}}
         if random_weights:
             return {"weights": "random", "weights_files": {}}
         files = {name: "sha256:" + require(name)[1] for name in self.weight_names}

@@ -6,10 +6,14 @@ A ``SharedForward`` gives the network one model thread: whenever it is free,
 it takes every request then waiting (same item shape, up to ``batch`` items)
 as one forward pass, and hands each caller its own rows. Nobody waits for a
 batch to fill: while the network is the bottleneck requests pile up and its
-batches grow; while decoding is, each request runs alone at once. Only the
-model thread calls the network, so state that a forward pass leaves on the
-module (the pooled features a SlowFast/I3D hook keeps) is never shared
-between two batches.
+batches grow; while decoding is, each request runs alone at once.
+
+The model thread never dies with requests waiting: whatever fails in or after
+a pass (a network error, a pass that returns another number of rows than its
+items, a bug in handing the rows out) fails every request of that pass with
+the error, and a failure outside a pass fails every waiting request and ends
+the thread, which the next request replaces. So a clip waiting on a shared pass
+always gets its rows or an exception, which becomes its failure row.
 
 A request's rows do not depend on what else shares its batch, except through
 floating-point summation order (the tests hold clip-by-clip and cross-clip
@@ -58,12 +62,18 @@ class SharedForward:
         return request.future.result()
 
     def _serve(self) -> None:
-        while True:
+        taken: list[_Request] = []
+        try:
+            while True:
+                with self._ready:
+                    while not self._waiting:
+                        self._ready.wait()
+                    taken = self._take()
+                self._run(taken)
+        except BaseException as exc:  # a bug outside a pass: fail every clip waiting, let the next request start anew
             with self._ready:
-                while not self._waiting:
-                    self._ready.wait()
-                requests = self._take()
-            self._run(requests)
+                waiting, self._waiting, self._thread = [*taken, *self._waiting], deque(), None
+            _fail(waiting, exc)
 
     def _take(self) -> list[_Request]:
         """The oldest request and every later one of the same shape that still fits the batch."""
@@ -80,14 +90,22 @@ class SharedForward:
         return taken
 
     def _run(self, requests: list[_Request]) -> None:
+        """One pass for ``requests``; each gets its own rows, or the pass's error (the model thread serves on)."""
         try:
             items = requests[0].items if len(requests) == 1 else np.concatenate([r.items for r in requests])
             rows = self.forward(items)
             self.passes += 1
-        except BaseException as exc:  # every caller of this batch gets the error; the model thread serves on
-            for request in requests:
-                request.future.set_exception(exc)
-            return
-        bounds = np.cumsum([len(r.items) for r in requests])[:-1]
-        for request, part in zip(requests, np.split(rows, bounds)):
-            request.future.set_result(part)
+            if len(rows) != len(items):
+                raise ValueError(f"{self.name}: a forward pass of {len(items)} items gave {len(rows)} rows")
+            bounds = np.cumsum([len(r.items) for r in requests])[:-1]
+            for request, part in zip(requests, np.split(rows, bounds)):
+                request.future.set_result(part)
+        except BaseException as exc:
+            _fail(requests, exc)
+
+
+def _fail(requests: list[_Request], exc: BaseException) -> None:
+    """Give ``exc`` to every request not answered yet."""
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(exc)

@@ -38,8 +38,9 @@ from mvfx.extractors.base import Extractor, FeatureBlock, FrameSampled, option
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from mvfx.extractors.image_ops import grey_crop
 from mvfx.extractors.registry import register
+from mvfx.extractors.simulated_device import SimulatedDevice, simulated_network
 from mvfx.extractors.streams import FrameByFrame, Stream, through_stream
-from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.torch_base import TorchConfig, TorchExtractor, seeded
 from mvfx.extractors.weights import require
 from mvfx.media.decode import Frames
 from mvfx.media.probe import ClipInfo
@@ -140,26 +141,29 @@ class _FaceBoxes(FrameSampled):
     @property
     def detector(self) -> FaceDetector:
         if getattr(self, "_detector", None) is None:
-            self._detector = FaceDetector(self.config, self.device, getattr(self, "random_weights", False))
+            self._detector = FaceDetector(self.config, self.device, getattr(self, "random_weights", False), self.simulated)
         return self._detector
 
 
 class FaceDetector:
-    """MTCNN (real weights from the registry) or the Haar cascade, behind one ``detect(images)``."""
+    """MTCNN (real weights from the registry) or the Haar cascade, behind one ``detect(images)``.
 
-    def __init__(self, config: FacesConfig, device: str, random_weights: bool) -> None:
+    On a simulated GPU (``simulated``) MTCNN's three networks take modelled time and find no face; the cascade
+    between them (pyramids, NMS) runs as it does on a GPU node, on the host.
+    """
+
+    def __init__(self, config: FacesConfig, device: str, random_weights: bool, simulated: SimulatedDevice | None = None) -> None:
         self.config, self.device = config, device
         self.nets = None
         if config.detector == "mtcnn":
-            import torch
-
             from mvfx.extractors import mtcnn
 
-            torch.manual_seed(0)
-            self.nets = mtcnn.build_networks()
-            for net, name in zip(self.nets, MTCNN_FILES):
+            self.nets = list(seeded(mtcnn.build_networks))
+            for k, (net, name) in enumerate(zip(self.nets, MTCNN_FILES)):
                 if not random_weights:
                     load_state_dict_strict(net, unwrap_state_dict(load_checkpoint(require(name)[0], name)), name)
+                if simulated is not None:
+                    self.nets[k] = net = simulated_network(net, simulated, name, config.precision)
                 net.to(device).eval()
         else:
             self.cascade = haar_cascade()

@@ -1,14 +1,16 @@
 """The template every neural extractor follows: build, load weights, move, eval; batched autocast forwards.
 
-``setup(device, random_weights)`` resolves the device, seeds torch (so
-``--random-weights`` gives the same network on every worker and run), calls
-``build()``, loads the registry's checkpoint unless random weights were asked
-for (``weights_path`` -> ``load_checkpoint`` -> ``unwrap_state_dict`` ->
+``setup(device, random_weights)`` resolves the device, calls ``build()`` with
+torch's generator seeded in a fork of it (so ``--random-weights`` gives the same
+network on every worker and run, and nothing else's random numbers change),
+loads the registry's checkpoint unless random weights were asked for
+(``weights_path`` -> ``load_checkpoint`` -> ``unwrap_state_dict`` ->
 ``rename_key`` -> strict key and shape checks), calls ``adapt()`` (e.g. to
 replace a classifier by the identity after loading) and puts the model in
-eval mode on the device. ``run_batches`` and ``inference`` give every
-extractor the same batching (``batch_size`` 0 = automatic) and precision
-(``auto`` = bf16 autocast on CUDA, fp32 on the CPU).
+eval mode on the device. On a simulated GPU (``--device sim``) the network is
+then replaced by its simulated passes (``simulated_device``). ``run_batches``
+and ``inference`` give every extractor the same batching (``batch_size`` 0 =
+automatic) and precision (``auto`` = bf16 autocast on CUDA, fp32 on the CPU).
 
 Determinism: with the same weights and input, outputs depend on torch's
 intra-op thread count only through float32 summation order. An in-process
@@ -24,7 +26,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from mvfx.extractors.base import Config, Extractor, option
 from mvfx.extractors.batching import SharedForward
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from mvfx.extractors.image_ops import upload
+from mvfx.extractors.simulated_device import simulated_network
 from mvfx.extractors.torch_device import (
     PRECISIONS,
     MemoryGuard,
@@ -41,6 +44,18 @@ from mvfx.extractors.torch_device import (
     resolve_device,
 )
 from mvfx.extractors.weights import WeightFile, entry, require
+
+T = TypeVar("T")
+
+
+def seeded(build: Callable[[], T]) -> T:
+    """``build()`` with torch's random generator seeded to 0 (the same random network on every worker and run) and
+    restored afterwards: setting up an extractor never changes the random numbers of anything else in the process."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build()
 
 
 @dataclass(frozen=True)
@@ -90,23 +105,22 @@ class TorchExtractor(Extractor):
         load_state_dict_strict(self.model, state, self.name, rename=self.rename_key)
 
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
-        import torch
-
         super().setup(resolve_device(device), random_weights)
-        self.device_free = device_free_memory(self.device)  # the process's one reading, taken before its first model
-        torch.manual_seed(0)
-        self.model = self.build()
+        self.device_free = device_free_memory(self.target_device)  # the process's one reading, before its first model
+        self.model = seeded(self.build)
         if self.model is None:  # a configuration without a network (faces with the Haar detector)
             return
         if not self.random_weights:
             self.load_weights()
         self.adapt()
+        if self.simulated is not None:
+            self.model = simulated_network(self.model, self.simulated, self.name, self.config.precision)
         self.model.to(self.device).eval()
 
     @property
     def batch_size(self) -> int:
-        return auto_batch_size(self.config.batch_size, self.device, self.cpu_batch_size, self.mb_per_item, self.gpu_batch_cap,
-                               self.device_free, self.gpu_workers)
+        return auto_batch_size(self.config.batch_size, self.target_device, self.cpu_batch_size, self.mb_per_item,
+                               self.gpu_batch_cap, self.device_free, self.gpu_workers)
 
     @property
     def frames_per_batch(self) -> int:
@@ -117,7 +131,7 @@ class TorchExtractor(Extractor):
         """No gradients, and autocast at the configured precision."""
         import torch
 
-        with torch.inference_mode(), autocast(self.device, self.config.precision):
+        with torch.inference_mode(), autocast(self.target_device, self.config.precision):
             yield
 
     def to_device(self, array: np.ndarray):

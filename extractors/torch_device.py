@@ -1,6 +1,8 @@
 """Device, batch size and precision shared by the neural extractors.
 
-- device: 'auto' picks CUDA when torch sees a GPU, else the CPU; 'cuda:N' must exist.
+- device: 'auto' picks CUDA when torch sees a GPU, else the CPU; 'cuda:N' must exist. 'sim[:key=value,...]' is a
+  simulated GPU (``simulated_device``): the CUDA path's batch plan, memory guard and shared passes, with forward
+  passes that take modelled time, for tests and benchmarks on machines without one.
 - batch size 0 (the default) means automatic: a per-extractor guess for the
   CPU; on a GPU what this worker's part of its free memory (measured once, at
   set-up) holds, up to a per-extractor cap where larger batches stop paying.
@@ -23,13 +25,23 @@ from typing import Any
 
 import numpy as np
 
+from mvfx.extractors.simulated_device import SimulatedDevice, is_simulated
 from mvfx.media.errors import MvfxError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda[:N]' must exist."""
+def resolve_device(device: str, simulated_ok: bool = True) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda[:N]' must exist; 'sim' gets its settings and a queue
+    (refused where ``simulated_ok`` is False: training and prediction need real arithmetic)."""
+    if is_simulated(device):
+        if not simulated_ok:
+            raise MvfxError(f"--device {device}: the simulated GPU computes nothing; it serves `mvfx extract` tests and "
+                            "benchmarks only (docs/gpu.md)")
+        try:
+            return SimulatedDevice.parse(device).resolve().spec()
+        except ValueError as exc:
+            raise MvfxError(str(exc)) from None
     import torch
 
     if device == "auto":
@@ -41,14 +53,26 @@ def resolve_device(device: str) -> str:
         if index >= torch.cuda.device_count():
             raise MvfxError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
     elif device != "cpu":
-        raise MvfxError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+        raise MvfxError(f"--device {device}: use auto, cpu, cuda, cuda:N or sim (a simulated GPU, docs/gpu.md)")
     return device
+
+
+def on_accelerator(device: str) -> bool:
+    """A GPU, real or simulated: batches sized from its memory, clips in flight sharing its passes, bf16."""
+    return device.startswith("cuda") or is_simulated(device)
+
+
+def tensor_device(device: str) -> str:
+    """Where tensors live for a named device: a simulated GPU's stay in host memory."""
+    return "cpu" if is_simulated(device) else device
 
 
 @functools.cache
 def device_free_memory(device: str) -> int | None:
     """Bytes free on a CUDA device (None on the CPU), read once per process: before this worker's first model,
     so that every extractor of the worker sizes its batches from the same figure."""
+    if is_simulated(device):
+        return SimulatedDevice.parse(device).free_bytes
     if not device.startswith("cuda"):
         return None
     import torch
@@ -70,7 +94,7 @@ def auto_batch_size(requested: int, device: str, cpu_default: int, mb_per_item: 
     """
     if requested > 0:
         return requested
-    if not device.startswith("cuda") or device_free is None:
+    if not on_accelerator(device) or device_free is None:
         return cpu_default
     fits = device_free / 4 / max(1, gpu_workers) / (mb_per_item * 2**20)
     return 2 ** int(math.log2(max(1.0, min(gpu_cap, fits))))
@@ -82,6 +106,8 @@ def autocast(device: str, precision: str):
 
     if precision not in PRECISIONS:
         raise MvfxError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if is_simulated(device):  # no arithmetic runs; the simulated passes take the precision's rate
+        return contextlib.nullcontext()
     kind = "cuda" if device.startswith("cuda") else "cpu"
     if precision == "auto":
         precision = "bf16" if kind == "cuda" else "fp32"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvfx.extractors.base import FeatureBlock, TimeGrid, option
+from mvfx.extractors.base import FeatureBlock, OptionError, TimeGrid, option
 from mvfx.extractors.device_ops import CpuPlan, prepare_network
 from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.registry import register
@@ -109,6 +109,35 @@ def _res_block_forward(block, x):
     return b.conv_c.add_relu_(x, shortcut)
 
 
+def head_input_network(model, logits: bool):
+    """pytorchvideo's ``model`` returning, from one pass, its head's pooled input ([B, C] features) or its class
+    logits ([B, 400]). Nothing is kept on the module between calls, so clips in flight may call it at once (a forward
+    hook that stored the pooled input on the extractor let two clips read each other's rows)."""
+    import torch
+
+    class HeadInput(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            blocks = self.net.blocks
+            for block in blocks[:-1]:
+                x = block(x)
+            head = blocks[-1]  # pytorchvideo's ResNetBasicHead.forward, in eval mode (its dropout is the identity)
+            if head.pool is not None:
+                x = head.pool(x)
+            x = x.permute((0, 2, 3, 4, 1))  # [B, T, H, W, C]: what the head's projection takes
+            if not logits:
+                return x.mean(dim=(1, 2, 3))
+            x = head.proj(x).permute((0, 4, 1, 2, 3))
+            if head.activation is not None:
+                x = head.activation(x)
+            return head.output_pool(x).view(x.shape[0], -1)
+
+    return HeadInput()
+
+
 class _KineticsVideoModel(TorchExtractor):
     modality = "video"
     config_class = VideoModelConfig
@@ -116,8 +145,14 @@ class _KineticsVideoModel(TorchExtractor):
     feature_dim: int
     logits = False
     cpu_batch_size = 1
-    thread_safe = True  # the forward hook's pooled features are read by the one thread that ran the pass
+    thread_safe = True  # its network keeps nothing between calls (``head_input_network``)
     gpu_batch_cap = 32  # windows: an H200 is busy at 32 SlowFast windows, and each batch holds 32 x 64 frames on the host
+
+    def __init__(self, **overrides) -> None:
+        super().__init__(**overrides)
+        if self.config.short_side < self.crop:
+            raise OptionError("short_side", self.config.short_side,
+                              f"must be at least {self.name}'s centre crop ({self.crop} px, from its weights)")
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -150,11 +185,9 @@ class _KineticsVideoModel(TorchExtractor):
         import_torchvision()  # before pytorchvideo imports it
         super().setup(device, random_weights)
         self.memory_format = prepare_network(self.model, self.device, 3, pytorchvideo_plan())
-        self._pooled = None
-        self.model.blocks[-1].proj.register_forward_hook(self._keep_head_input)
 
-    def _keep_head_input(self, module, inputs, output) -> None:
-        self._pooled = inputs[0].mean(dim=(1, 2, 3))  # [B, T, H, W, C] -> [B, C]
+    def adapt(self) -> None:
+        self.model = head_input_network(self.model, self.logits)
 
     def windows(self, n_frames: int) -> list[tuple[int, int]]:
         """(start, stop) frame ranges: full windows every stride; a short clip gets one window over all of it."""
@@ -194,9 +227,8 @@ class _KineticsVideoModel(TorchExtractor):
         import torch
 
         with self.inference():
-            logits = self.forward(self.to_device(clips))
-            out = torch.softmax(logits.float(), dim=1) if self.logits else self._pooled
-            return out.float().cpu().numpy()
+            out = self.forward(self.to_device(clips))
+            return (torch.softmax(out.float(), dim=1) if self.logits else out).float().cpu().numpy()
 
     def window_rows(self, windows: list[np.ndarray]) -> np.ndarray:
         """One row per window of consecutive frames, from the frames ``pick`` chooses in each."""

@@ -72,6 +72,9 @@ def check_features(expected: dict[str, dict], store: FeatureStore, where: str) -
         if extractor not in store.extractors():
             raise MvfxError(f"{where}: no {extractor} features (the model reads {', '.join(expected)})")
         have = feature_provenance(store, [extractor])[extractor]
+        if have["weights"] == "simulated":
+            raise MvfxError(f"{where}: {extractor} rows come from the simulated GPU (--device sim): placeholders, not "
+                            "features; extract them again with --device cpu or cuda")
         for key in PROVENANCE_KEYS:
             if have[key] != want[key]:
                 if key == "weights" and "random" in (have[key], want[key]):

@@ -27,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from mvfx.media.errors import MvfxError, one_line
+from mvfx.pipeline.threads import ThreadBudget, own_process
 
 
 def local_cores() -> int:
@@ -60,10 +61,16 @@ class InProcessExecutor:
             for task in tasks:
                 yield fn(task, on_progress)
             return
-        with ThreadPoolExecutor(self.clips_in_flight, thread_name_prefix="mvfx-clip") as pool:
+        pool = ThreadPoolExecutor(self.clips_in_flight, thread_name_prefix="mvfx-clip")
+        try:
             yield from bounded(tasks, lambda task: pool.submit(fn, task, on_progress),
                                lambda pending: wait(pending, return_when=FIRST_COMPLETED).done,
                                lambda: SUBMITTED_PER_THREAD * self.clips_in_flight, on_error)
+        finally:  # a run stopped early (the store unwritable): the clips not started yet never start
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def prepare_workers(self, budget: ThreadBudget) -> None:
+        """Nothing to do: this process is not mvfx's to set up for good (``threads.threads_limited`` borrows it)."""
 
     def close(self) -> None:
         pass
@@ -127,9 +134,15 @@ class DaskExecutor:
                 self.client = Client(scheduler, timeout="10s")
                 workers_info = self.client.scheduler_info()["workers"].values()
                 self.workers = len(workers_info)
-                self.clips_in_flight = min((w["nthreads"] for w in workers_info), default=1)
-                if self.resources:  # a task takes its clip's part: a worker started with GPU=1 runs all its threads' clips
-                    self.resources = {name: amount / self.clips_in_flight for name, amount in self.resources.items()}
+                threads = [w["nthreads"] for w in workers_info] or [1]
+                self.clips_in_flight = min(threads)  # for planning; each worker runs as many clips as it has threads
+                if self.resources:
+                    try:
+                        self.resources = _clip_share(self.resources, threads, [w.get("resources", {}) for w in workers_info],
+                                                     scheduler)
+                    except MvfxError:
+                        self.client.close()
+                        raise
                 self.description = f"dask cluster at {scheduler} ({self.workers} workers)"
             else:
                 self.cluster = LocalCluster(
@@ -142,6 +155,12 @@ class DaskExecutor:
                 self.description = f"local dask cluster ({workers} worker processes{in_flight})"
         except OSError as exc:
             raise MvfxError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {one_line(exc)}") from None
+
+    def prepare_workers(self, budget: ThreadBudget) -> None:
+        """The workers of a local cluster are mvfx's own: their thread counts and allocator are set for their life
+        (``threads.own_process``, as a worker plugin). A cluster someone else started is left as it is."""
+        if self.cluster is not None:
+            self.client.register_plugin(_worker_settings(budget))
 
     def cores_per_worker(self) -> int:
         """Cores per worker process: a local cluster's share of this machine, else the smallest share on any host."""
@@ -184,6 +203,30 @@ class DaskExecutor:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _clip_share(resources: dict[str, float], threads: list[int], declared: list[dict], scheduler: str) -> dict[str, float]:
+    """What one clip's task asks of a worker's declared resources (GPU=1): a part small enough that every thread of
+    the busiest worker runs a clip (a 1-thread and a 3-thread worker: a third each). Workers that declare none would
+    never get a task: refused in one line, not left waiting."""
+    for name in resources:
+        if not any(name in d for d in declared):
+            raise MvfxError(f"no worker of the cluster at {scheduler} declares the {name} resource that GPU clips need: "
+                            f"start GPU workers with `dask worker {scheduler} --resources {name}=1`")
+    return {name: amount / max(threads) for name, amount in resources.items()}
+
+
+def _worker_settings(budget: ThreadBudget):
+    """A Dask worker plugin running ``threads.own_process(budget)`` in each worker as it starts."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class WorkerSettings(WorkerPlugin):
+        name = "mvfx-worker-settings"
+
+        def setup(self, worker) -> None:
+            own_process(budget)
+
+    return WorkerSettings()
 
 
 def machine_memory() -> int:

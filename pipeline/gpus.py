@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mvfx.extractors.simulated_device import SimulatedDevice, is_simulated
+from mvfx.extractors.torch_device import on_accelerator
+
 
 @dataclass(frozen=True)
 class GpuShare:
@@ -29,7 +32,8 @@ class GpuShare:
         if self.remote:
             return f"{device} on each of {workers} workers, the GPU their start gave them (CUDA_VISIBLE_DEVICES)"
         if device != "cuda" or self.gpus <= 1:
-            return f"{device}, shared by {workers} worker process(es)" if device.startswith("cuda") else ""
+            name = SimulatedDevice.parse(device).describe() if is_simulated(device) else device
+            return f"{name}, shared by {workers} worker process(es)" if on_accelerator(device) else ""
         return f"{self.gpus} GPUs (cuda:0-{self.gpus - 1}) taken in turn by {workers} worker processes, {self.workers_per_gpu} per GPU"
 
 
@@ -38,7 +42,7 @@ def plan_gpus(device: str, workers: int, remote: bool, visible: int) -> GpuShare
 
     A remote cluster's workers each size their batches to the whole of their GPU (one worker per GPU, see above).
     """
-    if not device.startswith("cuda"):
+    if not on_accelerator(device):
         return GpuShare()
     if remote:
         return GpuShare(remote=True)

@@ -16,6 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mvfx.extractors import create
 from mvfx.extractors.base import Extractor
+from mvfx.extractors.simulated_device import is_simulated
+from mvfx.extractors.torch_device import on_accelerator, resolve_device
 from mvfx.media.errors import MvfxError, StoreUnwritable, is_unwritable, one_line
 from mvfx.media.names import printable
 from mvfx.pipeline.corpus import ClipSource, discover
@@ -39,6 +41,7 @@ class RunSummary:
     seconds: float = 0.0
     executor: str = ""
     threads: str = ""  # how the cores were shared (ThreadBudget.describe)
+    settings: list[str] = field(default_factory=list)  # the workers' process-wide settings and how long they held
     gpus: str = ""  # how the workers shared the GPUs (GpuShare.describe); "" on the CPU
     failures: list[tuple[str, Failure]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # one-line facts the user should see (e.g. a lock taken over)
@@ -68,8 +71,8 @@ def library_versions(extractor: Extractor) -> dict[str, str]:
     return out
 
 
-def provenance(extractor: Extractor, random_weights: bool) -> dict:
-    weights = extractor.weights_provenance(random_weights)
+def provenance(extractor: Extractor, random_weights: bool, simulated: bool = False) -> dict:
+    weights = extractor.weights_provenance(random_weights, simulated)
     return extractor.describe() | weights | {"library_versions": library_versions(extractor)}
 
 
@@ -80,7 +83,7 @@ def run_extract(
     options: dict[str, dict[str, str]] | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
-    device: str = "cpu",  # a resolved device: cpu, cuda or cuda:N
+    device: str = "cpu",  # a resolved device: cpu, cuda, cuda:N, or sim[:...] (a simulated GPU, see docs/gpu.md)
     dtype: str = "float32",
     break_lock: bool = False,
     compact: bool = True,
@@ -93,6 +96,7 @@ def run_extract(
     on_result: Callable[[ClipResult], None] | None = None,
     on_progress: Callable[[str, float, float], None] | None = None,
     on_plan: Callable[[str, int, int | None], None] | None = None,
+    executor=None,
 ) -> RunSummary:
     """Extract ``extractor_names`` for every clip of ``corpus`` that the store lacks.
 
@@ -102,17 +106,25 @@ def run_extract(
     see ``default_clips_in_flight``). ``decode``: auto | cpu | cuda (NVDEC where the GPU and codec allow).
     ``on_progress(clip_id, decoded_s, duration_s)`` follows decoding; ``on_plan(stage, done, total)`` follows the
     work before it: "discover" (clips found, total None), then "plan" (clips checked against the store).
+    ``executor``: an executor to run on and leave open (the benchmarks keep one warm across runs); by default one
+    is made for the run (``make_executor``) and closed after it.
     """
     options = options or {}
     started = time.perf_counter()
+    if is_simulated(device):
+        device = resolve_device(device)  # its settings, and the queue its workers share
+    if scheduler and clips_in_flight:
+        raise MvfxError("--clips-in-flight applies to the workers mvfx starts; a cluster's workers run as many clips at "
+                        "once as they have threads (start them with `dask worker --nthreads N`)")
     extractors = [create(name, **options.get(name, {})) for name in extractor_names]  # bad options fail before any work
     for extractor in list(extractors):  # per-shot extractors need shots: run them too unless asked already
         for dependency in extractor.depends_on:
             if dependency not in [e.name for e in extractors]:
                 extractors.insert(0, create(dependency, **options.get(dependency, {})))
     _check_options_used(options, [e.name for e in extractors])
-    random = {e.name: random_weights and bool(e.weight_names) for e in extractors}
-    described = [provenance(e, random[e.name]) for e in extractors]  # fails here, before any work, when weights are missing
+    simulated = is_simulated(device)  # its networks compute nothing: no weights needed, and none recorded
+    random = {e.name: (random_weights or simulated) and bool(e.weight_names) for e in extractors}
+    described = [provenance(e, random[e.name], simulated) for e in extractors]  # fails here when weights are missing
     found = discover(corpus, on_found=(lambda n: on_plan("discover", n, None)) if on_plan else None)
     clips = found.clips
     specs = {e.name: ExtractorSpec(e.name, tuple(sorted(options.get(e.name, {}).items())), random[e.name]) for e in extractors}
@@ -135,10 +147,13 @@ def run_extract(
                     todo.append((clip, shared.setdefault(missing, missing)))
             gpu = device != "cpu" and any(e.weight_names for e in extractors)
             in_flight = clips_in_flight or default_clips_in_flight(device)
-            executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None,
-                                     clips_in_flight=in_flight)
+            own_executor = executor is None
+            if own_executor:
+                executor = make_executor(workers, len(todo), scheduler, resources={"GPU": 1} if gpu and scheduler else None,
+                                         clips_in_flight=in_flight)
             budget = ThreadBudget(executor.cores_per_worker(), executor.clips_in_flight)
-            on_gpu = device.startswith("cuda")  # networks or NVDEC
+            executor.prepare_workers(budget)
+            on_gpu = on_accelerator(device)  # networks or NVDEC
             gpus = plan_gpus(device, executor.workers, bool(scheduler), visible_gpus()) if on_gpu else GpuShare()
             task_dtypes = tuple(sorted(dtypes.items()))
             tasks = (ClipTask(clip, missing, writer.staging(), task_dtypes, device, budget, clip_memory, decode, gpus)
@@ -149,16 +164,21 @@ def run_extract(
             if on_start:
                 on_start(len(todo), executor.description)
             last_checkpoint = time.monotonic()
+            finished = 0
             try:
                 for result in executor.map_unordered(process_clip, tasks, on_error=_lost_task, on_progress=on_progress):
+                    finished += 1
                     _commit(writer, result, summary)
                     if on_result:
                         on_result(result)
                     if time.monotonic() - last_checkpoint >= commit_every_s:
                         writer.checkpoint()
                         last_checkpoint = time.monotonic()
+            except StoreUnwritable as exc:  # the clips not started yet were cancelled (``map_unordered``)
+                raise StoreUnwritable(f"{exc} ({len(todo) - finished} of {len(todo)} clips not done)") from None
             finally:
-                executor.close()
+                if own_executor:
+                    executor.close()
             if compact:
                 writer.compact()
             summary.duplicates = _duplicates(writer.clip_records(), [c.clip_id for c in clips])
@@ -263,6 +283,8 @@ def _commit(writer, result: ClipResult, summary: RunSummary) -> None:
         summary.failures.append((result.clip_id, failure))
     writer.set_clip(result.record)
     summary.notices += [n for n in result.notices if n not in summary.notices]
+    if result.settings and result.settings not in summary.settings:
+        summary.settings.append(result.settings)
     summary.stage_seconds.update(result.stage_seconds)
     if result.record.get("missing_spans"):
         summary.missing.append((result.clip_id, result.record["missing_spans"]))

@@ -22,7 +22,7 @@ from mvfx.pipeline.corpus import ClipSource
 from mvfx.pipeline.executor import machine_memory
 from mvfx.pipeline.gpus import GpuShare, local_rank, use_device
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
-from mvfx.pipeline.threads import ThreadBudget, apply
+from mvfx.pipeline.threads import ThreadBudget, describe_settings, limit_new_libraries, threads_limited
 from mvfx.pipeline.timing import PROBE, SETUP, STORING, timing
 from mvfx.stores import StagedPart, Staging
 
@@ -73,6 +73,7 @@ class ClipResult:
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)  # one-line facts for the run summary (e.g. NVDEC fell back to the CPU)
     stage_seconds: Counter = field(default_factory=Counter)  # where the clip's time went (pipeline.timing)
+    settings: str = ""  # the worker's process-wide settings, in words (pipeline.threads.describe_settings)
 
     @property
     def status(self) -> str:
@@ -90,12 +91,23 @@ def worker_extractor(spec: ExtractorSpec, task: ClipTask, device: str) -> Extrac
             extractor = create(spec.name, **dict(spec.config))
             extractor.gpu_workers = task.gpus.workers_per_gpu
             extractor.setup(device, spec.random_weights)
-            apply(task.budget)  # after setup: torch may have been imported by it
+            limit_new_libraries(task.budget)  # after setup: torch may have been imported by it
             _WORKER_EXTRACTORS[key] = extractor
         extractor = _WORKER_EXTRACTORS[key]
-        if task.budget.clips_in_flight > 1 and not extractor.sharing:  # also when an earlier run here had one clip at a time
+        if clips_in_flight_here(task) > 1 and not extractor.sharing:  # also when an earlier run here had one clip at a time
             extractor.share_forward_passes()
     return extractor
+
+
+def clips_in_flight_here(task: ClipTask) -> int:
+    """Clips this worker runs at once: a Dask worker's own thread count (on a remote cluster workers may differ, and
+    may join after the run was planned), else the run's figure (in-process)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError):
+        return task.budget.clips_in_flight
 
 
 def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None] | None = None) -> ClipResult:
@@ -107,7 +119,16 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
     """
     clip, started = task.clip, time.perf_counter()
     result = ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": printable(clip.path), "status": "failed"})
-    times = result.stage_seconds
+    with threads_limited(task.budget):
+        _process(task, result, on_progress)
+    result.settings = describe_settings()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _process(task: ClipTask, result: ClipResult, on_progress: Callable[[str, float, float], None] | None) -> None:
+    """``process_clip``'s work, filling ``result``."""
+    clip, times = task.clip, result.stage_seconds
     try:
         with timing(times, PROBE):
             info = probe(clip.path)
@@ -138,8 +159,6 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
         result.record["status"] = result.status
     except ClipError as exc:
         result.failures.append(Failure("*", exc.stage, "ClipError", exc.message))
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _passes(extractors: list[Extractor]) -> list[list[Extractor]]:
@@ -151,7 +170,7 @@ def _passes(extractors: list[Extractor]) -> list[list[Extractor]]:
 
 
 def _check_memory(info: ClipInfo, extractors: list[Extractor], task: ClipTask) -> None:
-    budget = task.clip_memory or default_clip_memory() // task.budget.clips_in_flight
+    budget = task.clip_memory or default_clip_memory() // clips_in_flight_here(task)
     needed, worst = memory_needed(info, extractors, decoder_threads=task.budget.per_decoder)
     if needed > budget:
         raise ClipError("memory", f"{info.path}: needs about {needed / 2**30:.1f} GiB at {info.width}x{info.height} "

@@ -5,19 +5,28 @@ Left at their defaults, four worker processes on a 16-core node each start
 16 threads: 4x more runnable threads than cores, and the decoders that feed
 the GPU starve. A ``ThreadBudget`` gives each worker process its share of its
 machine's cores (the executor knows how many processes share one), and
-splits that share among the clips it has in flight for their decoders. ``apply`` sets the libraries once per process,
-and glibc's allocator (``reuse_large_blocks``).
+splits that share among the clips it has in flight for their decoders.
+
+Thread counts and the allocator are settings of a whole process, so mvfx makes them for good only in the processes
+it starts itself: the workers of its local Dask cluster (``own_process``, through a worker plugin), where it also lets
+glibc reuse large freed blocks (``reuse_large_blocks``) and leaves Dask's own ``MALLOC_TRIM_THRESHOLD_`` as Dask set
+it. Everywhere else (an in-process run, ``mvfx predict``'s extraction, a notebook, a worker of a cluster someone
+else started) it sets the thread counts only while its work runs there (``threads_limited``) and puts back what it
+found when the last of that work returns; the allocator it leaves alone. ``describe_settings`` says which happened,
+for the run summary.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 MMAP_THRESHOLD = 256 * 2**20  # blocks smaller than this come from the heap and are reused (glibc's default: 128 KiB, rising to 32 MiB)
-TRIM_THRESHOLD = 256 * 2**20  # free memory at the heap's top beyond this goes back to the system (default: 128 KiB, rising to 64 MiB)
 
 
 @dataclass(frozen=True)
@@ -37,50 +46,117 @@ class ThreadBudget:
                 f"per worker, FFmpeg {self.per_decoder} per clip")
 
 
-_applied: dict[str, int] = {}
+class _Limits:
+    """The thread counts this process had before mvfx set its own, to put back; one per process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0  # blocks of mvfx work running now (clips in flight)
+        self.owned = False  # a worker process mvfx started: its settings stay
+        self.threads = 0
+        self.allocator = ""  # what became of glibc's setting, in words
+        self.restore: list = []  # undo steps, last first
+        self.torch_done = False
+
+    def set(self, threads: int) -> None:
+        """Set torch (if loaded), BLAS and OpenCV to ``threads``, remembering how to undo it; libraries loaded since
+        the last call (torch, by an extractor's set-up) are set too."""
+        import cv2
+        from threadpoolctl import threadpool_limits
+
+        if self.threads != threads:
+            before = cv2.getNumThreads()
+            cv2.setNumThreads(threads)
+            self.restore.append(lambda: cv2.setNumThreads(before))
+            self.torch_done = False
+        self.restore.append(threadpool_limits(limits=threads).restore_original_limits)  # every BLAS/OpenMP pool loaded
+        torch = sys.modules.get("torch")
+        if torch is not None and not self.torch_done:
+            before_torch = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            self.restore.append(lambda: torch.set_num_threads(before_torch))
+            self.torch_done = True
+        self.threads = threads
+
+    def undo(self) -> None:
+        for step in reversed(self.restore):
+            step()
+        self.restore, self.threads, self.torch_done = [], 0, False
 
 
-def apply(budget: ThreadBudget) -> None:
-    """Set this process's torch, BLAS and OpenCV thread counts to ``budget.per_worker`` (once; torch only if loaded)."""
-    threads = budget.per_worker
-    if _applied.get("threads") == threads and ("torch" not in sys.modules or _applied.get("torch") == threads):
-        return
-    import cv2
-    from threadpoolctl import threadpool_limits
-
-    cv2.setNumThreads(threads)
-    threadpool_limits(limits=threads)  # every BLAS and OpenMP pool loaded so far, for the rest of the process
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-        _applied["torch"] = threads
-    _applied["threads"] = threads
-    reuse_large_blocks()
+_LIMITS = _Limits()
 
 
-def reuse_large_blocks() -> bool:
-    """Let glibc's malloc reuse freed blocks of up to ``MMAP_THRESHOLD`` instead of mapping each one afresh (once per
-    process; True where set). Returns False elsewhere (not glibc: macOS, musl) and changes nothing there.
+@contextlib.contextmanager
+def threads_limited(budget: ThreadBudget) -> Iterator[None]:
+    """torch, BLAS and OpenCV at ``budget.per_worker`` threads while the block runs, in a process mvfx did not start;
+    what was there before comes back when the last such block (of any thread) ends. Nothing to do in its own workers."""
+    limits = _LIMITS
+    with limits.lock:
+        if not limits.owned:
+            if limits.users == 0:
+                limits.set(budget.per_worker)
+            limits.users += 1
+    try:
+        yield
+    finally:
+        with limits.lock:
+            if not limits.owned:
+                limits.users -= 1
+                if limits.users == 0:
+                    limits.undo()
+
+
+def limit_new_libraries(budget: ThreadBudget) -> None:
+    """After an extractor's set-up: the libraries it loaded (torch) get the budget too, under the same terms."""
+    limits = _LIMITS
+    with limits.lock:
+        if limits.owned or limits.users:
+            limits.set(budget.per_worker)
+
+
+def own_process(budget: ThreadBudget) -> None:
+    """Settings for good in a worker process mvfx started: the thread counts, and glibc's reuse of large blocks."""
+    limits = _LIMITS
+    with limits.lock:
+        limits.undo()
+        limits.set(budget.per_worker)
+        limits.restore = []  # nothing to put back: the process is mvfx's
+        limits.owned = True
+        limits.allocator = reuse_large_blocks()
+
+
+def describe_settings() -> str:
+    """In words, for the run summary: which process-wide settings this process runs with, and for how long."""
+    limits = _LIMITS
+    if limits.owned:
+        return (f"workers mvfx started: torch, BLAS and OpenCV at {limits.threads} thread(s) for the worker's life; "
+                f"{limits.allocator}")
+    return ("torch, BLAS and OpenCV threads set while mvfx's work runs, then put back as they were; "
+            "glibc's allocator left as it was")
+
+
+def reuse_large_blocks() -> str:
+    """Let glibc's malloc reuse freed blocks of up to ``MMAP_THRESHOLD`` instead of mapping each one afresh; what
+    became of it, in words (glibc may refuse the value; elsewhere, macOS or musl, nothing changes).
 
     glibc serves a block over 32 MiB with its own mmap and unmaps it when freed, so every such block comes back as
     fresh pages the kernel must fault in and zero: the activations of the video networks on the CPU (SlowFast's are
     over 32 MB) and stacked frame pieces, for every forward pass. Measured on 2 cores (30 s 720p clip, slowfast_r50
     + i3d + resnet50, whole process): minor page faults 0.64 -> 0.38 million, system time 2.0 -> 1.1 s, wall time
-    5 % less; a worker keeps up to ``TRIM_THRESHOLD`` of freed memory for reuse (resident after the forward passes
-    850 -> 960 MiB, peak 1220 -> 1311 MiB; docs/gpu.md "Measured"). Freed memory is still returned: whatever lies
-    free above ``TRIM_THRESHOLD`` at the heap's top, and any block of ``MMAP_THRESHOLD`` or more. (Threads other than
-    the main one allocate from glibc's per-thread heaps of at most 64 MiB: there larger blocks are still mapped.)
+    5 % less; resident memory after the forward passes 850 -> 960 MiB (docs/gpu.md "Measured"). Only the mmap
+    threshold is set: freed memory at the heap's top goes back to the system as Dask's worker environment asks
+    (``MALLOC_TRIM_THRESHOLD_``). (Threads other than the main one allocate from glibc's per-thread heaps of at most
+    64 MiB: there larger blocks are still mapped.)
     """
-    if "mallopt" in _applied:
-        return bool(_applied["mallopt"])
-    _applied["mallopt"] = 0
     try:
         glibc = os.confstr("CS_GNU_LIBC_VERSION")
     except (AttributeError, ValueError, OSError):
         glibc = None
     if not glibc or not sys.platform.startswith("linux"):
-        return False
+        return "allocator unchanged (not glibc)"
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _applied["mallopt"] = int(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
-    return bool(_applied["mallopt"])
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        return f"glibc refused M_MMAP_THRESHOLD={MMAP_THRESHOLD}: allocator unchanged"
+    return f"glibc reuses freed blocks of up to {MMAP_THRESHOLD // 2**20} MiB"

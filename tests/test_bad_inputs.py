@@ -219,6 +219,7 @@ def test_full_then_read_only_file_system_stops_cleanly_and_resumes(demo_corpus, 
         assert full.exit_code == 2, full.stderr
         lines = [line for line in full.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "no space left on device" in lines[0] and "rerun" in lines[0]
+        assert "clips not done)" in lines[0]
         partial = open_store(store)
         assert partial.verify() == []  # consistent: whatever was committed reads back and checks out
         committed = len(partial.clip_ids("logmel_phase")) if "logmel_phase" in partial.extractors() else 0

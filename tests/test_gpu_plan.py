@@ -14,6 +14,7 @@ import pytest
 from mvfx.extractors import create
 from mvfx.extractors.batching import SharedForward
 from mvfx.extractors.torch_base import TorchExtractor
+from mvfx.extractors.torch_device import device_free_memory, resolve_device
 from mvfx.media.probe import ClipInfo
 from mvfx.pipeline.streaming import memory_needed, piece_sizes
 from mvfx.pipeline.threads import ThreadBudget
@@ -28,16 +29,18 @@ def ten_minute_720p() -> ClipInfo:
 
 
 def on_simulated_gpu(names: list[str], free_bytes: int, gpu_workers: int) -> list:
-    """Extractors as a worker on a GPU with ``free_bytes`` free would size them (no network is built)."""
+    """Extractors as a worker on a simulated GPU with ``free_bytes`` free sizes them (``device_free_memory`` reads the
+    simulated figure as set-up does; no network is built)."""
+    device = resolve_device(f"sim:memory_gib={free_bytes / GIB}")
     extractors = [create(n) for n in names]
     for e in extractors:
         e.gpu_workers = gpu_workers
         if isinstance(e, TorchExtractor):
-            e.device, e.device_free = "cuda", free_bytes
+            e.target_device, e.device_free = device, device_free_memory(device)
     return extractors
 
 
-def test_a_gpu_batch_still_admits_a_ten_minute_720p_clip_at_j4_on_a_128_gb_node():
+def test_the_gpu_memory_plan_admits_a_ten_minute_720p_clip_at_j4_on_a_128_gb_node():
     """The issue's refusal: at -j 4 the window models' automatic GPU batch (hundreds of windows) was counted as
     held in host memory. Batches are now bounded by the device's part, a cap, and the clip's own windows."""
     extractors = on_simulated_gpu(ALL_13, free_bytes=140 * GIB, gpu_workers=4)
@@ -347,3 +350,14 @@ def test_remote_gpu_tasks_ask_for_their_clip_s_part_of_a_worker_s_gpu():
             assert executor.clips_in_flight == 3 and executor.resources == {"GPU": 1 / 3}
         finally:
             executor.close()
+
+
+def test_gpu_clips_on_a_cluster_without_gpu_workers_are_refused_not_left_waiting():
+    from dask.distributed import LocalCluster
+
+    from mvfx.media.errors import MvfxError
+    from mvfx.pipeline.executor import DaskExecutor
+
+    with (LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+          pytest.raises(MvfxError, match=r"declares the GPU resource .* --resources GPU=1")):
+        DaskExecutor(scheduler=cluster.scheduler_address, resources={"GPU": 1})

@@ -30,7 +30,11 @@ class RandomWeightsWarning(MvfxWarning):
 
 
 def check_weights(store: FeatureStore, extractors: list[str]) -> list[str]:
-    """Warn (and return the names) when some features come from random weights."""
+    """Warn (and return the names) when some features come from random weights; refuse rows of the simulated GPU."""
+    simulated = [e for e in extractors if store.attrs(e).get("weights") == "simulated"]
+    if simulated:
+        raise MvfxError(f"{', '.join(simulated)}: rows of the simulated GPU (--device sim) are placeholders, not features; "
+                        "extract them again with --device cpu or cuda to train on them")
     random = [e for e in extractors if store.attrs(e).get("weights") == "random"]
     if random:
         warnings.warn(
