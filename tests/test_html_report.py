@@ -103,20 +103,23 @@ def _train(*args: object) -> None:
 
 @pytest.fixture(scope="module")
 def runs_report(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """A run folder of every kind, each made by its real `mvfx train` command (tiny recipes) on a 24-clip store of
-    2-second demo clips (4 per class: enough pairs to train correspondence), a `mvfx predict` below the LASSO run,
-    and their report."""
-    from mvfx.heads.data.labels import read_class_labels
-    from mvfx.heads.data.pairs import build_pairs
+    """A run folder of every kind, each made by its real `mvfx train` command (tiny recipes) on a 12-clip store of
+    2-second demo clips (2 per class), a `mvfx predict` below the LASSO run, and their report. The pairs: each two
+    clips matched with themselves and swapped with each other (six groups of four pairs)."""
+    import pandas as pd
+
     from mvfx.pipeline.demo_corpus import write_demo_corpus
     from mvfx.pipeline.run import run_extract
 
     root = tmp_path_factory.mktemp("runs")
     corpus, store = root / "corpus", root / "s.zarr"
-    write_demo_corpus(corpus, n_clips=24, seconds=2.0, seed=3, size=(96, 64))
+    write_demo_corpus(corpus, n_clips=12, seconds=2.0, seed=3, size=(96, 64))
     assert run_extract(str(corpus), str(store), ["colour", "emobase", "logmel_phase", "frames"], options={"frames": {"n_frames": "8"}},
                        workers=1).ok
-    build_pairs(read_class_labels(corpus / "labels.csv").drop(columns="split")).to_csv(root / "pairs.csv", index=False)
+    label = dict(pd.read_csv(corpus / "labels.csv")[["clip_id", "label"]].values)
+    clips = sorted(label)
+    pd.DataFrame([{"video_clip": v, "music_clip": m, "video_label": label[v], "music_label": label[m], "match": int(v == m)}
+                  for a, b in zip(clips[::2], clips[1::2]) for v, m in ((a, a), (b, b), (a, b), (b, a))]).to_csv(root / "pairs.csv", index=False)
     ratings, classes = ("--labels", corpus / "annotations.csv", "--folds", 2), ("--labels", corpus / "labels.csv", "--folds", 2)
     tiny = ("--frame-size", 16, "--device", "cpu")
     _train("train", "lasso", store, *ratings, "-f", "colour", "--out", root / "lasso")
@@ -343,7 +346,7 @@ def test_runs_report_has_the_cli_table_metrics_plots_and_predictions(runs_report
     for run, columns in scores.items():  # every kind of run shows its own scores, and only those
         for title in headers[4:11]:
             assert (re.fullmatch(r"-?\d\.\d{3}( ± \d\.\d{3})?", shown[run][title]) is not None) == (title in columns), (run, title, shown[run][title])
-    assert shown["lstm"]["model"] == "lstm (late)" and shown["lasso"]["inter-rater CCC"] != "-" and shown["mvf"]["clips"] == "24"
+    assert shown["lstm"]["model"] == "lstm (late)" and shown["lasso"]["inter-rater CCC"] != "-" and shown["mvf"]["clips"] == "12"
     index = (out / "index.html").read_text()
     assert all(f">{h}<" in index for h in ("run", "CCC", "accuracy", "ROC AUC", "reconstruction MSE", "inter-rater CCC"))
     assert all(shown[run]["CCC"] in index for run in ("lasso", "lstm"))
