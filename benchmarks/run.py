@@ -1,4 +1,5 @@
-"""`make bench`: decode limit, mvfx end to end, the naive way, per-extractor speed, scaling, store I/O, memory, heads.
+"""`make bench`: decode limit, mvfx end to end, the naive way, per-extractor speed, scaling, store I/O, memory, heads,
+the GPU (where there is one) and the speed of light per stage on the simulated GPU.
 
 Every figure is the median of 3 runs (min and max kept). Results go to
 benchmarks/results/<machine>-<date>.json and .md (the table the README shows).
@@ -31,6 +32,8 @@ from benchmarks.naive import run_naive
 from benchmarks.scale import SIZES as SCALE_SIZES
 from benchmarks.scale import bench_scale as run_scale
 from benchmarks.scale import markdown as scale_table
+from benchmarks.sol import bench_sol as run_sol
+from benchmarks.sol import markdown as sol_table
 from benchmarks.store import bench_store as run_store
 from benchmarks.store import markdown as store_table
 from mvfx.media.decode import AudioSpec, VideoSpec, decode
@@ -220,6 +223,12 @@ def bench_gpu(results: dict) -> None:
         json.dumps(r, indent=2, default=float)))
 
 
+def bench_sol(results: dict) -> None:
+    """Host limit, device limit, achieved and efficiency on the simulated GPU (benchmarks/sol.py)."""
+    run_sol(results, WORK, RUNS, save=lambda r: results_path(r).with_suffix(".json").write_text(
+        json.dumps(r, indent=2, default=float)))
+
+
 def bench_scale(results: dict) -> None:
     """Store and planning operations on synthetic stores of 10k and 100k clips (benchmarks/scale.py)."""
     run_scale(results, WORK, tuple(ARGS.clips or SCALE_SIZES))
@@ -269,6 +278,8 @@ def markdown(results: dict) -> str:
         lines += gpu_table(results["gpu"])
     if results.get("scale"):
         lines += scale_table(results["scale"])
+    if results.get("sol"):
+        lines += sol_table(results["sol"])
     return "\n".join(lines) + "\n"
 
 
@@ -282,7 +293,7 @@ def main() -> None:
                "pipeline": {}, "extractors": {}, "faces": {}}
     started = time.perf_counter()
     steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_memory, bench_heads, bench_gpu,
-             bench_scale]
+             bench_sol, bench_scale]
     chosen = ARGS.steps  # e.g. `python -m benchmarks.run faces` runs bench_faces only
     for step in [s for s in steps if not chosen or s.__name__.removeprefix("bench_") in chosen]:
         print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)

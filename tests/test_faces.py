@@ -79,6 +79,17 @@ def test_mtcnn_matches_facenet_pytorch(nets, image):
     np.testing.assert_allclose(ours.landmarks[mine], points[theirs], atol=1.0)
 
 
+def test_mtcnn_pyramid_and_crops_on_the_host_are_torchs_area_interpolation_bit_for_bit():
+    """The CPU path takes pyramid levels and crops from an integral image; a GPU keeps torch's interpolation."""
+    frames = np.stack([ASTRONAUT, _pair()[:, :512]])
+    host, device = mtcnn._IntegralPixels(frames), mtcnn._DevicePixels(frames, "cpu")
+    for size in [(307, 307), (218, 218), (12, 12), (512, 512), (100, 37)]:
+        assert torch.equal(host.level(*size), device.level(*size)), size
+    regions = np.array([[170, 50, 280, 160], [0, 0, 512, 512], [10, 400, 11, 420], [200, 300, 260, 512]])
+    for size in (24, 48):
+        assert torch.equal(host.crops(regions, np.array([0, 1, 1, 0]), size), device.crops(regions, np.array([0, 1, 1, 0]), size))
+
+
 def test_mini_xception_matches_the_original_keras_model():
     os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 runs the legacy .hdf5 model on this torch
     import keras
