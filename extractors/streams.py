@@ -18,7 +18,7 @@ the clip's duration (the tests count it). The kinds:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -133,20 +133,24 @@ class FrameByFrame:
         return PerFrame(self, info, context)
 
 
-RunClips = Callable[[list[np.ndarray]], np.ndarray]  # clips of frames -> one row each
+RunClips = Callable[[list[Sequence[np.ndarray]]], np.ndarray]  # clips (each a sequence of frames) -> one row each
 
 
 class _Batched(Stream):
-    """Collects complete clips (lists of frames) and runs them ``batch`` at a time, as the whole-clip path does."""
+    """Collects complete clips (lists of frames) and runs them ``batch`` at a time, as the whole-clip path does.
+
+    A clip is a list of the decoded frames themselves (views into the decoder's pieces), not a copy: the extractor
+    copies only the frames it picks from it, once, into its batch (a SlowFast window uses 32 of its 64 frames,
+    I3D 8)."""
 
     def __init__(self, extractor: Extractor, info: ClipInfo, context: dict, run: RunClips, batch: int) -> None:
         super().__init__(extractor, info, context)
         self.run, self.batch = run, batch
-        self.ready: list[tuple[np.ndarray, tuple[float, float]]] = []  # (frames, span) awaiting a batch
+        self.ready: list[tuple[list[np.ndarray], tuple[float, float]]] = []  # (frames, span) awaiting a batch
         self.rows: list[np.ndarray] = []
         self.spans: list[tuple[float, float]] = []
 
-    def _queue(self, frames: np.ndarray, span: tuple[float, float], final: bool = False) -> None:
+    def _queue(self, frames: list[np.ndarray] | None, span: tuple[float, float], final: bool = False) -> None:
         if frames is not None:
             self.ready.append((frames, span))
         while self.ready and (len(self.ready) >= self.batch or final):
@@ -178,7 +182,7 @@ class Windows(_Batched):
         self.times += list(piece.times)
         while self.first + len(self.images) >= self.next_start + self.window:
             a = self.next_start - self.first
-            self._queue(np.stack(self.images[a : a + self.window]), (self.times[a][0], self.times[a + self.window - 1][1]))
+            self._queue(self.images[a : a + self.window], (self.times[a][0], self.times[a + self.window - 1][1]))
             self.emitted = True
             self.next_start += self.stride
             drop = min(self.next_start - self.first, len(self.images))
@@ -189,7 +193,7 @@ class Windows(_Batched):
 
     def finish(self) -> FeatureBlock:
         if not self.emitted and self.images and self.first == 0:
-            self._queue(np.stack(self.images), (self.times[0][0], self.times[-1][1]))
+            self._queue(list(self.images), (self.times[0][0], self.times[-1][1]))
         return self._block()
 
 
@@ -226,7 +230,7 @@ class PickedFrames(_Batched):
                 count = self.seen
             if count not in options:
                 raise ValueError(f"{self.extractor.name}: rows reach frame {max(options)} but the clip has {self.seen} frames")
-            self._queue(np.stack([self.kept[int(i)] for i in options[count]]), span)
+            self._queue([self.kept[int(i)] for i in options[count]], span)
             self.next_row += 1
             first_later = min((int(i) for _, o in self.plans[self.next_row :] for idx in o.values() for i in idx), default=self.seen)
             self.kept = {k: v for k, v in self.kept.items() if k >= first_later}

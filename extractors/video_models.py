@@ -28,6 +28,7 @@ frames arrive (see ``depends_on_whole``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,9 +219,11 @@ class _KineticsVideoModel(TorchExtractor):
         shots = self.shots_of(context)
         return [(a, min(b, len(data.times))) for a, b in self.shot_ranges(data.times[:, 0], shots)], shots.times
 
-    def rows(self, clips: list[np.ndarray]) -> np.ndarray:
-        """One row per clip of already picked frames ([T, H, W, 3] uint8 each, T = what ``pick`` chose)."""
-        return self.rows_of(np.stack(clips))
+    def rows(self, clips: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+        """One row per clip of already picked frames (T frames [H, W, 3] uint8 each, T = what ``pick`` chose), copied
+        once into the batch."""
+        frames = [frame for clip in clips for frame in clip]
+        return self.rows_of(np.stack(frames).reshape(len(clips), -1, *frames[0].shape))
 
     def batch_rows(self, clips: np.ndarray) -> np.ndarray:
         """[B, T, H, W, 3] uint8 picked frames -> [B, D] rows (the pooled head input, or class probabilities)."""
@@ -230,9 +233,9 @@ class _KineticsVideoModel(TorchExtractor):
             out = self.forward(self.to_device(clips))
             return (torch.softmax(out.float(), dim=1) if self.logits else out).float().cpu().numpy()
 
-    def window_rows(self, windows: list[np.ndarray]) -> np.ndarray:
-        """One row per window of consecutive frames, from the frames ``pick`` chooses in each."""
-        return self.rows([frames[self.pick(len(frames))] for frames in windows])
+    def window_rows(self, windows: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+        """One row per window of consecutive frames, from the frames ``pick`` chooses in each (only those are copied)."""
+        return self.rows([[frames[i] for i in self.pick(len(frames))] for frames in windows])
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         if len(data.images) == 0:
