@@ -60,7 +60,6 @@ class Clip(FrameByFrame, FrameSampled, TorchExtractor):
     config_class = ClipConfig
     libraries = ("torch", "open-clip-torch")
     weight_files = tuple(entry for entry, _ in MODELS.values())
-    thread_safe = True  # its only state, the network, is called by one model thread when clips share it
     cpu_batch_size = 16
     mb_per_item = 30.0
 
@@ -94,5 +93,5 @@ class Clip(FrameByFrame, FrameSampled, TorchExtractor):
             return torch.nn.functional.normalize(embedding.float(), dim=-1).cpu().numpy()
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
-        batches = [self.rows_of(data.images[a : a + self.batch_size]) for a in range(0, len(data.images), self.batch_size)]
+        batches = [self.rows_of(data.images[a : a + self.request_size]) for a in range(0, len(data.images), self.request_size)]
         return FeatureBlock(np.concatenate(batches) if batches else np.zeros((0, self.dim), np.float32), data.times)

@@ -29,6 +29,7 @@ stored by an earlier run, or sampled frames differently, they detect again.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,7 @@ VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 5
 CROP = 48
 MTCNN_FILES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
 MTCNN_BATCH = 8  # frames per MTCNN pass unless batch_size is set
+_DETECTOR_BUILT = threading.Lock()  # face extractors build their detector on first use, once
 EXPRESSION_FILES = {"mini_xception": "fer2013_mini_xception", "vgg19": "vgg19_fer2013"}
 
 
@@ -140,8 +142,10 @@ class _FaceBoxes(FrameSampled):
 
     @property
     def detector(self) -> FaceDetector:
-        if getattr(self, "_detector", None) is None:
-            self._detector = FaceDetector(self.config, self.device, getattr(self, "random_weights", False), self.simulated)
+        """Built on first use, once (clips in flight may ask at the same moment)."""
+        with _DETECTOR_BUILT:
+            if getattr(self, "_detector", None) is None:
+                self._detector = FaceDetector(self.config, self.device, getattr(self, "random_weights", False), self.simulated)
         return self._detector
 
 

@@ -160,7 +160,7 @@ class FlowNetS(TorchExtractor):
         return FramePairs(self, info, context)
 
     def frames_held(self, piece: int, info: ClipInfo) -> int:
-        return self.batch_size + piece
+        return self.request_size + piece
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
         return through_stream(self, data, info, context)
@@ -179,7 +179,7 @@ class FramePairs(Stream):
     def feed(self, piece: Frames, context: dict) -> None:
         self.images += list(piece.images)
         self.starts += [float(t) for t in piece.times[:, 0]]
-        batch = self.extractor.batch_size
+        batch = self.extractor.request_size
         while len(self.images) > batch:
             self._run(batch)
         self.held = len(self.images)

@@ -81,7 +81,6 @@ class _ResNet50(FrameByFrame, FrameSampled, TorchExtractor):
     config_class = FrameCnnConfig
     libraries = ("torch", "torchvision")
     n_classes = 1000
-    thread_safe = True  # its only state, the network, is called by one model thread when clips share it
     cpu_batch_size = 16
     mb_per_item = 60.0
 
@@ -108,7 +107,7 @@ class _ResNet50(FrameByFrame, FrameSampled, TorchExtractor):
             return self.output(self.model(self.pixels(self.to_device(frames)))).float().cpu().numpy()
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
-        batches = [self.rows_of(data.images[a : a + self.batch_size]) for a in range(0, len(data.images), self.batch_size)]
+        batches = [self.rows_of(data.images[a : a + self.request_size]) for a in range(0, len(data.images), self.request_size)]
         return FeatureBlock(np.concatenate(batches) if batches else np.zeros((0, self.dim), np.float32), data.times)
 
 

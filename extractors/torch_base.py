@@ -41,6 +41,7 @@ from mvfx.extractors.torch_device import (
     auto_batch_size,
     autocast,
     device_free_memory,
+    on_accelerator,
     resolve_device,
 )
 from mvfx.extractors.weights import WeightFile, entry, require
@@ -73,6 +74,9 @@ class TorchExtractor(Extractor):
     cpu_batch_size: ClassVar[int] = 16  # automatic batch size on the CPU
     mb_per_item: ClassVar[float] = 60.0  # GPU memory one item needs, for the automatic batch size
     gpu_batch_cap: ClassVar[int] = 256  # automatic batch size on a GPU at most (larger stops paying)
+    # Clips in flight may feed one instance at once: a network's pass keeps nothing on the module or the extractor
+    # between calls (no forward hook that stores a result; tested with passes that take time, test_simulated_device).
+    thread_safe = True
     device_free: int | None = None  # bytes free on the GPU when set up (tests set a simulated figure)
     shared: SharedForward | None = None  # set when clips in flight merge their forward passes (``batch_rows``)
 
@@ -123,8 +127,18 @@ class TorchExtractor(Extractor):
                                self.gpu_batch_cap, self.device_free, self.gpu_workers)
 
     @property
+    def request_size(self) -> int:
+        """Items a clip's stream hands to one forward pass: the batch size on the CPU. On a GPU at most the CPU's
+        batch, so that a clip's work reaches the device as it is decoded rather than in one burst when a clip-sized
+        batch is full; the GPU's batch is what a shared pass merges from the clips in flight (``rows_of``), up to
+        ``batch_size`` (measured on the simulated device: the device sat idle while clips filled 256-frame batches)."""
+        if not on_accelerator(self.target_device):
+            return self.batch_size
+        return min(self.batch_size, self.cpu_batch_size)
+
+    @property
     def frames_per_batch(self) -> int:
-        return self.batch_size
+        return self.request_size
 
     @contextlib.contextmanager
     def inference(self):
@@ -141,13 +155,13 @@ class TorchExtractor(Extractor):
     def batch_rows(self, items: np.ndarray) -> np.ndarray:
         """Rows of one batch of uint8 items (frames, or the picked frames of windows), computed on the device.
 
-        Extractors that implement it are ``thread_safe`` and merge the forward passes of the clips in flight.
+        Extractors that implement it merge the forward passes of the clips in flight (``rows_of``).
         """
         raise NotImplementedError(f"{self.name} computes its rows another way")
 
     def share_forward_passes(self) -> None:
         super().share_forward_passes()
-        if self.thread_safe:
+        if type(self).batch_rows is not TorchExtractor.batch_rows:
             self.shared = SharedForward(self._guarded_batch_rows, self.batch_size, self.name)
 
     def rows_of(self, items: np.ndarray) -> np.ndarray:

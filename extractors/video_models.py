@@ -146,7 +146,6 @@ class _KineticsVideoModel(TorchExtractor):
     feature_dim: int
     logits = False
     cpu_batch_size = 1
-    thread_safe = True  # its network keeps nothing between calls (``head_input_network``)
     gpu_batch_cap = 32  # windows: an H200 is busy at 32 SlowFast windows, and each batch holds 32 x 64 frames on the host
 
     def __init__(self, **overrides) -> None:
@@ -242,7 +241,7 @@ class _KineticsVideoModel(TorchExtractor):
             raise ClipError("extract", f"{info.path}: no frames for {self.name}")
         ranges, times = self.spans(data, context)
         clips = [data.images[a:b][self.pick(b - a)] for a, b in ranges]
-        rows = [self.rows(clips[start : start + self.batch_size]) for start in range(0, len(clips), self.batch_size)]
+        rows = [self.rows(clips[start : start + self.request_size]) for start in range(0, len(clips), self.request_size)]
         return FeatureBlock(np.concatenate(rows), times)
 
     def stream(self, info: ClipInfo, context: dict) -> Stream:
@@ -257,7 +256,7 @@ class _KineticsVideoModel(TorchExtractor):
             # the decoded frames may end up to two frames before the planned grid (the video ends before the audio)
             options = {n: a + self.pick(n - a) for n in (b, b - 1, b - 2) if n > a}
             plans.append(((float(span[0]), float(span[1])), options))
-        return PickedFrames(self, info, context, self.rows, self.batch_size, plans)
+        return PickedFrames(self, info, context, self.rows, self.request_size, plans)
 
     @property
     def depends_on_whole(self) -> bool:
@@ -271,11 +270,11 @@ class _KineticsVideoModel(TorchExtractor):
         return (batch - 1) * c.stride_frames + c.window_frames + piece
 
     def clip_batch(self, info: ClipInfo) -> int:
-        """Rows per forward pass for this clip: the batch size, but never more than the clip's own rows (on a GPU the
-        automatic batch is large, and a window batch holds its frames in host memory while it fills)."""
+        """Windows per forward pass for this clip: the request size, but never more than the clip's own windows (a
+        window batch holds its frames in host memory while it fills)."""
         if self.config.per_shot:  # the shots are not known when the clip is planned
-            return self.batch_size
-        return max(1, min(self.batch_size, len(self.windows(math.ceil(info.duration_s * self.config.fps)))))
+            return self.request_size
+        return max(1, min(self.request_size, len(self.windows(math.ceil(info.duration_s * self.config.fps)))))
 
     @property
     def frames_per_batch(self) -> int:

@@ -135,8 +135,8 @@ class Yolov5(FrameByFrame, FrameSampled, TorchExtractor):
 
         out = []
         with self.inference():
-            for start in range(0, len(frames), self.batch_size):
-                out += self.memory(detections, np.stack([letterbox(f, c.imgsz) for f in frames[start : start + self.batch_size]]))
+            for start in range(0, len(frames), self.request_size):
+                out += self.memory(detections, np.stack([letterbox(f, c.imgsz) for f in frames[start : start + self.request_size]]))
         return out
 
     def histogram(self, detections: np.ndarray) -> np.ndarray:

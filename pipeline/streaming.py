@@ -19,8 +19,9 @@ import math
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mvfx.extractors.base import Extractor, FeatureBlock
@@ -33,6 +34,7 @@ from mvfx.pipeline.timing import DECODING, WAITING, forward_stage, timed_items, 
 
 PIECE_FRAMES = 16  # at least this many frames per piece (more where a batch needs it)
 QUEUE_PIECES = 2  # decoded pieces waiting for the extractors
+LANE_PIECES = 2  # pieces a lane (see ``Lanes``) may have waiting before the clip's thread waits for it
 PROGRESS_EVERY_S = 0.5
 
 Progress = Callable[[float, float], None]  # (decoded seconds, clip seconds)
@@ -62,12 +64,13 @@ def piece_sizes(extractors: list[Extractor], minimum: int = PIECE_FRAMES) -> dic
 
 
 def memory_needed(info: ClipInfo, extractors: list[Extractor], minimum: int = PIECE_FRAMES,
-                  decoder_threads: int | None = None) -> tuple[int, str]:
+                  decoder_threads: int | None = None, lanes: bool = False) -> tuple[int, str]:
     """Bytes of frames a pass over ``info`` holds at most, and the request that needs the most (for messages).
 
     FFmpeg keeps about one source frame (YUV 4:2:0) per decoding thread plus two; each request holds its
     piece being filled, the queued ones and the one processed, plus what its consumers keep (a window
-    model's batch of windows is bounded by the clip's own windows, see ``clip_batch``).
+    model's batch of windows is bounded by the clip's own windows, see ``clip_batch``), plus, with ``lanes``,
+    the pieces a lane may have waiting.
     """
     threads = decoder_threads or local_cores()
     total = int(info.width * info.height * 1.5 * (threads + 2)) if info.has_video else 0
@@ -75,7 +78,7 @@ def memory_needed(info: ClipInfo, extractors: list[Extractor], minimum: int = PI
     for spec, piece in piece_sizes(extractors, minimum).items():
         users = [e for e in extractors if e.modality == "video" and e.input == spec]
         width, height = spec.output_size(info.width, info.height)
-        frames = piece * (QUEUE_PIECES + 2) + sum(e.frames_held(piece, info) for e in users)
+        frames = piece * (QUEUE_PIECES + 2 + (LANE_PIECES if lanes else 0)) + sum(e.frames_held(piece, info) for e in users)
         nbytes = frames * width * height * 3
         total += nbytes
         if nbytes > worst_bytes:
@@ -133,11 +136,13 @@ def stream_pass(
     backend: DecoderChoice = CPU_DECODER,
     decoder_threads: int = 0,
     times: Counter | None = None,
+    lanes: bool = False,
 ) -> PassOutcome:
     """Decode ``info`` once and stream it through ``extractors`` (dependencies first).
 
     ``backend`` decodes the video on the CPU or with NVDEC (``media.hwdecode.choose_decoder``), with
     ``decoder_threads`` FFmpeg threads (0: one per core); what it could not honour is in ``notices``.
+    ``lanes``: feed the extractors in lanes of their own (``Lanes``; on a GPU), else one after another here.
 
     ``context`` holds finished blocks the extractors depend on (from the store or an earlier pass). An
     extractor that raises is dropped with its exception in ``errors``; the others go on. A ClipError of
@@ -155,25 +160,19 @@ def stream_pass(
     video = {e.input for e, _ in streams.values() if e.modality == "video"}
     decoder = ClipDecoder(info, audio, video, out.piece_frames, backend=backend, threads=decoder_threads)
     last_report = time.monotonic()
-    pieces = in_background(timed_items(decoder.pieces(), out.seconds, DECODING))
-    for spec, frames in timed_items(pieces, out.seconds, WAITING):
-        if len(frames.images):
-            _feed(out, streams, lambda e: e.modality == "video" and e.input == spec, frames)
-        if on_progress and time.monotonic() - last_report > PROGRESS_EVERY_S:
-            on_progress(decoder.position_s, info.duration_s)
-            last_report = time.monotonic()
-    for name, (e, _) in list(streams.items()):  # a stream with nothing decodable fails its own extractors only
-        if e.modality in decoder.lost:
-            out.errors[name] = ClipError("decode", f"{info.path}: {decoder.lost[e.modality]}")
-            del streams[name]
-    for spec, signal in decoder.audio.items():
-        _feed(out, streams, lambda e: e.modality == "audio" and e.input == spec, signal)
-    for name, (e, stream) in streams.items():
-        try:
-            with timing(out.seconds, name), e.serialised():
-                out.blocks[name] = stream.finish()
-        except Exception as exc:
-            out.errors[name] = exc
+    with Lanes(out, streams, threaded=lanes) as feeding:
+        pieces = in_background(timed_items(decoder.pieces(), out.seconds, DECODING))
+        for spec, frames in timed_items(pieces, out.seconds, WAITING):
+            if len(frames.images):
+                feeding.feed(lambda e, spec=spec: e.modality == "video" and e.input == spec, frames)
+            if on_progress and time.monotonic() - last_report > PROGRESS_EVERY_S:
+                on_progress(decoder.position_s, info.duration_s)
+                last_report = time.monotonic()
+        feeding.drop(lambda e: e.modality in decoder.lost,  # a stream with nothing decodable fails its own extractors only
+                     lambda e: ClipError("decode", f"{info.path}: {decoder.lost[e.modality]}"))
+        for spec, signal in decoder.audio.items():
+            feeding.feed(lambda e, spec=spec: e.modality == "audio" and e.input == spec, signal)
+        feeding.finish()
     out.damage = decoder.damage
     out.missing_spans = decoder.missing_spans()
     out.notices = list(decoder.notices)
@@ -187,14 +186,103 @@ def stream_pass(
     return out
 
 
-def _feed(out: PassOutcome, streams: dict, wants: Callable[[Extractor], bool], piece) -> None:
+class Lanes:
+    """How a clip's pieces reach its extractors: in lanes, each fed in order by a thread of its own, or all here.
+
+    On a GPU an extractor waits for the device during its forward passes; fed one after another in the clip's
+    thread, every other extractor of the clip (and decoding, once its queue is full) waits with it, and the host
+    work of a clip never overlaps its device work. In lanes, each group of extractors linked by dependencies (faces
+    and face_expression; the rest alone) takes the pieces in order in its own thread, at most ``LANE_PIECES``
+    behind, so one lane's wait for the device leaves the others, and the decoder, running. On the CPU all extractors
+    compete for the same cores, so they are fed one after another here, as before (``threaded`` False).
+    """
+
+    def __init__(self, out: PassOutcome, streams: dict, threaded: bool) -> None:
+        self.out = out
+        groups = _dependency_groups(streams) if threaded else [streams]
+        self.lanes = [_Lane(group, out, threaded) for group in groups if group]
+
+    def __enter__(self) -> Lanes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lane in self.lanes:
+            lane.close()
+
+    def feed(self, wants: Callable[[Extractor], bool], piece) -> None:
+        """Give ``piece`` to every stream that ``wants`` it, in each lane's own order."""
+        for lane in self.lanes:
+            if any(wants(e) for e, _ in lane.streams.values()):
+                lane.run(lambda lane=lane: _feed(self.out, lane.streams, wants, piece, lane.times))
+
+    def drop(self, doomed: Callable[[Extractor], bool], error: Callable[[Extractor], Exception]) -> None:
+        """Once every lane has taken what it was given: fail and remove the streams ``doomed`` says."""
+        for lane in self.lanes:
+            lane.wait()
+            for name, (e, _) in list(lane.streams.items()):
+                if doomed(e):
+                    self.out.errors[name] = error(e)
+                    del lane.streams[name]
+
+    def finish(self) -> None:
+        """Each stream's block (or its error) into the outcome, every lane finishing at once."""
+        for lane in self.lanes:
+            lane.run(lambda lane=lane: _finish(self.out, lane.streams, lane.times))
+        for lane in self.lanes:
+            lane.wait()
+            if lane.times is not self.out.seconds:
+                self.out.seconds.update(lane.times)
+
+
+class _Lane:
+    """Some of a clip's streams, run in order by a thread of their own (``threaded``) or by the caller."""
+
+    def __init__(self, streams: dict, out: PassOutcome, threaded: bool) -> None:
+        self.streams = streams
+        self.times = Counter() if threaded else out.seconds  # merged into the outcome's when the lane is done
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mvfx-lane") if threaded else None
+        self.pending: deque[Future] = deque()
+
+    def run(self, work: Callable[[], None]) -> None:
+        if self.pool is None:
+            work()
+            return
+        while len(self.pending) >= LANE_PIECES:  # the lane is behind: wait here, so pieces do not pile up
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(work))
+
+    def wait(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _dependency_groups(streams: dict) -> list[dict]:
+    """The streams split into groups that no dependency crosses, each in the streams' own (dependencies first) order."""
+    group_of: dict[str, int] = {}
+    for name, (e, _) in streams.items():
+        linked = {group_of[d] for d in e.depends_on if d in group_of}
+        group_of[name] = min(linked, default=len(group_of))
+        for other, g in group_of.items():  # a stream that joins two groups merges them
+            if g in linked:
+                group_of[other] = group_of[name]
+    groups: dict[int, dict] = {}
+    for name, item in streams.items():
+        groups.setdefault(group_of[name], {})[name] = item
+    return list(groups.values())
+
+
+def _feed(out: PassOutcome, streams: dict, wants: Callable[[Extractor], bool], piece, times: Counter) -> None:
     """Give ``piece`` to every live stream that reads it, dependencies first; a failing stream is dropped."""
     made: dict[str, FeatureBlock] = {}
     for name, (e, stream) in list(streams.items()):
         if not wants(e):
             continue
         try:
-            with timing(out.seconds, name), e.serialised():
+            with timing(times, name), e.serialised():
                 block = stream.feed(piece, {d: made[d] for d in e.depends_on if d in made})
         except Exception as exc:
             out.errors[name] = exc
@@ -203,3 +291,12 @@ def _feed(out: PassOutcome, streams: dict, wants: Callable[[Extractor], bool], p
         if block is not None:
             made[name] = block
         out.most_held[name] = max(out.most_held.get(name, 0), stream.held)
+
+
+def _finish(out: PassOutcome, streams: dict, times: Counter) -> None:
+    for name, (e, stream) in streams.items():
+        try:
+            with timing(times, name), e.serialised():
+                out.blocks[name] = stream.finish()
+        except Exception as exc:
+            out.errors[name] = exc

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from mvfx.extractors import create
 from mvfx.extractors.base import Extractor, FeatureBlock
+from mvfx.extractors.torch_device import on_accelerator
 from mvfx.media.errors import ClipError, MvfxError, is_unwritable, one_line
 from mvfx.media.hwdecode import choose_decoder
 from mvfx.media.names import printable
@@ -137,14 +138,14 @@ def _process(task: ClipTask, result: ClipResult, on_progress: Callable[[str, flo
         with timing(times, SETUP):
             extractors = [worker_extractor(s, task, device) for s in task.extractors]
         runnable = [e for e in extractors if _has_input(e, info, result)]
-        _check_memory(info, runnable, task)
+        _check_memory(info, runnable, task, device)
         made: dict[str, FeatureBlock] = {}
         backend = choose_decoder(task.decode, device, info.video_codec if any(e.modality == "video" for e in runnable) else None)
         progress = (lambda done, total: on_progress(clip.clip_id, done, total)) if on_progress else None
         for number, group in enumerate(_passes(runnable)):
             context = _dependencies(group, made, task, clip.clip_id)
             outcome = stream_pass(info, group, context, on_progress=progress, backend=backend,
-                                  decoder_threads=task.budget.per_decoder, times=times)
+                                  decoder_threads=task.budget.per_decoder, times=times, lanes=on_accelerator(device))
             result.notices += outcome.notices
             if number == 0:
                 damage = outcome.damage
@@ -169,9 +170,9 @@ def _passes(extractors: list[Extractor]) -> list[list[Extractor]]:
     return [group for group in (first, later) if group]
 
 
-def _check_memory(info: ClipInfo, extractors: list[Extractor], task: ClipTask) -> None:
+def _check_memory(info: ClipInfo, extractors: list[Extractor], task: ClipTask, device: str) -> None:
     budget = task.clip_memory or default_clip_memory() // clips_in_flight_here(task)
-    needed, worst = memory_needed(info, extractors, decoder_threads=task.budget.per_decoder)
+    needed, worst = memory_needed(info, extractors, decoder_threads=task.budget.per_decoder, lanes=on_accelerator(device))
     if needed > budget:
         raise ClipError("memory", f"{info.path}: needs about {needed / 2**30:.1f} GiB at {info.width}x{info.height} "
                                   f"({worst}), over the {budget / 2**30:.1f} GiB a clip may use (--clip-memory)")

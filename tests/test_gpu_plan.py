@@ -46,7 +46,7 @@ def test_the_gpu_memory_plan_admits_a_ten_minute_720p_clip_at_j4_on_a_128_gb_nod
     extractors = on_simulated_gpu(ALL_13, free_bytes=140 * GIB, gpu_workers=4)
     budget = ThreadBudget(per_worker=16 // 4, clips_in_flight=3)
     clip_may_use = 128 * GIB // 4 // 2 // budget.clips_in_flight  # default_clip_memory on such a node, per clip in flight
-    needed, worst = memory_needed(ten_minute_720p(), extractors, decoder_threads=budget.per_decoder)
+    needed, worst = memory_needed(ten_minute_720p(), extractors, decoder_threads=budget.per_decoder, lanes=True)
     assert needed < clip_may_use, worst
     by_name = {e.name: e for e in extractors}
     assert by_name["slowfast_r50"].batch_size == 16  # a quarter of 140 GiB, in 4 workers' parts, holds 22 windows of 400 MiB
@@ -62,17 +62,25 @@ def test_batches_sized_from_different_free_memory_readings_keep_pieces_small():
     places.device_free = 140 * GIB - 300 * 2**20
     one_minute = ClipInfo("/c/a.mp4", 1, "sha256:0", 60.0, True, True, 30.0, 1280, 720)
     needed, worst = memory_needed(one_minute, [resnet, places], decoder_threads=4)
-    assert piece_sizes([resnet, places]) == {resnet.input: max(resnet.batch_size, places.batch_size)}
+    assert piece_sizes([resnet, places]) == {resnet.input: max(resnet.request_size, places.request_size)}
     assert needed < GIB, worst
 
 
 def test_a_window_batch_never_exceeds_the_clips_own_windows():
     short = ClipInfo("/c/a.mp4", 1, "sha256:0", 6.0, True, False, 30.0, 1280, 720)
-    (slowfast,) = on_simulated_gpu(["slowfast_r50"], free_bytes=140 * GIB, gpu_workers=1)
+    slowfast = create("slowfast_r50", batch_size=8)
     assert slowfast.clip_batch(short) == len(slowfast.windows(180)) == 2
     assert slowfast.frames_held(16, short) == 64 + 64 + 16
-    (cpu_slowfast,) = [create("slowfast_r50")]
-    assert cpu_slowfast.clip_batch(ten_minute_720p()) == 1  # the CPU batch is unchanged
+    assert create("slowfast_r50").clip_batch(ten_minute_720p()) == 1  # the CPU batch is unchanged
+
+
+def test_on_a_gpu_a_clip_asks_for_small_passes_that_the_shared_pass_merges():
+    """A clip's stream hands the GPU the CPU's batch at a time (a window, 16 frames): its work reaches the device as
+    it is decoded, not when a 256-frame batch is full; shared passes merge the clips' requests up to the GPU batch."""
+    slowfast, resnet = on_simulated_gpu(["slowfast_r50", "resnet50"], free_bytes=80 * GIB, gpu_workers=1)
+    assert (slowfast.batch_size, slowfast.request_size, slowfast.clip_batch(ten_minute_720p())) == (32, 1, 1)
+    assert (resnet.batch_size, resnet.request_size) == (256, 16)
+    assert piece_sizes([resnet]) == {resnet.input: 16}
 
 
 def test_the_thread_budget_shares_cores_among_workers_and_clips():
