@@ -54,7 +54,7 @@ def _block(rng: np.random.Generator, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _descriptions() -> list[dict]:
     from mvfx.extractors import create
-    from mvfx.pipeline.run import provenance
+    from mvfx.pipeline.plan import provenance
 
     imported = {"extractor": "imported_va", "version": "imported", "modality": "imported", "dim": IMPORTED_DIM,
                 "value_shape": [IMPORTED_DIM], "feature_names": [f"f{i}" for i in range(IMPORTED_DIM)], "nan_allowed": True,

@@ -26,7 +26,8 @@ from benchmarks.corpus import make_corpus
 from benchmarks.gpu import CHEAP, DEEP
 from mvfx.extractors.simulated_device import DeviceQueue, SimulatedDevice
 from mvfx.pipeline.executor import DaskExecutor, InProcessExecutor, clips_per_worker
-from mvfx.pipeline.run import default_clips_in_flight, run_extract
+from mvfx.pipeline.plan import default_clips_in_flight
+from mvfx.pipeline.run import run_extract
 from mvfx.pipeline.timing import describe
 
 SETS = {"deep (9)": DEEP, "cheap (4)": CHEAP, "all 13": DEEP + CHEAP}

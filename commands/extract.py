@@ -15,6 +15,7 @@ from mvfx.media.errors import MvfxError
 from mvfx.pipeline.timing import describe
 
 if TYPE_CHECKING:
+    from mvfx.pipeline.plan import RunSettings
     from mvfx.pipeline.run import RunSummary
 
 
@@ -52,8 +53,11 @@ if TYPE_CHECKING:
 @click.option("--decode", "decode", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Video decoding: cuda = NVDEC on the GPU; auto = NVDEC when a GPU is used and the codec allows. "
                    "Where NVDEC cannot be used, clips are decoded on the CPU and the summary says why.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan and stop: clips to do, extractors and their weights, workers, threads, GPU share, and "
+                   "the memory the first clip to do needs. Nothing is written; the store need not exist.")
 def extract(corpus, store, extractors, options, workers, scheduler, device, dtype, random_weights, break_lock, no_compact,
-            clip_memory, commit_every, clips_in_flight, decode) -> None:
+            clip_memory, commit_every, clips_in_flight, decode, dry_run) -> None:
     """Extract features for every clip of CORPUS into a store.
 
     CORPUS is a folder (searched recursively), a quoted glob ("clips/*.mp4") or a
@@ -72,69 +76,87 @@ def extract(corpus, store, extractors, options, workers, scheduler, device, dtyp
     them as Icechunk transactions (`mvfx store log` lists them).
     """
     from mvfx.extractors.torch_device import resolve_device
+    from mvfx.pipeline.plan import RunSettings
 
-    names = [n.strip() for n in extractors.split(",") if n.strip()]
-    summary = extract_with_progress(
+    names = tuple(n.strip() for n in extractors.split(",") if n.strip())
+    settings = RunSettings(
         corpus, store, names, parse_extractor_options(options), workers=workers or None, scheduler=scheduler,
         device=resolve_device(device), dtype=dtype, break_lock=break_lock, compact=not no_compact,
         random_weights=random_weights, clip_memory=_parse_size(clip_memory), commit_every_s=commit_every,
         clips_in_flight=_parse_in_flight(clips_in_flight), decode=decode,
     )
+    if dry_run:
+        print_plan(settings)
+        return
+    summary = extract_with_progress(settings)
     print_summary(summary, store)
     sys.exit(0 if summary.ok else 1)
 
 
-def extract_with_progress(corpus: str, store: str, names: list[str], options: dict, **settings) -> RunSummary:
-    """``run_extract`` with a corpus bar in clips and, under it, a bar in decoded seconds per clip in flight.
+def print_plan(settings: RunSettings) -> None:
+    """The plan of ``settings`` against the store as it is now (if it exists), in a few lines; nothing is written."""
+    from mvfx.pipeline.plan import StoredState, clip_need, plan
+    from mvfx.stores import is_store, open_store
+
+    state = StoredState(open_store(settings.store)) if is_store(settings.store) else None
+    planned = plan(settings, state)
+    for line in planned.describe(clip_need(planned)):
+        out.print(escape(line))
+    out.print("nothing was run (--dry-run)")
+
+
+def extract_with_progress(settings: RunSettings) -> RunSummary:
+    """The run of ``settings``, with a corpus bar in clips and, under it, a bar in decoded seconds per clip in flight.
 
     Before them, a count of the clips found (a large folder takes a while) and of those checked against the store.
     """
-    from mvfx.pipeline.run import run_extract
+    from mvfx.pipeline.plan import plan
+    from mvfx.pipeline.run import RunObserver, execute
 
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
-    )
-    task_id = plan_id = None
-    clip_bars: dict[str, int] = {}
+    class ProgressBars(RunObserver):
+        def __init__(self) -> None:
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
+            )
+            self.run_bar = self.plan_bar = None
+            self.clip_bars: dict[str, int] = {}
 
-    def on_plan(stage: str, done: int, total: int | None) -> None:
-        nonlocal plan_id
-        if plan_id is None:
-            plan_id = progress.add_task("[bold]discover", total=None, unit="clips found", last="")
-        if stage == "discover":
-            progress.update(plan_id, completed=done)
-        else:
-            progress.update(plan_id, description="[bold]plan", total=total, completed=done, unit="clips checked")
+        def planning(self, stage: str, done: int, total: int | None) -> None:
+            if self.plan_bar is None:
+                self.plan_bar = self.progress.add_task("[bold]discover", total=None, unit="clips found", last="")
+            if stage == "discover":
+                self.progress.update(self.plan_bar, completed=done)
+            else:
+                self.progress.update(self.plan_bar, description="[bold]plan", total=total, completed=done, unit="clips checked")
 
-    def drop_plan() -> None:  # its count has served: the run's own bars (or an error) follow
-        nonlocal plan_id
-        if plan_id is not None:
-            progress.remove_task(plan_id)
-            plan_id = None
+        def drop_plan(self) -> None:  # its count has served: the run's own bars (or an error) follow
+            if self.plan_bar is not None:
+                self.progress.remove_task(self.plan_bar)
+                self.plan_bar = None
 
-    def on_start(n_tasks: int, where: str) -> None:
-        nonlocal task_id
-        drop_plan()
-        console.print(escape(f"{n_tasks} clips to process with {', '.join(names)} on {where}"))
-        task_id = progress.add_task("[bold]extract", total=n_tasks, unit="clips", last="")
+        def started(self, n_tasks: int, where: str) -> None:
+            self.drop_plan()
+            console.print(escape(f"{n_tasks} clips to process with {', '.join(settings.extractors)} on {where}"))
+            self.run_bar = self.progress.add_task("[bold]extract", total=n_tasks, unit="clips", last="")
 
-    def on_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:
-        if clip_id not in clip_bars:
-            clip_bars[clip_id] = progress.add_task(f"  {clip_id}", total=round(duration_s) or None, unit="s decoded", last="")
-        progress.update(clip_bars[clip_id], completed=round(decoded_s))
+        def decoding(self, clip_id: str, decoded_s: float, duration_s: float) -> None:
+            if clip_id not in self.clip_bars:
+                self.clip_bars[clip_id] = self.progress.add_task(f"  {clip_id}", total=round(duration_s) or None,
+                                                                 unit="s decoded", last="")
+            self.progress.update(self.clip_bars[clip_id], completed=round(decoded_s))
 
-    def on_result(result) -> None:
-        if result.clip_id in clip_bars:
-            progress.remove_task(clip_bars.pop(result.clip_id))
-        progress.update(task_id, advance=1, last=f"{result.clip_id} [{result.status}]")
+        def finished(self, result) -> None:
+            if result.clip_id in self.clip_bars:
+                self.progress.remove_task(self.clip_bars.pop(result.clip_id))
+            self.progress.update(self.run_bar, advance=1, last=f"{result.clip_id} [{result.status}]")
 
-    with progress:
+    bars = ProgressBars()
+    with bars.progress:
         try:
-            return run_extract(corpus, store, names, options, on_start=on_start, on_result=on_result, on_progress=on_progress,
-                               on_plan=on_plan, **settings)
+            return execute(plan(settings, on_plan=bars.planning), bars)
         finally:
-            drop_plan()
+            bars.drop_plan()
 
 
 def _parse_in_flight(text: str) -> int:

@@ -60,8 +60,8 @@ def predict(run_dir, target, out_dir, store, labels, window, timelines, workers,
     """
     from rich.markup import escape
 
-    from mvfx.heads.estimator import load_head
     from mvfx.heads.predict import NOT_PREDICTED, predict_store
+    from mvfx.heads.saved import load_head
     from mvfx.heads.threads import limited_threads
     from mvfx.stores import is_store, open_store
 
@@ -95,13 +95,15 @@ def _extract_for(head, corpus: str, store_path: str, workers: int, device: str) 
     from mvfx.commands.extract import extract_with_progress, print_summary
     from mvfx.extractors.torch_device import resolve_device
     from mvfx.pipeline.corpus import discover
+    from mvfx.pipeline.plan import RunSettings
 
     weights = {p["weights"] == "random" for p in head.provenance_.values() if p["weights"] != "none"}
     if len(weights) > 1:
         raise MvfxError(f"{corpus}: the model mixes features from random and real weights; extract them yourself, then predict on the store")
     options = {name: dict(p["config"]) for name, p in head.provenance_.items()}
-    summary = extract_with_progress(corpus, store_path, list(head.provenance_), options, workers=workers or None,
-                                    device=resolve_device(device, simulated_ok=False), random_weights=weights == {True})
+    summary = extract_with_progress(RunSettings(corpus, store_path, tuple(head.provenance_), options, workers=workers or None,
+                                                device=resolve_device(device, simulated_ok=False),
+                                                random_weights=weights == {True}))
     print_summary(summary, store_path)
     return [c.clip_id for c in discover(corpus).clips]
 

@@ -239,17 +239,6 @@ def worker_memory_limit(workers: int) -> int:
     return machine_memory() // max(workers, 1)
 
 
-def make_executor(workers: int | None, n_tasks: int, scheduler: str | None, resources: dict[str, float] | None = None,
-                  clips_in_flight: int = 1):
-    """Pick a backend: an explicit scheduler, else a local cluster unless the job is tiny or workers == 1."""
-    if scheduler:
-        return DaskExecutor(scheduler=scheduler, resources=resources)
-    n = workers if workers else min(local_cores(), n_tasks)
-    if n <= 1 or n_tasks <= 2:
-        return InProcessExecutor(clips_per_worker(clips_in_flight, n_tasks, 1))
-    return DaskExecutor(workers=n, resources=resources, clips_in_flight=clips_per_worker(clips_in_flight, n_tasks, n))
-
-
 def clips_per_worker(clips_in_flight: int, n_tasks: int, workers: int) -> int:
     """Clips in flight per worker, at most the worker's part of the job: 4 clips on 4 workers are 1 clip each, whose
     decoder then gets the worker's whole share of the cores (``ThreadBudget.per_decoder``), not a third of it; and

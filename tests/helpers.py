@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 import mvfx.extractors as extractors
 from mvfx.media.decode import Frames
 from mvfx.media.encode import write_mp4
+from mvfx.pipeline.run import RunObserver
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -94,3 +95,13 @@ def remux_audio(source: Path, out: Path, keep_until_s: float | None = None, garb
             copy.pts, copy.dts, copy.duration, copy.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
             copy.stream = streams[packet.stream.index]
             dst.mux(copy)
+
+
+class Decoding(RunObserver):
+    """A run observer that collects the decoding progress a run reports."""
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def decoding(self, clip_id: str, decoded_s: float, duration_s: float) -> None:
+        self.events.append((clip_id, decoded_s, duration_s))

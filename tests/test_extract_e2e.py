@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 from helpers import DEMO_EXTRACTORS as EXTRACTORS
-from helpers import run_cli
+from helpers import Decoding, run_cli
 
 from mvfx.pipeline.run import run_extract
 from mvfx.stores import open_store
@@ -106,7 +106,7 @@ def test_local_dask_cluster_gives_bitwise_the_same_values(demo_corpus, demo_stor
     """In-process (2 threads) and 2 single-threaded Dask workers: non-neural features are bitwise equal."""
     store = tmp_path / "dask.zarr"
     events = []
-    summary = run_extract(str(demo_corpus), str(store), EXTRACTORS, workers=2, on_progress=lambda *event: events.append(event))
+    summary = run_extract(str(demo_corpus), str(store), EXTRACTORS, workers=2, observer=Decoding(events))
     assert summary.ok and "dask" in summary.executor
     assert events and all(0 <= done <= total for _, done, total in events)  # decoding progress reached the client from the workers
     assert set(summary.stage_seconds) == {"probe", "set-up", "decoding", "waiting for frames", "storing", *EXTRACTORS}

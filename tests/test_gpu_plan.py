@@ -90,15 +90,17 @@ def test_the_thread_budget_shares_cores_among_workers_and_clips():
     assert "4 per worker process" in budget.describe() and "3 clip(s) in flight" in budget.describe()
 
 
-def test_a_worker_never_has_more_clips_in_flight_than_the_job_gives_it():
+def test_a_worker_never_has_more_clips_in_flight_than_the_job_gives_it(demo_corpus):
     """4 clips on 4 GPU workers (the GPU benchmark's -j 4): one clip each, decoded with the worker's 4 cores, not 1."""
-    from mvfx.pipeline.executor import clips_per_worker, make_executor
+    from mvfx.pipeline.executor import clips_per_worker
+    from mvfx.pipeline.plan import RunSettings, plan
 
     assert clips_per_worker(3, n_tasks=4, workers=4) == 1
     assert ThreadBudget(per_worker=16 // 4, clips_in_flight=clips_per_worker(3, 4, 4)).per_decoder == 4
     assert clips_per_worker(3, n_tasks=9, workers=4) == 3 and clips_per_worker(3, n_tasks=1000, workers=4) == 3
     assert clips_per_worker(3, n_tasks=0, workers=4) == 1
-    assert make_executor(1, n_tasks=2, scheduler=None, clips_in_flight=3).clips_in_flight == 2  # in-process: one worker
+    two_clips = RunSettings(str(demo_corpus / "clip_00[0-1].mp4"), "unused.zarr", ("colour",), workers=1, clips_in_flight=3)
+    assert plan(two_clips).resources.clips_in_flight == 2  # in-process: one worker
 
 
 def test_shared_forward_merges_waiting_requests_and_returns_each_its_own_rows():
@@ -309,11 +311,11 @@ def _rank_and_name(_: int) -> tuple[int, object]:
 
 
 def test_a_local_cluster_numbers_its_workers_from_zero():
-    from mvfx.pipeline.executor import make_executor
+    from mvfx.pipeline.executor import DaskExecutor
     from mvfx.pipeline.gpus import local_rank
 
     assert local_rank() == 0  # in-process
-    executor = make_executor(2, n_tasks=4, scheduler=None)
+    executor = DaskExecutor(workers=2)
     try:
         client = executor.client
         addresses = sorted(client.scheduler_info()["workers"])

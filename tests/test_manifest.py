@@ -9,7 +9,7 @@ import pytest
 from mvfx.media.errors import MvfxError
 from mvfx.pipeline import corpus
 from mvfx.pipeline.corpus import ClipSource, discover
-from mvfx.pipeline.run import RunSummary, _changed_since_extraction
+from mvfx.pipeline.plan import RunSettings, plan
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -139,27 +139,27 @@ def test_a_glob_keeps_a_symlink_as_its_own_clip(tmp_path):
     assert [(c.clip_id, c.path) for c in clips] == [("a", str(tmp_path / "v" / "a.mp4")), ("b", str(tmp_path / "v" / "b.mp4"))]
 
 
-class _Writer:
-    """What planning asks of a store writer: the clips it has records of, and where failures go."""
+class _Store:
+    """What planning reads of a store: the clips it has records of (with their sizes), and none done."""
 
     def __init__(self, records: dict[str, dict]) -> None:
-        self.records, self.failures = records, []
+        self.records = records
+
+    def done(self, extractor: str) -> set:
+        return set()
 
     def clip_records(self) -> dict[str, dict]:
         return self.records
 
-    def add_failure(self, clip_id, extractor, stage, error, message) -> None:
-        self.failures.append((clip_id, error))
-
 
 def test_planning_needs_no_file_it_has_no_record_of_and_reports_progress(tmp_path):
     _touch(tmp_path, "seen.mp4", "changed.mp4")
-    clips = [ClipSource("never-seen", str(tmp_path / "not-there-yet.mp4"), 10.0),  # a manifest of paths not yet mounted
-             ClipSource("seen", str(tmp_path / "seen.mp4")), ClipSource("changed", str(tmp_path / "changed.mp4")),
-             ClipSource("gone", str(tmp_path / "gone.mp4"))]
-    writer = _Writer({"seen": {"size_bytes": 1}, "changed": {"size_bytes": 7}, "gone": {"size_bytes": 3}})
-    summary, stages = RunSummary(), []
-    kept = _changed_since_extraction(clips, writer, summary, lambda *report: stages.append(report))
-    assert [c.clip_id for c in kept] == ["never-seen", "seen", "gone"]  # a gone file is its task's failure, not the plan's
-    assert writer.failures == [("changed", "ClipChanged")] and summary.clips_failed == 1
+    manifest = tmp_path / "manifest.csv"  # a manifest of paths not all mounted yet: no file is opened to plan it
+    manifest.write_text("clip_id,path,duration_s\nnever-seen,not-there-yet.mp4,10\nseen,seen.mp4,\nchanged,changed.mp4,\n"
+                        "gone,gone.mp4,\n")
+    store = _Store({"seen": {"size_bytes": 1}, "changed": {"size_bytes": 7}, "gone": {"size_bytes": 3}})
+    stages = []
+    planned = plan(RunSettings(str(manifest), "unused.zarr", ("colour",)), store, lambda *report: stages.append(report))
+    assert sorted(c.clip_id for c, _ in planned.todo) == ["gone", "never-seen", "seen"]  # a gone file is its task's failure
+    assert [clip for clip, _ in planned.changed] == ["changed"] and "7 -> 1 bytes" in planned.changed[0][1]
     assert stages[-1] == ("plan", 4, 4)

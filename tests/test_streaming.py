@@ -5,7 +5,7 @@ piece boundaries. Equality is bitwise: the streamed batches are the whole-clip b
 """
 import numpy as np
 import pytest
-from helpers import random_extractor, run_cli
+from helpers import Decoding, random_extractor, run_cli
 from skimage import data
 
 from mvfx.extractors import create
@@ -164,8 +164,7 @@ def test_an_8k_clip_too_large_for_its_memory_is_a_failure_and_the_next_clip_succ
 
 def test_progress_moves_by_decoded_seconds_inside_a_clip(long_clip, tmp_path):
     events = []
-    run_extract(long_clip.path, str(tmp_path / "s.zarr"), ["colour"], workers=1,
-                on_progress=lambda clip, done, total: events.append((clip, done, total)))
+    run_extract(long_clip.path, str(tmp_path / "s.zarr"), ["colour"], workers=1, observer=Decoding(events))
     seconds = [done for _, done, _ in events]
     assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(long_clip.duration_s)
     assert {total for *_, total in events} == {long_clip.duration_s}
