@@ -33,6 +33,7 @@ from mvfx.extractors.simulated_device import SimulatedDevice, is_simulated
 from mvfx.extractors.torch_device import tensor_device
 from mvfx.media.decode import AudioSpec, Frames, VideoSpec
 from mvfx.media.probe import ClipInfo
+from mvfx.media.rules import NONE, Interval, MultipleOf, OneOf, Rule, allowed, kind, refusal
 
 if TYPE_CHECKING:
     from mvfx.extractors.streams import Stream
@@ -79,13 +80,15 @@ class OptionError(ValueError):
 
 def option(default: Any, *, minimum: float | None = None, above: float | None = None,
            choices: Sequence[Any] | None = None, multiple_of: int | None = None) -> Any:
-    """A config field with its allowed values declared as data (checked by ``Config.__post_init__``).
+    """A config field with its allowed values declared as rules (``mvfx.media.rules``, the heads' vocabulary too),
+    which ``Config.__post_init__`` checks in turn after the field's type.
 
     ``minimum``: value >= minimum; ``above``: value > above; ``choices``: one of them;
     ``multiple_of``: an integer multiple. ``None`` is allowed where the type allows it.
     """
-    rules = {"minimum": minimum, "above": above, "choices": tuple(choices) if choices else None, "multiple_of": multiple_of}
-    return field(default=default, metadata={"rules": {k: v for k, v in rules.items() if v is not None}})
+    declared = (OneOf(tuple(choices)) if choices else None, None if minimum is None else Interval(low=minimum),
+                None if above is None else Interval(low=above, low_open=True), multiple_of and MultipleOf(multiple_of))
+    return field(default=default, metadata={"rules": tuple(rule for rule in declared if rule)})
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,9 @@ class Config:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            _check_type(f.name, value, hints[f.name])
-            if value is not None:
-                _check_rules(f.name, value, f.metadata.get("rules", {}))
+            problem = _refusal(value, hints[f.name], f.metadata.get("rules", ()))
+            if problem:
+                raise OptionError(f.name, value, problem)
         self.validate()
 
     def validate(self) -> None:
@@ -118,43 +121,18 @@ def _base_type(hint: Any) -> tuple[type, bool]:
     return (args[0] if args else hint), type(None) in typing.get_args(hint)
 
 
-def _describe(hint: Any, rules: dict) -> str:
+def _kinds(hint: Any) -> list[Rule]:
+    """The rules of a field's type: its kind, and none where the hint is optional."""
     target, optional = _base_type(hint)
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(target, str(target))
-    parts = [f"one of {', '.join(map(str, rules['choices']))}"] if "choices" in rules else [words]
-    if "minimum" in rules:
-        parts.append(f">= {rules['minimum']:g}")
-    if "above" in rules:
-        parts.append(f"> {rules['above']:g}")
-    if "multiple_of" in rules:
-        parts.append(f"a multiple of {rules['multiple_of']}")
-    return " ".join(parts) + (" (or none)" if optional else "")
+    return [kind(target), NONE] if optional else [kind(target)]
 
 
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    target, optional = _base_type(hint)
-    if value is None:
-        if not optional:
-            raise OptionError(name, value, f"must be {_describe(hint, {})}")
-        return
-    ok = isinstance(value, target) and not (target is int and isinstance(value, bool))
-    if target is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if target in (int, float) and ok and not np.isfinite(value):
-        ok = False
-    if not ok:
-        raise OptionError(name, value, f"must be {_describe(hint, {})}")
-
-
-def _check_rules(name: str, value: Any, rules: dict) -> None:
-    if "choices" in rules and value not in rules["choices"]:
-        raise OptionError(name, value, f"must be one of {', '.join(map(str, rules['choices']))}")
-    if "minimum" in rules and value < rules["minimum"]:
-        raise OptionError(name, value, f"must be >= {rules['minimum']:g}")
-    if "above" in rules and value <= rules["above"]:
-        raise OptionError(name, value, f"must be > {rules['above']:g}")
-    if "multiple_of" in rules and value % rules["multiple_of"]:
-        raise OptionError(name, value, f"must be a multiple of {rules['multiple_of']}")
+def _refusal(value: Any, hint: Any, rules: Sequence[Rule]) -> str | None:
+    """Why ``value`` cannot be the field's (its type first, then each declared rule in turn), or None."""
+    problem = refusal(value, _kinds(hint))
+    if problem or value is None:
+        return problem
+    return next((refusal(value, [rule]) for rule in rules if not rule.allows(value)), None)
 
 
 def coerce_overrides(config_class: type, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -179,11 +157,11 @@ def _coerce(name: str, text: str, hint: Any) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise OptionError(name, text, "must be true or false")
+        raise OptionError(name, text, f"must be {allowed(_kinds(hint))}")
     try:
         return target(text)
     except ValueError:
-        raise OptionError(name, text, f"must be {_describe(hint, {})}") from None
+        raise OptionError(name, text, f"must be {allowed(_kinds(hint))}") from None
 
 
 class Extractor(ABC):

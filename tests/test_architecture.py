@@ -14,6 +14,7 @@ from helpers import REPO
 
 import mvfx.extractors as extractors
 from mvfx.media.errors import MvfxError
+from mvfx.media.rules import Interval, MultipleOf, OneOf
 
 # What each layer may import from mvfx (besides itself): media at the bottom, the CLI on top.
 ALLOWED = {
@@ -105,15 +106,13 @@ def _bad_values(field: dataclasses.Field, hint) -> list[str]:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     target = args[0] if args else hint
     bad = {bool: ["maybe"], int: ["x", "1.5"], float: ["x", "nan"], str: []}[target]
-    rules = field.metadata.get("rules", {})
-    if "choices" in rules:
-        bad.append("not-a-choice")
-    if "minimum" in rules:
-        bad.append(str(rules["minimum"] - 1))
-    if "above" in rules:
-        bad.append(str(rules["above"]))
-    if "multiple_of" in rules:
-        bad.append(str(rules["multiple_of"] * 3 + 1))
+    for rule in field.metadata.get("rules", ()):
+        if isinstance(rule, OneOf):
+            bad.append("not-a-choice")
+        elif isinstance(rule, Interval):
+            bad.append(str(rule.low if rule.low_open else rule.low - 1))
+        elif isinstance(rule, MultipleOf):
+            bad.append(str(rule.step * 3 + 1))
     return bad
 
 
