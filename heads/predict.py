@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvfx.heads.application import WINDOW_S, ClipReader
-from mvfx.heads.estimator import Head, check_features
+from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader
+from mvfx.heads.estimator import Head
+from mvfx.heads.provenance import check_features
 from mvfx.media.errors import MvfxError
 from mvfx.media.names import printable
 from mvfx.stores.base import FeatureStore
@@ -77,7 +78,7 @@ def predict_store(head: Head, store: FeatureStore, out: Path, clip_ids: list[str
             rows.writerows({k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()} for row in prediction.rows)
             clips += 1
             if max_timelines is None or drawn < max_timelines:
-                drawn += head.draw_timeline(prediction, _png(out, prediction.clip_id))
+                drawn += draw_timeline(prediction, _png(out, prediction.clip_id))
     not_predicted = dict(sorted(not_predicted.items()))
     if not_predicted:
         pd.DataFrame({"clip_id": list(not_predicted), "reason": list(not_predicted.values())}).to_csv(out / NOT_PREDICTED, index=False)
@@ -95,6 +96,19 @@ def _lacking(store: FeatureStore, clip_ids: list[str], have: dict[str, set[str]]
         cause = f"{failed['stage'].iat[-1]} failed: {failed['message'].iat[-1]}" if len(failed) else "none in the store"
         why[clip] = f"no {', '.join(lacking)} features ({cause})"
     return why
+
+
+def draw_timeline(prediction: ClipPrediction, path: Path) -> bool:
+    """Draw the prediction's time line (computed now, ``ClipPrediction.timeline``) as a PNG at ``path``; False
+    (nothing drawn) when the head gives none."""
+    if prediction.timeline is None:
+        return False
+    from mvfx.heads.plots import timeline_plot  # matplotlib, loaded only when a time line is drawn
+
+    line = prediction.timeline()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    timeline_plot(path, line.times, line.series, line.title, line.ylabel)
+    return True
 
 
 def _png(out: Path, clip_id: str) -> Path:

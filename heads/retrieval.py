@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from mvfx.heads.data.dataset import clip_level_features
-from mvfx.heads.estimator import load_head
 from mvfx.heads.models.correspond import CorrespondenceModel, CorrespondHead
+from mvfx.heads.saved import load_head
 from mvfx.media.errors import MvfxError
 from mvfx.stores.base import FeatureStore
 

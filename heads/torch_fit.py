@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from mvfx.heads.estimator import SEED
 from mvfx.heads.torch_random import use_generator
+from mvfx.media.rules import Interval
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,11 @@ class FitConfig:
     max_epochs: int = 300
     patience: int = 20
     seed: int = 0
+
+
+# what those parameters (and dropout) may be, shared by the torch heads' ``_parameter_constraints``
+FIT_RULES = {"lr": [Interval(float, 0, low_open=True)], "batch_size": [Interval(int, 1)], "max_epochs": [Interval(int, 1)],
+             "patience": [Interval(int, 0)], "dropout": [Interval(float, 0, 1, high_open=True)], "seed": [SEED]}
 
 
 def fit(

@@ -189,11 +189,11 @@ def test_fusion_members_keep_up_with_logistic_regression_on_low_signal_data():
 @pytest.mark.parametrize("member_model", ["mlp", "logistic"])
 def test_either_member_model_round_trips(tmp_path, member_model):
     from benchmarks.lowsignal import corpus
-    from mvfx.heads.estimator import load_head
     from mvfx.heads.models.fusion import FusionHead
+    from mvfx.heads.saved import load_head, save
 
     x, y = corpus(0, n_clips=36, noise_scale=0.1)
     head = FusionHead(feature_sets=[["emobase", "colour"], ["face_expression"]], hidden=8, max_epochs=10, member_model=member_model).fit(x, y)
-    loaded = load_head(head.save(tmp_path / "model"))
+    loaded = load_head(save(head, tmp_path / "model"))
     np.testing.assert_array_equal(loaded.predict_proba(x), head.predict_proba(x))
     assert loaded.members_chosen_ == head.members_chosen_ and all(c.startswith(member_model) for c in head.members_chosen_)

@@ -9,11 +9,12 @@ from sklearn.base import clone
 from mvfx.heads.data.dataset import build, clip_level_features, pretrain_targets
 from mvfx.heads.data.labels import read_class_labels, read_labels
 from mvfx.heads.data.pairs import build_pairs, load_pairs
-from mvfx.heads.estimator import check_features, load_head
 from mvfx.heads.models.correspond import CorrespondHead
 from mvfx.heads.models.fusion import FusionHead
 from mvfx.heads.models.lasso import LassoHead
 from mvfx.heads.models.lstm import LstmHead
+from mvfx.heads.provenance import check_features, with_provenance
+from mvfx.heads.saved import load_head, save
 from mvfx.media.errors import MvfxError
 from mvfx.pipeline.demo_corpus import write_demo_corpus
 from mvfx.stores import open_store
@@ -30,7 +31,7 @@ def clips(heads_corpus):
 def _round_trip(head, tmp_path, x, y, predict, **fit_params):
     fitted = head.fit(x, y, **fit_params)
     before = predict(fitted)
-    loaded = load_head(fitted.save(tmp_path / head.kind))
+    loaded = load_head(save(fitted, tmp_path / head.kind))
     assert type(loaded) is type(head) and loaded.get_params() == head.get_params()
     after = predict(loaded)
     for a, b in zip(before if isinstance(before, list) else [before], after if isinstance(after, list) else [after]):
@@ -69,7 +70,7 @@ def test_clone_gives_an_unfitted_copy_with_the_same_parameters(clips):
 
 def test_features_made_another_way_are_refused_in_one_line(clips, demo_corpus, tmp_path):
     store, data = clips
-    head = LassoHead(features=["colour"]).fit(data).with_provenance(store, ["colour"])
+    head = with_provenance(LassoHead(features=["colour"]).fit(data), store, ["colour"])
     check_features(head.provenance_, store, "same store")  # the training store itself passes
     run_cli("extract", demo_corpus, "--store", tmp_path / "fps4.zarr", "-e", "colour", "-o", "colour.fps=4", "-j", "1")
     with pytest.raises(MvfxError, match=r"colour config is .*fps.*4\.0.*trained with .*2\.0") as error:
@@ -97,7 +98,7 @@ def test_a_fresh_process_loads_a_saved_model(fusion_run):
     import subprocess
     import sys
 
-    code = f"from mvfx.heads.estimator import load_head; print(type(load_head({str(fusion_run / 'a')!r})).__name__)"
+    code = f"from mvfx.heads.saved import load_head; print(type(load_head({str(fusion_run / 'a')!r})).__name__)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "FusionHead"
 
 
@@ -192,7 +193,7 @@ def test_predicting_on_the_training_store_reproduces_the_training_inputs(tmp_pat
     values = store.read("irregular", "c00")[0]
     np.testing.assert_allclose(x["irregular"][0], (values[0] * 1 + values[1] * 4 + values[2] * 0.5) / 5.5, rtol=1e-6)
     head = FusionHead(feature_sets=[["irregular"]], hidden=8, **FAST).fit(x, np.array(["even", "odd"] * 6))
-    head.with_provenance(store, ["irregular"]).training_ = {"task": "classification", "target": "label", "classes": list(head.classes_)}
+    with_provenance(head, store, ["irregular"]).training_ = {"task": "classification", "target": "label", "classes": list(head.classes_)}
     table = predict_store(head, store, tmp_path / "out").table().set_index("clip_id").loc[ids]
     expected = pd.DataFrame(head.predict_proba(x), index=ids, columns=[f"p_{c}" for c in head.classes_])
     np.testing.assert_allclose(table[expected.columns].to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)

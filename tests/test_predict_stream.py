@@ -15,7 +15,7 @@ from mvfx.heads import predict
 from mvfx.heads.application import ClipPrediction, StoreClip, Timeline, grid
 from mvfx.heads.data.align import align
 from mvfx.heads.data.dataset import ClipData, clip_level_features
-from mvfx.heads.estimator import HEAD_MODULES, HEADS, Head, by_name, load_head
+from mvfx.heads.estimator import HEADS, Head, by_name
 from mvfx.heads.models import correspond
 from mvfx.heads.models.correspond import CorrespondHead, nearest
 from mvfx.heads.models.fusion import FusionHead
@@ -23,6 +23,8 @@ from mvfx.heads.models.lasso import LassoHead
 from mvfx.heads.models.lstm import LstmHead
 from mvfx.heads.models.mvf import MvfHead
 from mvfx.heads.predict import predict_store
+from mvfx.heads.provenance import with_provenance
+from mvfx.heads.saved import HEAD_MODULES, load_head, save
 from mvfx.heads.torch_fit import FitConfig
 from mvfx.media.errors import MvfxError
 from mvfx.stores import open_store, open_writer
@@ -81,7 +83,7 @@ def fitted(store, ids):
         head.training_ = {"task": "correspondence", "labels": {}}
         heads[objective] = (head, ["a", "b"])
     for head, extractors in heads.values():
-        head.with_provenance(store, extractors)
+        with_provenance(head, store, extractors)
     return {name: head for name, (head, _) in heads.items()}
 
 
@@ -158,7 +160,7 @@ def test_the_command_bounds_time_lines_and_says_so(fitted, store, ids, tmp_path,
     import mvfx.commands.predict as command
 
     assert command.TIMELINES == predict.MAX_TIMELINES
-    fitted["fusion"].save(tmp_path / "run" / "model")
+    save(fitted["fusion"], tmp_path / "run" / "model")
     monkeypatch.setattr(command, "SHOWN", 4)
     result = run_cli("predict", tmp_path / "run", store.location, "--out", tmp_path / "out", "--timelines", "2")
     assert result.exit_code == 1, result.output  # every clip predicted but the one without "b" features, which is named
@@ -184,7 +186,7 @@ def test_a_new_head_predicts_a_store_without_changes_to_the_driver(store, tmp_pa
             return ClipPrediction(clip.clip_id, [{"clip_id": clip.clip_id, "a0": float(np.nanmean(values[:, 0]))}],
                                   lambda: Timeline(times, {"a0": values[:, 0]}, clip.clip_id, "a0"))
 
-    head = FirstFeature().with_provenance(store, ["a"])
+    head = with_provenance(FirstFeature(), store, ["a"])
     result = predict_store(head, store, tmp_path / "p", max_timelines=2)
     expected = [np.nanmean(store.read("a", c)[0][:, 0]) for c in store.clip_ids("a")]
     np.testing.assert_allclose(result.table()["a0"], expected, rtol=1e-6)
@@ -205,13 +207,13 @@ def test_a_row_with_a_column_the_head_did_not_declare_stops_the_run(store, tmp_p
             return ClipPrediction(clip.clip_id, [row])
 
     with pytest.raises(ValueError, match="dict contains fields not in fieldnames: 'a1'"):
-        predict_store(Drifting().with_provenance(store, ["a"]), store, tmp_path / "p")
+        predict_store(with_provenance(Drifting(), store, ["a"]), store, tmp_path / "p")
 
 
 def test_a_run_folder_saved_before_predicts_and_one_without_its_grid_says_so(fitted, store, tmp_path):
     import json
 
-    folder = fitted["lasso"].save(tmp_path / "old" / "model")
+    folder = save(fitted["lasso"], tmp_path / "old" / "model")
     loaded = load_head(tmp_path / "old")
     assert predict_store(loaded, store, tmp_path / "p", max_timelines=0).table().equals(
         predict_store(fitted["lasso"], store, tmp_path / "q", max_timelines=0).table())

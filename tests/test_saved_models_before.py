@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mvfx.heads.estimator import load_head
 from mvfx.heads.predict import predict_store
+from mvfx.heads.saved import load_head
 from mvfx.stores import open_store
 
 BEFORE = Path(__file__).parent / "fixtures" / "models_before"

@@ -89,6 +89,17 @@ def class_folds(y: np.ndarray, splits: pd.Series | None, k: int, seed: int) -> l
     return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
+def with_validation(x: dict[str, np.ndarray], y: np.ndarray, validation: tuple | None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``fit``'s data with ``validation`` = (x, y) appended, so one set of arrays holds both: (x, y, the training
+    rows, the validation rows); without ``validation``, (x, y, every row, None)."""
+    rows = np.arange(len(y))
+    if validation is None:
+        return x, y, rows, None
+    x = {k: np.concatenate([x[k], validation[0][k]]) for k in x}
+    y = np.concatenate([y, validation[1]])
+    return x, y, rows, np.arange(len(rows), len(y))
+
+
 def inner_validation(train: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """About 15% of the training rows for early stopping: one row of each class at least, stratified where every
     class has two rows and the rest keeps one of each; at least one row is left to fit on.

@@ -30,10 +30,12 @@ from torch import nn
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, StoreClip, Timeline, batched, span_means, windows
 from mvfx.heads.data.align import clip_mean
-from mvfx.heads.estimator import BOOL, FIT_RULES, TEXT, Head, Rule, by_name, interval, options, register, with_validation
+from mvfx.heads.data.dataset import with_validation
+from mvfx.heads.estimator import Head, by_name, register
 from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
-from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_fit import FIT_RULES, FitConfig, fit
 from mvfx.heads.torch_random import Dropout, built
+from mvfx.media.rules import BOOL, TEXT, Interval, OneOf, Rule
 
 NEIGHBOURS = 3  # best-fitting music clips listed per clip
 EMBED_BATCH = 256  # clips embedded at once in prediction's first pass
@@ -212,9 +214,9 @@ class CorrespondHead(Head):
 
     kind = "correspond"
     _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
-        **FIT_RULES, "video_features": [TEXT], "music_features": [TEXT], "embed": [interval(int, 1)], "mcb_dim": [interval(int, 1)],
-        "dense": [interval(int, 1)], "margin": [interval(float, 0, low_open=True)], "emotion_branches": [BOOL],
-        "objective": [options("classify", "retrieve")],
+        **FIT_RULES, "video_features": [TEXT], "music_features": [TEXT], "embed": [Interval(int, 1)], "mcb_dim": [Interval(int, 1)],
+        "dense": [Interval(int, 1)], "margin": [Interval(float, 0, low_open=True)], "emotion_branches": [BOOL],
+        "objective": [OneOf(("classify", "retrieve"))],
     }
 
     def __init__(self, video_features: str | None = None, music_features: str | None = None, embed: int = 64,

@@ -25,11 +25,12 @@ from torch import nn
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, Timeline, class_columns, class_row, span_means, windows
 from mvfx.heads.data.align import clip_mean
-from mvfx.heads.data.dataset import inner_validation
-from mvfx.heads.estimator import FIT_RULES, NAME_SETS, Head, Rule, by_name, interval, options, register, tensors, with_validation
+from mvfx.heads.data.dataset import inner_validation, with_validation
+from mvfx.heads.estimator import NAME_SETS, Head, by_name, register
 from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
-from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_fit import FIT_RULES, FitConfig, fit
 from mvfx.heads.torch_random import Dropout, built
+from mvfx.media.rules import Interval, OneOf, Rule
 
 LOGISTIC_C = (0.01, 0.1, 1.0)
 MLP_MIN_PER_CLASS = 20
@@ -188,8 +189,8 @@ class FusionHead(Head):
 
     kind = "fusion"
     _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
-        **FIT_RULES, "feature_sets": [NAME_SETS], "hidden": [interval(int, 1)], "class_weights": [options("none", "balanced")],
-        "member_model": [options("auto", "mlp", "logistic")],
+        **FIT_RULES, "feature_sets": [NAME_SETS], "hidden": [Interval(int, 1)], "class_weights": [OneOf(("none", "balanced"))],
+        "member_model": [OneOf(("auto", "mlp", "logistic"))],
     }
 
     def __init__(self, feature_sets: list[list[str]] | None = None, hidden: int = 64, dropout: float = 0.5, lr: float = 1e-3,
@@ -249,7 +250,8 @@ class FusionHead(Head):
         return ClipPrediction(clip.clip_id, [row], timeline)
 
     def _tensors(self) -> dict:
-        return {"members": [{"logistic": tensors([m.coef, m.intercept, m.codes]), "standardiser": [scaler_tensors(s) for s in m.scalers]}
+        return {"members": [{"logistic": [torch.as_tensor(a) for a in (m.coef, m.intercept, m.codes)],
+                             "standardiser": [scaler_tensors(s) for s in m.scalers]}
                             if isinstance(m, LogisticMember) else {"weights": m[0].state_dict(), "standardiser": [scaler_tensors(s) for s in m[1]]}
                             for m in self.members_]}
 

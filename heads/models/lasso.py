@@ -4,13 +4,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import torch
 from sklearn.linear_model import LassoCV
 from sklearn.model_selection import GroupKFold
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_columns, curve_prediction
 from mvfx.heads.data.dataset import ClipData, stack
-from mvfx.heads.estimator import NAMES, SEED, Head, Rule, interval, register, tensors
+from mvfx.heads.estimator import NAMES, SEED, Head, register
 from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
+from mvfx.media.rules import Interval, Rule
 
 
 @register
@@ -24,7 +26,7 @@ class LassoHead(Head):
 
     kind = "lasso"
     _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
-        "features": [NAMES], "inner_folds": [interval(int, 2)], "n_alphas": [interval(int, 1)], "max_iter": [interval(int, 1)],
+        "features": [NAMES], "inner_folds": [Interval(int, 2)], "n_alphas": [Interval(int, 1)], "max_iter": [Interval(int, 1)],
         "seed": [SEED],
     }
 
@@ -57,8 +59,8 @@ class LassoHead(Head):
         return curve_prediction(self, clip)
 
     def _tensors(self) -> dict:
-        (mean, scale), (coef,) = scaler_tensors(self.scaler_), tensors([self.coef_])
-        return {"mean": mean, "scale": scale, "coef": coef}
+        mean, scale = scaler_tensors(self.scaler_)
+        return {"mean": mean, "scale": scale, "coef": torch.as_tensor(self.coef_)}
 
     def _facts(self) -> dict:
         return {"intercept": self.intercept_, "alpha": self.alpha_}

@@ -30,11 +30,12 @@ from torch import nn
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, StoreClip, curve_columns, curve_prediction
 from mvfx.heads.data.dataset import ClipData
-from mvfx.heads.estimator import FIT_RULES, NAMES, Head, Rule, by_name, interval, options, register
+from mvfx.heads.estimator import NAMES, Head, by_name, register
 from mvfx.heads.standardiser import fit_scaler, scaler_from, scaler_tensors, standardise
-from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_fit import FIT_RULES, FitConfig, fit
 from mvfx.heads.torch_random import Dropout, built
 from mvfx.media.errors import MvfxError
+from mvfx.media.rules import Interval, OneOf, Rule
 
 FUSIONS = ("none", "early", "late", "pair")
 
@@ -153,8 +154,8 @@ class LstmHead(Head):
 
     kind = "lstm"
     _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
-        **FIT_RULES, "features": [NAMES], "fusion": [options(*FUSIONS)], "seq_len": [interval(int, 1)], "hidden": [interval(int, 1)],
-        "layers": [interval(int, 1)], "val_fraction": [interval(float, 0, 1, low_open=True, high_open=True)],
+        **FIT_RULES, "features": [NAMES], "fusion": [OneOf(FUSIONS)], "seq_len": [Interval(int, 1)], "hidden": [Interval(int, 1)],
+        "layers": [Interval(int, 1)], "val_fraction": [Interval(float, 0, 1, low_open=True, high_open=True)],
     }
 
     def __init__(self, features: list[str] | None = None, fusion: str = "none", seq_len: int = 4, hidden: int = 256,

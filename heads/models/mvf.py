@@ -4,7 +4,7 @@ The networks are in ``mvf_nets``; their inputs (one fixed-size array per clip an
 ``heads.data.mvf_inputs``. At batch time the music input is standardised per channel with the training clips'
 mean and spread, and frames and face crops are scaled to [0, 1] and normalised (``mvf_nets.Normaliser``).
 
-``MvfHead`` follows the head conventions (scikit-learn parameters, ``save``/``load_head``, ``mvfx predict``);
+``MvfHead`` follows the head conventions (scikit-learn parameters, ``saved.save``/``saved.load_head``, ``mvfx predict``);
 ``init_from`` starts its music and video networks from the autoencoder's encoders (``autoencoder``).
 """
 from __future__ import annotations
@@ -17,14 +17,15 @@ import torch
 from torch import nn
 
 from mvfx.heads.application import WINDOW_S, ClipPrediction, ClipReader, batched, class_columns, class_row
-from mvfx.heads.data.dataset import inner_validation
+from mvfx.heads.data.dataset import inner_validation, with_validation
 from mvfx.heads.data.mvf_inputs import MODALITY_FEATURES, MUSIC_FRAMES, read_inputs, warn_faceless
-from mvfx.heads.estimator import BOOL, FIT_RULES, NONE, PATH, TEXT, Head, Rule, by_name, interval, options, register, with_validation
+from mvfx.heads.estimator import Head, by_name, register
 from mvfx.heads.models.autoencoder import load_encoders
 from mvfx.heads.models.mvf_nets import ARCHITECTURES, MvfClassifier, Normaliser, autocast, parameter_count
-from mvfx.heads.torch_fit import FitConfig, fit
+from mvfx.heads.torch_fit import FIT_RULES, FitConfig, fit
 from mvfx.heads.torch_random import built
 from mvfx.media.errors import MvfxError
+from mvfx.media.rules import BOOL, NONE, PATH, TEXT, Interval, OneOf, Rule
 
 PREDICT_BATCH = 16  # clips whose inputs are built and classified at once by ``MvfHead.predict_clips``
 
@@ -42,8 +43,8 @@ class MvfHead(Head):
 
     kind = "mvf"
     _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
-        **FIT_RULES, **{m: [options(*ARCHITECTURES), NONE] for m in MODALITY_FEATURES}, "mmtm": [BOOL], "se": [BOOL],
-        "frame_size": [interval(int, 1)], "music_frames": [interval(int, 1)], "init_from": [PATH, NONE], "device": [TEXT],
+        **FIT_RULES, **{m: [OneOf(ARCHITECTURES), NONE] for m in MODALITY_FEATURES}, "mmtm": [BOOL], "se": [BOOL],
+        "frame_size": [Interval(int, 1)], "music_frames": [Interval(int, 1)], "init_from": [PATH, NONE], "device": [TEXT],
     }
 
     def __init__(self, music: str | None = None, video: str | None = None, face: str | None = None, mmtm: bool = False,

@@ -3,7 +3,7 @@
 - ``config.json``: what was run (the model's kind, the store, the labels, the feature sets, folds, seed, the
   head's parameters, ...), written first;
 - ``predictions.csv``: the out-of-fold predictions, and the run's PNG plots;
-- ``model/``: the final model, fitted on every clip (``Head.save``; ``load_head`` reads it back);
+- ``model/``: the final model, fitted on every clip (``saved.save``; ``saved.load_head`` reads it back);
 - ``metrics.json``: the scores and the run's seconds, written once, last, in the one format of every run kind
   (``finish``): a folder with metrics.json holds a finished run (``mvfx report`` reads config.json and metrics.json).
 """
@@ -22,6 +22,8 @@ from sklearn.base import clone
 from mvfx.heads.data.labels import ClassLabels
 from mvfx.heads.estimator import Head
 from mvfx.heads.metrics import METRICS_FORMAT, METRICS_VERSION
+from mvfx.heads.provenance import with_provenance
+from mvfx.heads.saved import save
 from mvfx.stores.base import FeatureStore
 
 
@@ -66,9 +68,9 @@ class RunFolder:
     def final_model(self, head: Head, store: FeatureStore, features: Iterable[str], training: dict, *data: Any, **fit_params: Any) -> Head:
         """A clone of ``head`` fitted on ``data`` (every clip), with the provenance of ``store``'s ``features`` and
         ``training`` (what prediction needs to know), saved in model/."""
-        final = clone(head).fit(*data, **fit_params).with_provenance(store, list(features))
+        final = with_provenance(clone(head).fit(*data, **fit_params), store, list(features))
         final.training_ = training
-        final.save(self.path / "model")
+        save(final, self.path / "model")
         return final
 
     def finish(self, task: str, main: str, models: dict[str, dict], folds: list[dict], n_clips: int, **more: Any) -> dict:

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from mvfx.heads.estimator import Head, Split, cross_validate, take
+from mvfx.heads.estimator import Head
 from mvfx.heads.metrics import class_summary, classification_scores
+from mvfx.heads.runs.cross_validation import Split, cross_validate, take
 
 
 @dataclass

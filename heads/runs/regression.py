@@ -17,8 +17,9 @@ import pandas as pd
 
 from mvfx.heads.data.dataset import ClipData, build, check_weights, fold_splits, pretrain_targets
 from mvfx.heads.data.labels import read_labels
-from mvfx.heads.estimator import Head, cross_validate
+from mvfx.heads.estimator import Head
 from mvfx.heads.metrics import mean_std, regression_scores
+from mvfx.heads.runs.cross_validation import cross_validate
 from mvfx.heads.runs.folder import RunFolder, run_config
 from mvfx.heads.threads import with_training_threads
 from mvfx.stores import open_store
