@@ -83,14 +83,16 @@ def train_autoencoder_cmd(store_path, out, music, video, no_mmtm, se, epochs, lr
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mvfx.extractors.torch_device import resolve_device
+    from mvfx.heads.models.autoencoder import Autoencoder
     from mvfx.heads.runs.mvf import train_autoencoder
 
     progress = Progress(TextColumn("[bold]epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[last]}"), console=console)
     task = progress.add_task("epochs", total=epochs, last="")
     with reporting_warnings(), progress:
-        metrics = train_autoencoder(store_path, out, music, video, not no_mmtm, se, frame_size, epochs, lr, batch_size,
-                                    resolve_device(device, simulated_ok=False), seed,
+        autoencoder = Autoencoder(music=music, video=video, mmtm=not no_mmtm, se=se, lr=lr, batch_size=batch_size, epochs=epochs,
+                                  device=resolve_device(device, simulated_ok=False), seed=seed)
+        metrics = train_autoencoder(store_path, out, autoencoder, frame_size,
                                     on_epoch=lambda e, loss: progress.update(task, advance=1, last=f"MSE {loss:.4f}"))
     loss = metrics["loss"]
     console.print(f"autoencoder music {music} + video {video}{'' if no_mmtm else ' + MMTM'} on {metrics['n_clips']} clips: "

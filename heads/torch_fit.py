@@ -15,11 +15,13 @@ from mvfx.media.rules import Interval
 
 @dataclass(frozen=True)
 class FitConfig:
-    lr: float = 1e-4
-    batch_size: int = 64
-    max_epochs: int = 300
-    patience: int = 20
-    seed: int = 0
+    """The loop's settings: a head's same-named parameters (``estimator.by_name``), whose defaults are in its ``__init__``."""
+
+    lr: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    seed: int
 
 
 # what those parameters (and dropout) may be, shared by the torch heads' ``_parameter_constraints``

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mvfx.heads.data.dataset import ClipData
-from mvfx.heads.models.autoencoder import pretrain_autoencoder
+from mvfx.heads.models.autoencoder import Autoencoder
 from mvfx.heads.models.correspond import CorrespondHead
 from mvfx.heads.models.fusion import FusionHead
 from mvfx.heads.models.lstm import LstmHead
@@ -46,8 +46,8 @@ def _mvf() -> np.ndarray:
 
 
 def _autoencoder() -> np.ndarray:
-    return np.array(pretrain_autoencoder({"music": MUSIC[:4], "video": VIDEO[:4]}, music="A2", video="A2", mmtm=False, epochs=2,
-                                         batch_size=2)[1]["loss"])
+    return np.array(Autoencoder(music="A2", video="A2", mmtm=False, epochs=2, batch_size=2).fit(
+        {"music": MUSIC[:4], "video": VIDEO[:4]}).loss_)
 
 
 FITS = {"fusion": _fusion, "lstm": _lstm, "correspond": _correspond, "mvf": _mvf, "autoencoder": _autoencoder}

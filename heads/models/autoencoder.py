@@ -2,16 +2,18 @@
 
 The encoders are the classifier's own ``ModalityNet``s (joined by MMTM); decoders rebuild the normalised
 log-mel + phase image and the frame stack from the encoders' last maps, trained with MSE on every clip, no
-labels. ``save_encoders`` writes ``encoders.pt`` and ``autoencoder.json`` (the encoders' architectures) into a
-folder; ``MvfHead(init_from=FOLDER)`` starts its networks from them (``load_encoders``).
+labels (``Autoencoder``, an estimator). ``save_encoders`` writes ``encoders.pt`` and ``autoencoder.json`` (the
+encoders' architectures) into a folder; ``MvfHead(init_from=FOLDER)`` starts its networks from them (``load_encoders``).
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from mvfx.heads.models.mvf_nets import ModalityNet, MvfClassifier, Normaliser, autocast, cross_modal_mmtm, parameter_count, run_stages
@@ -59,33 +61,45 @@ class SlowFastAutoencoder(nn.Module):
         return {m: self.decoders[m](self.nets[m].joint(states[m]), inputs[m].shape) for m in self.nets}
 
 
-def pretrain_autoencoder(x: dict[str, np.ndarray], music: str = "A0", video: str = "A3", mmtm: bool = True, se: bool = False,
-                         lr: float = 1e-3, batch_size: int = 8, epochs: int = 20, device: str = "cpu", seed: int = 0,
-                         on_epoch=None) -> tuple[SlowFastAutoencoder, dict]:
-    """The autoencoder trained on every clip of ``x`` (no labels), and what training measured: the reconstruction
-    loss per epoch and the parameters of each encoder and in all."""
-    model = built(lambda: SlowFastAutoencoder(music, video, mmtm, se), torch.Generator().manual_seed(seed)).to(device)
-    normaliser = Normaliser.fitted(x)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    n, losses = len(x["music"]), []
-    for epoch in range(epochs):
-        model.train()
-        total = 0.0
-        for batch in torch.randperm(n, generator=generator).split(batch_size):
-            inputs = normaliser.tensors(x, batch.numpy(), device)
-            with autocast(device):
-                rebuilt = model(inputs)
-                loss = sum(nn.functional.mse_loss(rebuilt[m].float(), inputs[m]) for m in inputs)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(batch)
-        losses.append(total / n)
-        if on_epoch:
-            on_epoch(epoch, losses[-1])
-    parameters = {m: parameter_count(net) for m, net in model.nets.items()} | {"total": parameter_count(model)}
-    return model.to("cpu"), {"loss": losses, "parameters": parameters}
+class Autoencoder(BaseEstimator):
+    """The autoencoder as an estimator: its hyper-parameters are constructor arguments, their defaults here only.
+
+    ``fit(x)`` trains it on every clip of ``x`` (no labels; ``on_epoch(epoch, loss)`` hears of each epoch) and
+    learns ``model_`` (the trained network, on the CPU), ``loss_`` (the reconstruction loss of each epoch) and
+    ``parameters_`` (the parameters of each encoder and in all).
+    """
+
+    def __init__(self, music: str = "A0", video: str = "A3", mmtm: bool = True, se: bool = False, lr: float = 1e-3,
+                 batch_size: int = 8, epochs: int = 20, device: str = "cpu", seed: int = 0) -> None:
+        self.music, self.video, self.mmtm, self.se = music, video, mmtm, se
+        self.lr, self.batch_size, self.epochs, self.device, self.seed = lr, batch_size, epochs, device, seed
+
+    def fit(self, x: dict[str, np.ndarray], y: None = None, on_epoch: Callable[[int, float], None] | None = None) -> Autoencoder:
+        """``y`` is unused: the autoencoder rebuilds its inputs."""
+        model = built(lambda: SlowFastAutoencoder(self.music, self.video, self.mmtm, self.se),
+                      torch.Generator().manual_seed(self.seed)).to(self.device)
+        normaliser = Normaliser.fitted(x)
+        optimiser = torch.optim.Adam(model.parameters(), lr=self.lr)
+        generator = torch.Generator().manual_seed(self.seed)
+        n, self.loss_ = len(x["music"]), []
+        for epoch in range(self.epochs):
+            model.train()
+            total = 0.0
+            for batch in torch.randperm(n, generator=generator).split(self.batch_size):
+                inputs = normaliser.tensors(x, batch.numpy(), self.device)
+                with autocast(self.device):
+                    rebuilt = model(inputs)
+                    loss = sum(nn.functional.mse_loss(rebuilt[m].float(), inputs[m]) for m in inputs)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(batch)
+            self.loss_.append(total / n)
+            if on_epoch:
+                on_epoch(epoch, self.loss_[-1])
+        self.parameters_ = {m: parameter_count(net) for m, net in model.nets.items()} | {"total": parameter_count(model)}
+        self.model_ = model.to("cpu")
+        return self
 
 
 def save_encoders(model: SlowFastAutoencoder, out: str | Path) -> Path:

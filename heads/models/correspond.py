@@ -45,18 +45,21 @@ SCORE_BLOCK = {"retrieve": (256, 4096), "classify": (32, 128)}
 
 @dataclass(frozen=True)
 class CorrespondConfig:
-    embed: int = 64
-    mcb_dim: int = 1024
-    dense: int = 32
-    dropout: float = 0.5
-    margin: float = 1.0
-    lr: float = 1e-4
-    batch_size: int = 256
-    max_epochs: int = 600
-    patience: int = 40
-    emotion_branches: bool = False
-    objective: str = "classify"  # or "retrieve"
-    seed: int = 0
+    """``CorrespondHead``'s parameters that the networks and their training read (``CorrespondHead.config``;
+    defaults there)."""
+
+    embed: int
+    mcb_dim: int
+    dense: int
+    dropout: float
+    margin: float
+    lr: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    emotion_branches: bool
+    objective: str  # "classify" or "retrieve"
+    seed: int
 
 
 class CountSketch(nn.Module):

@@ -39,14 +39,16 @@ INNER_FOLDS = 3
 
 @dataclass(frozen=True)
 class FusionConfig:
-    hidden: int = 64
-    dropout: float = 0.5
-    lr: float = 1e-3
-    batch_size: int = 32
-    max_epochs: int = 400
-    patience: int = 30
-    class_weights: str = "none"  # "balanced": n / (classes x count) per class in the loss
-    seed: int = 0
+    """``FusionHead``'s parameters that the network and its training read (``FusionHead.config``; defaults there)."""
+
+    hidden: int
+    dropout: float
+    lr: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    class_weights: str  # "balanced": n / (classes x count) per class in the loss
+    seed: int
 
 
 class LateFusionClassifier(nn.Module):

@@ -42,16 +42,18 @@ FUSIONS = ("none", "early", "late", "pair")
 
 @dataclass(frozen=True)
 class LstmConfig:
-    seq_len: int = 4
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.2
-    lr: float = 1e-4
-    batch_size: int = 64
-    max_epochs: int = 300
-    patience: int = 20
-    val_fraction: float = 0.15
-    seed: int = 0
+    """``LstmHead``'s parameters that the network and its training read (``LstmHead.config``; defaults there)."""
+
+    seq_len: int
+    hidden: int
+    layers: int
+    dropout: float
+    lr: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    val_fraction: float
+    seed: int
 
 
 class Branch(nn.Module):

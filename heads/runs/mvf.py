@@ -12,7 +12,7 @@ from mvfx.heads.data.dataset import class_folds
 from mvfx.heads.data.labels import class_labels
 from mvfx.heads.data.mvf_inputs import MODALITY_FEATURES, check_modalities, load_inputs
 from mvfx.heads.metrics import in_columns, mean_std
-from mvfx.heads.models.autoencoder import pretrain_autoencoder, save_encoders
+from mvfx.heads.models.autoencoder import Autoencoder, save_encoders
 from mvfx.heads.models.mvf import MvfHead
 from mvfx.heads.runs.folder import RunFolder, run_config
 from mvfx.heads.runs.out_of_fold import out_of_fold
@@ -57,24 +57,20 @@ def _label(head: MvfHead) -> str:
 
 
 @with_training_threads
-def train_autoencoder(store_path: str, out: str, music: str = "A0", video: str = "A3", mmtm: bool = True, se: bool = False,
-                      frame_size: int = 64, epochs: int = 20, lr: float = 1e-3, batch_size: int = 8, device: str = "cpu",
-                      seed: int = 0, on_epoch=None) -> dict:
-    """Pre-train on every clip of the store that has log-mel + phase and frames (no labels); write the encoders
-    (``save_encoders``), config.json and metrics.json (the last epoch's reconstruction MSE, the loss per epoch) to
-    ``out``, and return the metrics."""
+def train_autoencoder(store_path: str, out: str, autoencoder: Autoencoder, frame_size: int, on_epoch=None) -> dict:
+    """Pre-train ``autoencoder`` on every clip of the store that has log-mel + phase and frames (no labels; frames
+    resized to ``frame_size``); write the encoders (``save_encoders``), config.json and metrics.json (the last
+    epoch's reconstruction MSE, the loss per epoch) to ``out``, and return the metrics."""
     started = time.perf_counter()
     store = open_store(store_path)
     check_modalities(store, ["music", "video"])
     features = [MODALITY_FEATURES["music"], MODALITY_FEATURES["video"]]
     clips = sorted(set(store.clip_ids(features[0])) & set(store.clip_ids(features[1])))
-    params = {"music": music, "video": video, "mmtm": mmtm, "se": se, "frame_size": frame_size, "epochs": epochs, "lr": lr,
-              "batch_size": batch_size, "device": device, "seed": seed}
-    run = RunFolder(out, {"model": "autoencoder", **store.reference(), "features": features, "folds": 0, "seed": seed, "params": params,
-                          "task": "reconstruction"}, started)
+    params = {**autoencoder.get_params(), "frame_size": frame_size}
+    run = RunFolder(out, {"model": "autoencoder", **store.reference(), "features": features, "folds": 0, "seed": autoencoder.seed,
+                          "params": params, "task": "reconstruction"}, started)
     x = load_inputs(store, clips, ["music", "video"], frame_size)
-    model, summary = pretrain_autoencoder(x, music=music, video=video, mmtm=mmtm, se=se, lr=lr, batch_size=batch_size, epochs=epochs,
-                                          device=device, seed=seed, on_epoch=on_epoch)
-    save_encoders(model, out)
-    return run.finish("reconstruction", "autoencoder", {"autoencoder": {"aggregate": {"mse": mean_std(summary["loss"][-1:])}}}, [],
-                      len(clips), loss=summary["loss"], parameters=summary["parameters"])
+    fitted = autoencoder.fit(x, on_epoch=on_epoch)
+    save_encoders(fitted.model_, out)
+    return run.finish("reconstruction", "autoencoder", {"autoencoder": {"aggregate": {"mse": mean_std(fitted.loss_[-1:])}}}, [],
+                      len(clips), loss=fitted.loss_, parameters=fitted.parameters_)
