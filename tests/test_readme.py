@@ -2,10 +2,11 @@
 
 The python blocks are found the way ``helpers.readme_python_block`` finds the README's, in every page of
 ``PAGES``; each one runs against the test demo store (``demo/features.zarr``) or its HDF5 export
-(``demo/features.h5``). The one exception, reading from S3 (``icechunk.s3_storage``), needs the
+(``demo/features.h5``), and the labels of its corpus (``demo/corpus``). The one exception, reading from S3 (``icechunk.s3_storage``), needs the
 localhost S3 server and is run by tests/test_object_store.py, which reads it from the README only.
 """
 import re
+import textwrap
 
 import pytest
 from helpers import REPO, readme_python_block
@@ -14,6 +15,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 S3_ONLY = "icechunk.s3_storage"
 # The first line each reading example prints on the test demo store (6 clips of 4 s: 8 emobase rows each).
 PRINTS = {
+    "CentroidHead": "CentroidHead 1.0",  # docs/architecture.md's new head, fitted on the store's six clips of six classes
     "zarr.open_group(store": "(8, 988) [0.  0.5] pcm_intensity_sma_max none",
     "h5py.File": "(8, 988) [0.  0.5] pcm_intensity_sma_max none",
     "open_store(": "(8, 988) 988 none 6 6 0",
@@ -22,8 +24,9 @@ PRINTS = {
 
 
 def python_blocks(marker: str = "") -> list[tuple[str, str]]:
-    """(page, block) for every python block of ``PAGES`` containing ``marker``, in page order."""
-    return [(str(page.relative_to(REPO)), block) for page in PAGES
+    """(page, block) for every python block of ``PAGES`` containing ``marker``, in page order (a block inside a list
+    item, indented with it, dedented)."""
+    return [(str(page.relative_to(REPO)), textwrap.dedent(block)) for page in PAGES
             for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S) if marker in block]
 
 
@@ -56,8 +59,9 @@ def test_plain_h5py_reading_example(demo_h5, capsys):
 
 
 @pytest.mark.parametrize(("page", "code"), RUN_HERE, ids=[f"{page}:{n}" for n, (page, _) in enumerate(RUN_HERE)])
-def test_every_python_block_of_the_readme_and_docs_runs(page, code, demo_store, demo_h5, capsys):
-    exec(code.replace("demo/features.zarr", str(demo_store)).replace("demo/features.h5", str(demo_h5)), {})
+def test_every_python_block_of_the_readme_and_docs_runs(page, code, demo_corpus, demo_store, demo_h5, capsys):
+    exec(code.replace("demo/features.zarr", str(demo_store)).replace("demo/features.h5", str(demo_h5))
+         .replace("demo/corpus", str(demo_corpus)), {})
     printed = capsys.readouterr().out
     expected = [line for marker, line in PRINTS.items() if marker in code]
     assert expected, f"{page}: a python block with no expected output in PRINTS:\n{code}"
