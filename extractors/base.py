@@ -33,7 +33,7 @@ from mvfx.extractors.simulated_device import SimulatedDevice, is_simulated
 from mvfx.extractors.torch_device import tensor_device
 from mvfx.media.decode import AudioSpec, Frames, VideoSpec
 from mvfx.media.probe import ClipInfo
-from mvfx.media.rules import NONE, Interval, MultipleOf, OneOf, Rule, allowed, kind, refusal
+from mvfx.media.rules import KINDS, NONE, Interval, MultipleOf, OneOf, Rule, allowed, refusal
 
 if TYPE_CHECKING:
     from mvfx.extractors.streams import Stream
@@ -122,9 +122,9 @@ def _base_type(hint: Any) -> tuple[type, bool]:
 
 
 def _kinds(hint: Any) -> list[Rule]:
-    """The rules of a field's type: its kind, and none where the hint is optional."""
+    """The rules of a field's type (int, float, bool or str): its kind, and none where the hint is optional."""
     target, optional = _base_type(hint)
-    return [kind(target), NONE] if optional else [kind(target)]
+    return [KINDS[target], NONE] if optional else [KINDS[target]]
 
 
 def _refusal(value: Any, hint: Any, rules: Sequence[Rule]) -> str | None:

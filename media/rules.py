@@ -53,12 +53,7 @@ STR = Is("text", lambda value: isinstance(value, str))
 TEXT = Is("non-empty text", lambda value: isinstance(value, str) and bool(value))
 PATH = Is("a path", lambda value: isinstance(value, str | Path) and bool(str(value)))
 NONE = Is("none", lambda value: value is None)
-KINDS: dict[type, Rule] = {int: INTEGER, float: NUMBER, bool: BOOL, str: STR}
-
-
-def kind(of: type) -> Rule:
-    """The rule of a type hint's values (an int, float, bool or str field; any other class by ``isinstance``)."""
-    return KINDS.get(of) or Is(f"a {of.__name__}", lambda value: isinstance(value, of))
+KINDS: dict[type, Rule] = {int: INTEGER, float: NUMBER, bool: BOOL, str: STR}  # the values of each type a field may have
 
 
 @dataclass(frozen=True)
