@@ -27,7 +27,8 @@ def weights_list(as_json: bool) -> None:
     """Every registered weight file with its status: ok, forced (imported with --force), unverified (no published
     hash), packaged (an installed package ships it; copied in on first use), missing, wrong hash."""
     from mvfx.extractors import users_of
-    from mvfx.extractors.weights import REGISTRY, cache_dir, status
+    from mvfx.extractors.weight_registry import REGISTRY
+    from mvfx.extractors.weights import cache_dir, status
 
     rows = []
     for name, e in sorted(REGISTRY.items()):
@@ -54,7 +55,8 @@ def weights_list(as_json: bool) -> None:
 @click.option("--all", "fetch_all", is_flag=True, help="Fetch every registered file.")
 def weights_fetch(names: tuple[str, ...], fetch_all: bool) -> None:
     """Download weight files into the cache (resumable, verified). Needs a network."""
-    from mvfx.extractors.weights import REGISTRY, entry, fetch
+    from mvfx.extractors.weight_registry import REGISTRY, entry
+    from mvfx.extractors.weights import fetch
 
     chosen = sorted(REGISTRY) if fetch_all else list(names)
     if not chosen:
@@ -83,7 +85,8 @@ def weights_import(name: str, file: str, force: bool) -> None:
 @weights.command("verify")
 def weights_verify() -> None:
     """Re-hash every cached file; exit 1 if one has the wrong hash."""
-    from mvfx.extractors.weights import REGISTRY, status
+    from mvfx.extractors.weight_registry import REGISTRY
+    from mvfx.extractors.weights import status
 
     bad = 0
     for name in sorted(REGISTRY):

@@ -37,6 +37,7 @@ from mvfx.media.rules import KINDS, NONE, Interval, MultipleOf, OneOf, Rule, all
 
 if TYPE_CHECKING:
     from mvfx.extractors.streams import Stream
+    from mvfx.extractors.weight_registry import WeightFile
 
 
 @dataclass
@@ -174,7 +175,10 @@ class Extractor(ABC):
     config_class: ClassVar[type[Config]] = Config
     nan_allowed: ClassVar[bool] = False
     libraries: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into provenance
-    weight_files: ClassVar[tuple[str, ...]] = ()  # every weights-registry entry this extractor may load
+    # The weight files this configuration loads, the main one first (registry constants, declared beside the network):
+    # a tuple, or ``weight_registry.chosen_by(option, table)`` where an option picks them; read on the class, every
+    # file some configuration loads (``registry.users_of``).
+    weights: tuple[WeightFile, ...] = ()
     storage_dtype: ClassVar[str | None] = None  # e.g. "uint8" for image crops; None: the run's --dtype
     empty_allowed: ClassVar[bool] = False  # True: zero rows is a result (face_crops of a clip without a face)
     thread_safe: ClassVar[bool] = False  # True: clips in flight may use this instance at once (see ``serialised``)
@@ -208,8 +212,8 @@ class Extractor(ABC):
 
     @property
     def weight_names(self) -> tuple[str, ...]:
-        """The registry entries this configuration loads (default: all of ``weight_files``)."""
-        return self.weight_files
+        """The names of ``weights``: the ids that provenance, listings and run plans show (derived, never declared)."""
+        return tuple(w.name for w in self.weights)
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -229,7 +233,7 @@ class Extractor(ABC):
         """
         self.target_device, self.device = device, tensor_device(device)
         self.simulated = SimulatedDevice.parse(device) if is_simulated(device) else None
-        self.random_weights = (random_weights or self.simulated is not None) and bool(self.weight_names)
+        self.random_weights = (random_weights or self.simulated is not None) and bool(self.weights)
 
     @abstractmethod
     def extract(self, data: np.ndarray | Frames, info: ClipInfo, context: dict[str, FeatureBlock]) -> FeatureBlock:
@@ -281,14 +285,14 @@ class Extractor(ABC):
         """
         from mvfx.extractors.weights import require
 
-        if not self.weight_names:
+        if not self.weights:
             return {"weights": "none", "weights_files": {}}
         if simulated:
             return {"weights": "simulated", "weights_files": {}}
         if random_weights:
             return {"weights": "random", "weights_files": {}}
-        files = {name: "sha256:" + require(name)[1] for name in self.weight_names}
-        return {"weights": files[self.weight_names[0]], "weights_files": files}
+        files = {w.name: "sha256:" + require(w)[1] for w in self.weights}
+        return {"weights": files[self.weights[0].name], "weights_files": files}
 
     def describe(self) -> dict:
         """Provenance written to the store's attributes for this extractor."""

@@ -38,10 +38,13 @@ import numpy as np
 from mvfx.extractors.base import Extractor, FeatureBlock, FrameSampled, option
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from mvfx.extractors.image_ops import grey_crop
+from mvfx.extractors.mini_xception import FER2013_MINI_XCEPTION
+from mvfx.extractors.mtcnn import MTCNN_WEIGHTS, build_networks
 from mvfx.extractors.registry import register
 from mvfx.extractors.simulated_device import SimulatedDevice, simulated_network
 from mvfx.extractors.streams import FrameByFrame, Stream, through_stream
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor, seeded
+from mvfx.extractors.weight_registry import Preprocessing, WeightFile, chosen_by, register_weights
 from mvfx.extractors.weights import require
 from mvfx.media.decode import Frames
 from mvfx.media.probe import ClipInfo
@@ -52,10 +55,8 @@ if TYPE_CHECKING:
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 CROP = 48
-MTCNN_FILES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
 MTCNN_BATCH = 8  # frames per MTCNN pass unless batch_size is set
 _DETECTOR_BUILT = threading.Lock()  # face extractors build their detector on first use, once
-EXPRESSION_FILES = {"mini_xception": "fer2013_mini_xception", "vgg19": "vgg19_fer2013"}
 
 
 def haar_cascade() -> cv2.CascadeClassifier:
@@ -118,16 +119,34 @@ def build_vgg19_fer():
     return VGG19Fer()
 
 
+VGG19_FER2013 = register_weights(WeightFile(
+    name="vgg19_fer2013",
+    filename="PrivateTest_model.t7",
+    url="https://github.com/WuJie1010/Facial-Expression-Recognition.Pytorch",
+    sha256=None,
+    licence="MIT (WuJie1010/Facial-Expression-Recognition.Pytorch)",
+    approx_mb=80,
+    source="VGG19 with batch norm trained on FER2013 (private test accuracy 73.1%), the checkpoint the common "
+    "FER2013 PyTorch models publish; {'net': state_dict, 'acc', 'epoch'}; keys features.*, classifier.*",
+    preprocessing=Preprocessing(short_side=48, crop=44),  # the grey face at 48 x 48, its centre 44 x 44, in [0, 1]
+))
+EXPRESSION_MODELS = {"mini_xception": FER2013_MINI_XCEPTION, "vgg19": VGG19_FER2013}  # -o face_expression.model=...
+DETECTORS = {"mtcnn": MTCNN_WEIGHTS, "haar": ()}  # -o faces.detector=...: its networks' weights (OpenCV ships Haar's)
+DETECTOR_WEIGHTS = chosen_by("detector", DETECTORS)
+
+
 @dataclass(frozen=True)
 class FacesConfig(TorchConfig):
     fps: float = option(2.0, above=0)
     short_side: int = option(360, minimum=32)
-    detector: str = option("mtcnn", choices=("mtcnn", "haar"))
+    detector: str = option("mtcnn", choices=tuple(DETECTORS))
     min_face: int = option(20, minimum=12)  # MTCNN's smallest face in pixels (Haar: 30)
 
 
 class _FaceBoxes(FrameSampled):
     """Faces per frame: those ``faces`` found for the same frames (``context``), else detected here."""
+
+    weights = DETECTOR_WEIGHTS
 
     def face_boxes(self, data: Frames, context: dict) -> list[FrameFaces]:
         found = context.get("faces")
@@ -160,14 +179,12 @@ class FaceDetector:
         self.config, self.device = config, device
         self.nets = None
         if config.detector == "mtcnn":
-            from mvfx.extractors import mtcnn
-
-            self.nets = list(seeded(mtcnn.build_networks))
-            for k, (net, name) in enumerate(zip(self.nets, MTCNN_FILES)):
+            self.nets = list(seeded(build_networks))
+            for k, (net, weights) in enumerate(zip(self.nets, MTCNN_WEIGHTS)):
                 if not random_weights:
-                    load_state_dict_strict(net, unwrap_state_dict(load_checkpoint(require(name)[0], name)), name)
+                    load_state_dict_strict(net, unwrap_state_dict(load_checkpoint(require(weights)[0], weights.name)), weights.name)
                 if simulated is not None:
-                    self.nets[k] = net = simulated_network(net, simulated, name, config.precision)
+                    self.nets[k] = net = simulated_network(net, simulated, weights.name, config.precision)
                 net.to(device).eval()
         else:
             self.cascade = haar_cascade()
@@ -198,12 +215,7 @@ class Faces(FrameByFrame, _FaceBoxes, TorchExtractor):
     summary = "MTCNN face detection per frame (2 fps): count, largest face box, area and probability"
     config_class = FacesConfig
     libraries = ("torch", "torchvision", "opencv-python")
-    weight_files = MTCNN_FILES
     nan_allowed = True
-
-    @property
-    def weight_names(self) -> tuple[str, ...]:
-        return MTCNN_FILES if self.config.detector == "mtcnn" else ()
 
     @property
     def feature_names(self) -> list[str]:
@@ -245,7 +257,7 @@ def square_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FaceExpressionConfig(FacesConfig):
-    model: str = option("mini_xception", choices=tuple(EXPRESSION_FILES))
+    model: str = option("mini_xception", choices=tuple(EXPRESSION_MODELS))
 
 
 @register
@@ -255,15 +267,10 @@ class FaceExpression(FrameByFrame, _DependsOnFaces, TorchExtractor):
     summary = "FER2013 mini-Xception expression probabilities per frame (face-area weighted) + face count; NaN without faces"
     config_class = FaceExpressionConfig
     libraries = ("opencv-python", "torch", "h5py")
-    weight_files = (*EXPRESSION_FILES.values(), *MTCNN_FILES)
+    weights = chosen_by("model", EXPRESSION_MODELS) + DETECTOR_WEIGHTS
     nan_allowed = True
     cpu_batch_size = 64
     mb_per_item = 4.0
-
-    @property
-    def weight_names(self) -> tuple[str, ...]:
-        detector = MTCNN_FILES if self.config.detector == "mtcnn" else ()
-        return (EXPRESSION_FILES[self.config.model], *detector)
 
     @property
     def feature_names(self) -> list[str]:
@@ -284,7 +291,7 @@ class FaceExpression(FrameByFrame, _DependsOnFaces, TorchExtractor):
 
     def crops(self, rgb: np.ndarray, faces: FrameFaces) -> list[np.ndarray]:
         """The model's input size of grey square crop per face."""
-        size = self.weights_entry.preprocessing["grey_size"]
+        size = self.weights_entry.preprocessing.short_side
         h, w = rgb.shape[:2]
         return [grey_crop(rgb, square_box(box, w, h), size) for box in faces.boxes]
 
@@ -304,8 +311,8 @@ class FaceExpression(FrameByFrame, _DependsOnFaces, TorchExtractor):
     def vgg19_pixels(self, faces):
         """[F, 48, 48] uint8 on the device -> [F, 3, 44, 44] float32: the centre 44 x 44, /255, grey replicated to 3 channels."""
         prep = self.weights_entry.preprocessing
-        margin = (prep["grey_size"] - prep["crop"]) // 2
-        centre = faces[:, margin : margin + prep["crop"], margin : margin + prep["crop"]].float() * prep["scale"]
+        margin = (prep.short_side - prep.crop) // 2
+        centre = faces[:, margin : margin + prep.crop, margin : margin + prep.crop].float() * (1 / 255)
         return centre[:, None].repeat(1, 3, 1, 1)
 
     def extract(self, data: Frames, info: ClipInfo, context: dict) -> FeatureBlock:
@@ -352,12 +359,7 @@ class FaceCrops(_DependsOnFaces, Extractor):
     summary = "up to N 48x48 grey crops of the largest face, eyes levelled, spread over the clip (MVF face stream), uint8"
     config_class = FaceCropsConfig
     libraries = ("opencv-python",)
-    weight_files = MTCNN_FILES
     storage_dtype = "uint8"
-
-    @property
-    def weight_names(self) -> tuple[str, ...]:
-        return MTCNN_FILES if self.config.detector == "mtcnn" else ()
 
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
         from mvfx.extractors.torch_device import resolve_device

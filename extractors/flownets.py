@@ -32,11 +32,24 @@ from mvfx.extractors.image_ops import normalise
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import Stream, through_stream
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weight_registry import Preprocessing, WeightFile, register_weights
 from mvfx.media.decode import Frames, VideoSpec
 from mvfx.media.errors import ClipError
 from mvfx.media.probe import ClipInfo
 
 ANGLE_BINS = 8
+DIV_FLOW = 20.0  # the checkpoint's 'div_flow': the network predicts flow divided by 20
+FLOWNETS = register_weights(WeightFile(
+    name="flownets",
+    filename="flownets_EPE1.951.pth.tar",
+    url="https://drive.google.com/drive/folders/16eo3p9dO_vmssxRoZCmWkTpNjKRzJzn5",
+    sha256=None,
+    licence="MIT (ClementPinard/FlowNetPytorch)",
+    approx_mb=148,
+    source="FlowNetS (Dosovitskiy et al. 2015) trained on Flying Chairs by ClementPinard/FlowNetPytorch "
+    "(EPE 1.951, no batch norm); {'state_dict': ..., 'div_flow': 20}; the URL is the release folder",
+    preprocessing=Preprocessing(mean=(0.411, 0.432, 0.45)),
+))
 
 
 def build_flownets():
@@ -117,7 +130,7 @@ class FlowNetS(TorchExtractor):
     summary = "FlowNetS optical flow between consecutive frames (4 fps): magnitude, direction histogram, encoder features"
     config_class = FlowNetSConfig
     libraries = ("torch",)
-    weight_files = ("flownets",)
+    weights = (FLOWNETS,)
     cpu_batch_size = 4
     mb_per_item = 300.0
 
@@ -145,12 +158,11 @@ class FlowNetS(TorchExtractor):
         """Rows for the consecutive pairs of ``frames`` ([N, H, W, 3] uint8, N - 1 <= batch size): one forward pass."""
         import torch
 
-        prep = self.weights_entry.preprocessing
         with self.inference():
-            pixels = normalise(self.to_device(frames), prep["mean"]).permute(0, 3, 1, 2)
+            pixels = normalise(self.to_device(frames), self.weights_entry.preprocessing.mean).permute(0, 3, 1, 2)
             pairs = torch.cat([pixels[:-1], pixels[1:]], dim=1).contiguous(memory_format=self.memory_format)  # [N-1, 6, H, W]
             flow, features = self.model(pairs)
-            flow = torch.nn.functional.interpolate(prep["div_flow"] * flow.float(), scale_factor=4, mode="bilinear",
+            flow = torch.nn.functional.interpolate(DIV_FLOW * flow.float(), scale_factor=4, mode="bilinear",
                                                    align_corners=False)
             pooled = features.float().mean(dim=(2, 3)).cpu().numpy()
             stats = np.stack([flow_statistics(f) for f in flow.cpu().numpy()])

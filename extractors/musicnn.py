@@ -18,7 +18,7 @@ and overflows to inf wherever the mel power exceeds 6.55, most patches of
 normal music; the network then gives one constant taggram (docs/extractors.md
 has the figures).
 
-Weights: the TF 1 checkpoints of ``musicnn==0.1.0`` (registry entries
+Weights: the TF 1 checkpoints of ``musicnn==0.1.0`` (``MODELS``: entries
 ``musicnn_msd``/``musicnn_mtt`` and their ``_index``), read with
 ``tensorbundle.read_bundle`` at set-up (9.5 MB, 0.1 s: no converted copy to keep
 in step) into the torch port of ``musicnn_net``. ``-o musicnn.model=mtt`` takes
@@ -44,6 +44,7 @@ from mvfx.extractors.melspec import power_mel
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import Stream, WholeAudio
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weight_registry import WeightFile, chosen_by, register_weights
 from mvfx.extractors.weights import require
 from mvfx.media.decode import AudioSpec
 from mvfx.media.probe import ClipInfo
@@ -56,9 +57,39 @@ PATCH_FRAMES = 187  # musicnn's 3 s input: librosa.time_to_frames(3, sr=16000, n
 FRAME_S = HOP / SAMPLE_RATE  # 0.016 s
 PATCH_S = PATCH_FRAMES * FRAME_S  # 2.992 s
 PATCHES_PER_BLOCK = 32  # patches stacked at once (2.3 MB)
-MODELS = ("msd", "mtt")
 PENULTIMATE = 200
 N_TAGS = 50
+
+
+def musicnn_weights(model: str, data_sha256: str, index_sha256: str, about: str) -> tuple[WeightFile, WeightFile]:
+    """Register the TF 1 checkpoint ``model`` as the musicnn 0.1.0 wheel ships it: its .data shard (the tensors) and
+    its .index (where each tensor is), both read with mvfx's TensorBundle reader, no TensorFlow (``tensorbundle``)."""
+    folder = f"musicnn/{model.upper()}_musicnn/"
+
+    def part(kind: str, name_suffix: str, suffix: str, sha256: str, approx_mb: float) -> WeightFile:
+        return register_weights(WeightFile(
+            name=f"musicnn_{model}{name_suffix}",
+            filename=f"musicnn_{model}{suffix}",
+            url="https://pypi.org/project/musicnn/0.1.0/",
+            sha256=sha256,
+            licence="ISC (jordipons/musicnn; (c) Music Technology Group, Universitat Pompeu Fabra)",
+            approx_mb=approx_mb,
+            source=f"musicnn {model.upper()}_musicnn (Pons & Serra 2019; {about}), the TensorFlow 1 checkpoint musicnn "
+            f"0.1.0 ships as {folder}{suffix} ({kind} file); ported to torch (extractors/musicnn_net.py)",
+            categories=f"musicnn_{model}_tags.txt",
+            package_file=f"musicnn==0.1.0:{folder}{suffix}",
+        ))
+
+    return part("data", "", ".data-00000-of-00001", data_sha256, 9.47), part("index", "_index", ".index", index_sha256, 0.005)
+
+
+# -o musicnn.model=...: msd, the Million Song Dataset tagger (mood tags among its 50), or mtt, MagnaTagATune's
+MODELS = {"msd": musicnn_weights("msd", "8579734ee6388f799ed0def4bbd0d1fdcbeaf213ef2a9dc860917bd76a303de6",
+                                 "87f3e0f3550c8d3bafc840374003e5c8af5eeb5ecf6add61af09a7822d3282c8",
+                                 "Million Song Dataset, 50 last.fm tags (moods among them), ROC-AUC 0.880"),
+          "mtt": musicnn_weights("mtt", "041f3935e981a65cea739842d30c188d3a7d2adf4410955c8668eb3de4a5acab",
+                                 "da2d7bb670b2b31e9bc441bb1bd75eca31b5b061f963cc1f9630c1aff3238f57",
+                                 "MagnaTagATune, 50 tags, ROC-AUC 0.907")}
 
 
 def log_compress(mel: np.ndarray) -> np.ndarray:
@@ -97,7 +128,7 @@ def patch_blocks(spectrogram: np.ndarray, starts: np.ndarray) -> Iterator[np.nda
 
 @dataclass(frozen=True)
 class MusicnnConfig(TorchConfig):
-    model: str = option("msd", choices=MODELS)  # msd: Million Song Dataset (mood tags among its 50); mtt: MagnaTagATune
+    model: str = option("msd", choices=tuple(MODELS))
     hop_s: float = option(PATCH_S, minimum=FRAME_S)  # patch hop, rounded to whole 16 ms frames; default: no overlap
 
 
@@ -118,13 +149,9 @@ class Musicnn(TorchExtractor):
     summary = "musicnn 200-d penultimate embedding per 3 s patch (MSD or MTT tagger; real weights from the musicnn wheel)"
     config_class = MusicnnConfig
     libraries = ("torch", "numpy")
-    weight_files = tuple(f"musicnn_{m}{part}" for m in MODELS for part in ("", "_index"))
+    weights = chosen_by("model", MODELS)  # the checkpoint's data, then its index
     cpu_batch_size = 2  # one thread, per patch: 45 ms at 2, 55 ms at 8 (a patch's activations, 25 MB, stay in cache)
     mb_per_item = 40.0
-
-    @property
-    def weight_names(self) -> tuple[str, ...]:
-        return f"musicnn_{self.config.model}", f"musicnn_{self.config.model}_index"
 
     @property
     def hop_frames(self) -> int:
@@ -151,7 +178,7 @@ class Musicnn(TorchExtractor):
         from mvfx.extractors.musicnn_net import state_dict_from_checkpoint
         from mvfx.extractors.tensorbundle import read_bundle
 
-        data, index = self.weights_path(), require(self.weight_names[1])[0]
+        data, index = (require(w)[0] for w in self.weights)
         load_state_dict_strict(self.model, state_dict_from_checkpoint(read_bundle(index, data), str(data)), self.name)
 
     def stream(self, info: ClipInfo, context: dict[str, FeatureBlock]) -> Stream:

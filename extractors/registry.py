@@ -47,5 +47,6 @@ def from_description(description: dict) -> Extractor:
 
 
 def users_of(weight_name: str) -> list[str]:
-    """Extractors that may load a weights-registry entry (derived from each class's ``weight_files``)."""
-    return [name for name, cls in sorted(_REGISTRY.items()) if weight_name in cls.weight_files]
+    """Extractors of which some configuration loads the weights-registry entry ``weight_name`` (``mvfx weights list``):
+    an extractor class's ``weights`` are every file it may load (``weight_registry.chosen_by``)."""
+    return [name for name, cls in sorted(_REGISTRY.items()) if weight_name in {w.name for w in cls.weights}]

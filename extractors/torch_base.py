@@ -44,7 +44,8 @@ from mvfx.extractors.torch_device import (
     on_accelerator,
     resolve_device,
 )
-from mvfx.extractors.weights import WeightFile, entry, require
+from mvfx.extractors.weight_registry import WeightFile
+from mvfx.extractors.weights import require
 
 T = TypeVar("T")
 
@@ -93,12 +94,12 @@ class TorchExtractor(Extractor):
         return key.removeprefix("module.")
 
     def weights_path(self) -> Path:
-        return require(self.weight_names[0])[0]
+        return require(self.weights_entry)[0]
 
     @property
     def weights_entry(self) -> WeightFile:
-        """The registry entry of the main weight file: preprocessing and class names live there."""
-        return entry(self.weight_files[0] if not self.weight_names else self.weight_names[0])
+        """The main weight file of this configuration (the first of ``weights``): its preprocessing and class names."""
+        return self.weights[0]
 
     def adapt(self) -> None:
         """Change the network after its weights are loaded (default: keep it)."""

@@ -23,6 +23,7 @@ import numpy as np
 from mvfx.extractors.base import FeatureBlock, TimeGrid, option, single_threaded_blas
 from mvfx.extractors.registry import register
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weight_registry import WeightFile, register_weights
 from mvfx.extractors.weights import require
 from mvfx.media.decode import AudioSpec
 from mvfx.media.errors import MvfxError
@@ -38,6 +39,26 @@ LOG_OFFSET = 0.01
 EXAMPLE_FRAMES = 96
 EXAMPLE_S = EXAMPLE_FRAMES * HOP / SAMPLE_RATE  # 0.96
 MIN_SAMPLES = WINDOW + (EXAMPLE_FRAMES - 1) * HOP  # samples needed for one example
+VGGISH = register_weights(WeightFile(
+    name="vggish",
+    filename="vggish-10086976.pth",
+    url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+    sha256="10086976245803799d9194e9a73d9b6c1549c71d1b80106f5cade5608a561f4b",
+    licence="Apache-2.0",
+    approx_mb=275,
+    source="Google AudioSet VGGish (TF-slim vggish_model.ckpt) ported to a PyTorch state dict by torchvggish "
+    "(H. Taylor); keys match torchvggish.torchvggish.VGG",
+))
+VGGISH_PCA = register_weights(WeightFile(
+    name="vggish_pca",
+    filename="vggish_pca_params.npz",
+    url="https://storage.googleapis.com/audioset/vggish_pca_params.npz",
+    sha256=None,
+    licence="Apache-2.0",
+    approx_mb=0.07,
+    source="Google AudioSet release: PCA (with whitening) eigenvectors and means for the AudioSet embedding "
+    "post-processing; arrays pca_eigen_vectors [128, 128], pca_means [128]",
+))
 
 
 def hertz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -88,7 +109,7 @@ class Vggish(TorchExtractor):
     summary = "VGGish AudioSet embedding, 128-d per 0.96 s example (raw, before PCA)"
     config_class = VggishConfig
     libraries = ("torch", "torchvggish")
-    weight_files: tuple[str, ...] = ("vggish",)
+    weights: tuple[WeightFile, ...] = (VGGISH,)
     postprocess = False
     cpu_batch_size = 64
     mb_per_item = 2.0
@@ -124,7 +145,7 @@ class Vggish(TorchExtractor):
             gen = torch.Generator().manual_seed(0)
             q, _ = torch.linalg.qr(torch.randn(128, 128, generator=gen))
             return q.to(self.device), torch.zeros(128, device=self.device)
-        path, _ = require("vggish_pca")
+        path, _ = require(VGGISH_PCA)
         with np.load(path, allow_pickle=False) as params:
             matrix, means = params["pca_eigen_vectors"], params["pca_means"].reshape(-1)
         if matrix.shape != (128, 128) or means.shape != (128,):
@@ -161,5 +182,5 @@ class Vggish(TorchExtractor):
 class VggishPca(Vggish):
     name = "vggish_pca"
     summary = "VGGish AudioSet embedding after PCA + 8-bit quantisation (AudioSet release format)"
-    weight_files = ("vggish", "vggish_pca")
+    weights = (VGGISH, VGGISH_PCA)
     postprocess = True

@@ -7,7 +7,8 @@ the way pytorchvideo evaluates these models (UniformTemporalSubsample:
 - SlowFast: 32 frames for the fast pathway, and ``linspace(0, 31, 8)`` of
   those for the slow pathway (alpha 4); centre crop 256;
 - I3D R50: 8 frames; centre crop 224;
-both scaled to [0, 1] and normalised with mean 0.45, std 0.225. A batch's
+both scaled to [0, 1] and normalised with mean 0.45, std 0.225 (the weights'
+``preprocessing``; the short side's default comes from it). A batch's
 picked frames go to the device once, as uint8, and are cropped and normalised
 there (``image_ops``; SlowFast's slow frames are indexed from the fast ones on
 the device); on the CPU the networks run with their BatchNorms folded, every
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.registry import register
 from mvfx.extractors.streams import PickedFrames, Stream, Windows
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weight_registry import Preprocessing, WeightFile, register_weights
 from mvfx.media.decode import Frames, VideoSpec, target_times
 from mvfx.media.errors import ClipError
 from mvfx.media.probe import ClipInfo
@@ -55,12 +57,40 @@ def slowfast_indices(window: int = 64, fast: int = 32, alpha: int = 4) -> tuple[
     return fast_idx, fast_idx[uniform_subsample(fast, fast // alpha)]
 
 
+# pytorchvideo's Kinetics evaluation: short side 256, frames in [0, 1], mean 0.45, std 0.225; each model its own crop.
+KINETICS = Preprocessing(short_side=256, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
+SLOWFAST_R50_K400 = register_weights(WeightFile(
+    name="slowfast_r50_k400",
+    filename="SLOWFAST_8x8_R50.pyth",
+    url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
+    sha256=None,
+    licence="Apache-2.0 (pytorchvideo model zoo)",
+    approx_mb=265,
+    source="pytorchvideo model zoo SlowFast R50 8x8, Kinetics-400 (top-1 76.9); {'model_state': ...} for "
+    "pytorchvideo.models.hub.slowfast_r50",
+    preprocessing=replace(KINETICS, crop=256),
+    categories="kinetics400_classes.txt",
+))
+I3D_R50_K400 = register_weights(WeightFile(
+    name="i3d_r50_k400",
+    filename="I3D_8x8_R50.pyth",
+    url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth",
+    sha256=None,
+    licence="Apache-2.0 (pytorchvideo model zoo)",
+    approx_mb=215,
+    source="pytorchvideo model zoo I3D R50 8x8 (ResNet-50 inflated, 2048-d), Kinetics-400 (top-1 73.3); "
+    "{'model_state': ...} for pytorchvideo.models.hub.i3d_r50",
+    preprocessing=replace(KINETICS, crop=224),
+    categories="kinetics400_classes.txt",
+))
+
+
 @dataclass(frozen=True)
 class VideoModelConfig(TorchConfig):
     fps: float = option(30.0, above=0)
     window_frames: int = option(64, minimum=1)
     stride_frames: int = option(64, minimum=1)
-    short_side: int = option(256, minimum=1)
+    short_side: int = option(KINETICS.short_side, minimum=1)
     per_shot: bool = False
     # batch_size (inherited) counts windows per forward pass
 
@@ -177,7 +207,7 @@ class _KineticsVideoModel(TorchExtractor):
 
     @property
     def crop(self) -> int:
-        return self.weights_entry.preprocessing["crop"]
+        return self.weights_entry.preprocessing.crop
 
     def setup(self, device: str = "cpu", random_weights: bool = False) -> None:
         from mvfx.extractors.torchvision_compat import import_torchvision
@@ -283,13 +313,13 @@ class _KineticsVideoModel(TorchExtractor):
     def clips_tensor(self, clips):
         """[B, T, H, W, 3] uint8 on the device -> [B, 3, T, crop, crop] normalised, in the network's memory format."""
         prep = self.weights_entry.preprocessing
-        pixels = centre_crop_normalise(clips, self.crop, prep["mean"], prep["std"]).transpose(1, 2)
+        pixels = centre_crop_normalise(clips, self.crop, prep.mean, prep.std).transpose(1, 2)
         return pixels.contiguous(memory_format=self.memory_format)
 
 
 class _SlowFast(_KineticsVideoModel):
     version = "1"
-    weight_files = ("slowfast_r50_k400",)
+    weights = (SLOWFAST_R50_K400,)
     feature_dim = 2304
     mb_per_item = 400.0
 
@@ -326,7 +356,7 @@ class SlowFastR50Logits(_SlowFast):
 
 class _I3D(_KineticsVideoModel):
     version = "1"
-    weight_files = ("i3d_r50_k400",)
+    weights = (I3D_R50_K400,)
     feature_dim = 2048
     mb_per_item = 200.0
 

@@ -26,10 +26,30 @@ from mvfx.extractors.registry import register
 from mvfx.extractors.shipped import shipped_lines
 from mvfx.extractors.streams import FrameByFrame
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
+from mvfx.extractors.weight_registry import WeightFile, chosen_by, register_weights
 from mvfx.extractors.weights import converted_path, mvfx_home, require
 from mvfx.media.decode import Frames
 from mvfx.media.errors import MvfxError
 from mvfx.media.probe import ClipInfo
+
+
+def yolov5_weights(size: str, approx_mb: float) -> WeightFile:
+    """Register Ultralytics' release of YOLOv5 ``size`` with the anchor-free head ("u"), trained on COCO."""
+    return register_weights(WeightFile(
+        name=f"yolov5{size}u",
+        filename=f"yolov5{size}u.pt",
+        url=f"https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov5{size}u.pt",
+        sha256=None,
+        licence="AGPL-3.0 (Ultralytics)",
+        approx_mb=approx_mb,
+        source=f"Ultralytics YOLOv5{size}u (COCO, 80 classes; anchor-free head). The release file is a pickled "
+        "model: `mvfx weights import/fetch` unpickles it once, on your command, and keeps a plain state dict "
+        "that extraction loads with weights_only=True",
+        convert="ultralytics",
+    ))
+
+
+SIZES = {"n": yolov5_weights("n", 5.3), "s": yolov5_weights("s", 18), "m": yolov5_weights("m", 50)}  # -o yolov5.size=...
 
 
 def offline_ultralytics():
@@ -74,7 +94,7 @@ def letterbox(rgb: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class YoloConfig(TorchConfig):
-    size: str = option("n", choices=("n", "s", "m"))
+    size: str = option("n", choices=tuple(SIZES))
     fps: float = option(2.0, above=0)
     short_side: int = option(360, minimum=32)
     imgsz: int = option(640, minimum=32, multiple_of=32)  # the network's stride
@@ -90,13 +110,9 @@ class Yolov5(FrameByFrame, FrameSampled, TorchExtractor):
     summary = "YOLOv5 (COCO): per class, detections above the confidence threshold and their highest confidence"
     config_class = YoloConfig
     libraries = ("torch", "ultralytics")
-    weight_files = ("yolov5nu", "yolov5su", "yolov5mu")
+    weights = chosen_by("size", SIZES)
     cpu_batch_size = 8
     mb_per_item = 80.0
-
-    @property
-    def weight_names(self) -> tuple[str, ...]:
-        return (f"yolov5{self.config.size}u",)
 
     @property
     def feature_names(self) -> list[str]:
@@ -114,10 +130,10 @@ class Yolov5(FrameByFrame, FrameSampled, TorchExtractor):
 
     def weights_path(self):
         """The plain state dict that `mvfx weights import/fetch` converted from the pickled release file."""
-        require(self.weight_names[0])
-        state = converted_path(self.weight_names[0])
+        require(self.weights_entry)
+        state = converted_path(self.weights_entry)
         if not state.is_file():
-            raise MvfxError(f"{state} is missing: run `mvfx weights import {self.weight_names[0]} FILE` again to convert it")
+            raise MvfxError(f"{state} is missing: run `mvfx weights import {self.weights_entry.name} FILE` again to convert it")
         return state
 
     def detect(self, frames: np.ndarray) -> list[np.ndarray]:

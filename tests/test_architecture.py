@@ -137,11 +137,11 @@ def test_unknown_option_names_the_known_ones():
 
 
 def test_weights_know_their_users_preprocessing_and_classes():
-    from mvfx.extractors.weights import REGISTRY
+    from mvfx.extractors.weight_registry import REGISTRY
 
     assert extractors.users_of("slowfast_r50_k400") == ["slowfast_r50", "slowfast_r50_logits"]
     assert extractors.users_of("yolov5su") == ["yolov5"]
     assert all(extractors.users_of(name) for name in REGISTRY), "every registered file is used by an extractor"
     i3d = REGISTRY["i3d_r50_k400"]
-    assert i3d.preprocessing["crop"] == 224 and len(i3d.category_names()) == 400
+    assert i3d.preprocessing.crop == 224 and len(i3d.category_names()) == 400
     assert extractors.create("i3d_logits").feature_names == i3d.category_names()

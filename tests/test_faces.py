@@ -19,7 +19,8 @@ from mvfx.extractors.faces import CROP, FER_CLASSES, aligned_crop, build_vgg19_f
 from mvfx.extractors.image_ops import grey_crop
 from mvfx.extractors.mini_xception import build_mini_xception, preprocess, state_dict_from_keras
 from mvfx.extractors.torchvision_compat import import_torchvision
-from mvfx.extractors.weights import entry, require
+from mvfx.extractors.weight_registry import entry
+from mvfx.extractors.weights import require
 from mvfx.media.decode import VideoSpec, decode
 from mvfx.media.probe import probe
 

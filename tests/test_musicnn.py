@@ -23,7 +23,8 @@ from mvfx.extractors.melspec import power_mel
 from mvfx.extractors.musicnn import HOP, N_FFT, PATCH_S, SAMPLE_RATE, TagLogits, log_mel, patch_blocks, patch_times
 from mvfx.extractors.streams import WholeAudio
 from mvfx.extractors.tensorbundle import read_bundle
-from mvfx.extractors.weights import REGISTRY, require, status
+from mvfx.extractors.weight_registry import REGISTRY
+from mvfx.extractors.weights import require, status
 from mvfx.media.decode import AudioSpec, decode
 from mvfx.media.encode import write_mp4
 from mvfx.media.errors import MvfxError

@@ -8,10 +8,10 @@ from helpers import random_extractor, random_frames
 import mvfx.extractors as extractors
 from mvfx.extractors import weights
 from mvfx.extractors.flownets import flow_statistics
-from mvfx.extractors.frame_cnn import places365_categories
+from mvfx.extractors.frame_cnn import IMAGENET, places365_categories
 from mvfx.extractors.image_ops import centre_crop_normalise
 from mvfx.extractors.torchvision_compat import import_torchvision, nms_reference
-from mvfx.extractors.video_models import slowfast_indices, uniform_subsample
+from mvfx.extractors.video_models import I3D_R50_K400, slowfast_indices, uniform_subsample
 from mvfx.media.decode import VideoSpec, decode
 from mvfx.media.encode import write_mp4
 from mvfx.media.probe import probe
@@ -20,10 +20,7 @@ from mvfx.stores import open_store
 
 VISUAL = ["resnet50", "places365", "slowfast_r50", "i3d", "shots", "flownets"]
 SMALL_FLOW = {"flownets": {"width": "256", "height": "192"}}
-
-
-IMAGENET = weights.entry("resnet50_imagenet").preprocessing
-KINETICS_CLASSES = weights.entry("i3d_r50_k400").category_names()
+KINETICS_CLASSES = I3D_R50_K400.category_names()
 
 
 def test_preprocessing_equals_torchvision_transforms():
@@ -31,9 +28,9 @@ def test_preprocessing_equals_torchvision_transforms():
     from torchvision.transforms import v2
 
     frames = random_frames(3, 256, 341, 2).images
-    ours = centre_crop_normalise(frames, IMAGENET["crop"], IMAGENET["mean"], IMAGENET["std"])
+    ours = centre_crop_normalise(frames, IMAGENET.crop, IMAGENET.mean, IMAGENET.std)
     reference = v2.Compose([v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
-                            v2.Normalize(list(IMAGENET["mean"]), list(IMAGENET["std"]))])
+                            v2.Normalize(list(IMAGENET.mean), list(IMAGENET.std))])
     expected = reference(torch.as_tensor(frames).permute(0, 3, 1, 2)).numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-6)
     assert tv.transforms.v2 is v2  # the compat import is the torchvision the reference ran on

