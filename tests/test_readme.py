@@ -15,6 +15,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 S3_ONLY = "icechunk.s3_storage"
 # The first line each reading example prints on the test demo store (6 clips of 4 s: 8 emobase rows each).
 PRINTS = {
+    "MOBILENET_V3_IMAGENET": "(2, 960) ('mobilenet_v3_imagenet',)",  # docs/architecture.md's new extractor, random weights
     "CentroidHead": "CentroidHead 1.0",  # docs/architecture.md's new head, fitted on the store's six clips of six classes
     "zarr.open_group(store": "(8, 988) [0.  0.5] pcm_intensity_sma_max none",
     "h5py.File": "(8, 988) [0.  0.5] pcm_intensity_sma_max none",
