@@ -59,30 +59,26 @@ def slowfast_indices(window: int = 64, fast: int = 32, alpha: int = 4) -> tuple[
 
 # pytorchvideo's Kinetics evaluation: short side 256, frames in [0, 1], mean 0.45, std 0.225; each model its own crop.
 KINETICS = Preprocessing(short_side=256, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
-SLOWFAST_R50_K400 = register_weights(WeightFile(
-    name="slowfast_r50_k400",
-    filename="SLOWFAST_8x8_R50.pyth",
-    url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
-    sha256=None,
-    licence="Apache-2.0 (pytorchvideo model zoo)",
-    approx_mb=265,
-    source="pytorchvideo model zoo SlowFast R50 8x8, Kinetics-400 (top-1 76.9); {'model_state': ...} for "
-    "pytorchvideo.models.hub.slowfast_r50",
-    preprocessing=replace(KINETICS, crop=256),
-    categories="kinetics400_classes.txt",
-))
-I3D_R50_K400 = register_weights(WeightFile(
-    name="i3d_r50_k400",
-    filename="I3D_8x8_R50.pyth",
-    url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth",
-    sha256=None,
-    licence="Apache-2.0 (pytorchvideo model zoo)",
-    approx_mb=215,
-    source="pytorchvideo model zoo I3D R50 8x8 (ResNet-50 inflated, 2048-d), Kinetics-400 (top-1 73.3); "
-    "{'model_state': ...} for pytorchvideo.models.hub.i3d_r50",
-    preprocessing=replace(KINETICS, crop=224),
-    categories="kinetics400_classes.txt",
-))
+
+
+def kinetics_weights(builder: str, filename: str, approx_mb: float, about: str, crop: int) -> WeightFile:
+    """Register the pytorchvideo model zoo's Kinetics-400 checkpoint of ``pytorchvideo.models.hub.<builder>``."""
+    return register_weights(WeightFile(
+        name=f"{builder}_k400",
+        filename=filename,
+        url=f"https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/{filename}",
+        sha256=None,
+        licence="Apache-2.0 (pytorchvideo model zoo)",
+        approx_mb=approx_mb,
+        source=f"pytorchvideo model zoo {about}; {{'model_state': ...}} for pytorchvideo.models.hub.{builder}",
+        preprocessing=replace(KINETICS, crop=crop),
+        categories="kinetics400_classes.txt",
+    ))
+
+
+SLOWFAST_R50_K400 = kinetics_weights("slowfast_r50", "SLOWFAST_8x8_R50.pyth", 265, "SlowFast R50 8x8, Kinetics-400 (top-1 76.9)", crop=256)
+I3D_R50_K400 = kinetics_weights("i3d_r50", "I3D_8x8_R50.pyth", 215,
+                                "I3D R50 8x8 (ResNet-50 inflated, 2048-d), Kinetics-400 (top-1 73.3)", crop=224)
 
 
 @dataclass(frozen=True)
