@@ -221,7 +221,7 @@ def list_extractors(as_json: bool) -> None:
     rows = []
     for name in registry.names():
         e = registry.create(name)
-        weights = {w: status(w)[0] for w in e.weight_names}
+        weights = {w.name: status(w)[0] for w in e.weights}
         rows.append({
             "name": name, "version": e.version, "modality": e.modality, "dim": e.dim,
             "time_grid": e.time_grid.as_dict(), "input": e.describe()["input"],

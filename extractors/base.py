@@ -211,11 +211,6 @@ class Extractor(ABC):
         return len(self.feature_names)
 
     @property
-    def weight_names(self) -> tuple[str, ...]:
-        """The names of ``weights``: the ids that provenance, listings and run plans show (derived, never declared)."""
-        return tuple(w.name for w in self.weights)
-
-    @property
     def depends_on(self) -> tuple[str, ...]:
         """Extractors whose blocks for the same clip this one reads from ``context``."""
         return ()

@@ -125,7 +125,7 @@ class RunPlan:
     @property
     def gpu(self) -> bool:
         """Networks run on an accelerator (remote GPU workers must declare the ``GPU`` resource)."""
-        return self.settings.device != "cpu" and any(e.weight_names for e in self.extractors)
+        return self.settings.device != "cpu" and any(e.weights for e in self.extractors)
 
     def against(self, store: StoreState, on_plan: Callable[[str, int, int | None], None] | None = None) -> RunPlan:
         """The same run planned again against ``store`` (the writer, once it holds the lock)."""
@@ -164,7 +164,7 @@ def plan(settings: RunSettings, store: StoreState | None = None,
                         "once as they have threads (start them with `dask worker --nthreads N`)")
     extractors = _with_dependencies(settings)
     simulated = is_simulated(settings.device)  # its networks compute nothing: no weights needed, and none recorded
-    random = {e.name: (settings.random_weights or simulated) and bool(e.weight_names) for e in extractors}
+    random = {e.name: (settings.random_weights or simulated) and bool(e.weights) for e in extractors}
     descriptions = tuple(provenance(e, random[e.name], simulated) for e in extractors)  # missing weights fail here
     specs = {e.name: ExtractorSpec(e.name, tuple(sorted(settings.options.get(e.name, {}).items())), random[e.name])
              for e in extractors}

@@ -175,7 +175,7 @@ def test_the_vgg19_path_stays_available():
     convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 16 and model.classifier.out_features == 7 and model(torch.zeros(2, 3, 44, 44)).shape == (2, 7)
     vgg = extractors.create("face_expression", model="vgg19")
-    assert vgg.weight_names[0] == "vgg19_fer2013"
+    assert vgg.weights[0].name == "vgg19_fer2013"
     vgg.setup("cpu", random_weights=True)
     assert vgg.probabilities(np.zeros((2, 48, 48), np.uint8)).shape == (2, 7)
 

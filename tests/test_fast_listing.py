@@ -47,7 +47,7 @@ def test_importing_the_extractors_and_reading_their_declarations_imports_no_heav
     code = ("import json, sys, mvfx.extractors as x\n"
             "for name in x.names():\n"
             "    e = x.create(name)\n"
-            "    e.describe(), e.weight_names, e.summary\n"
+            "    e.describe(), [w.name for w in e.weights], e.summary\n"
             "print(json.dumps(sorted(sys.modules)))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

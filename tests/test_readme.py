@@ -15,7 +15,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 S3_ONLY = "icechunk.s3_storage"
 # The first line each reading example prints on the test demo store (6 clips of 4 s: 8 emobase rows each).
 PRINTS = {
-    "MOBILENET_V3_IMAGENET": "(2, 960) ('mobilenet_v3_imagenet',)",  # docs/architecture.md's new extractor, random weights
+    "MOBILENET_V3_IMAGENET": "(2, 960) ['mobilenet_v3_imagenet']",  # docs/architecture.md's new extractor, random weights
     "CentroidHead": "CentroidHead 1.0",  # docs/architecture.md's new head, fitted on the store's six clips of six classes
     "zarr.open_group(store": "(8, 988) [0.  0.5] pcm_intensity_sma_max none",
     "h5py.File": "(8, 988) [0.  0.5] pcm_intensity_sma_max none",
@@ -59,7 +59,23 @@ def test_plain_h5py_reading_example(demo_h5, capsys):
     assert capsys.readouterr().out.startswith("(8, 988) [0.  0.5] pcm_intensity_sma_max none")
 
 
+@pytest.fixture
+def registries_restored():
+    """The docs' examples register a new extractor, its weights and a new head: gone again after each test, so no
+    later test (the fast listing compares every registered name) sees them."""
+    from mvfx.extractors import registry, weight_registry
+    from mvfx.heads import estimator
+
+    tables = (registry._REGISTRY, weight_registry.REGISTRY, estimator.HEADS)
+    before = [set(table) for table in tables]
+    yield
+    for table, keys in zip(tables, before):
+        for key in set(table) - keys:
+            del table[key]
+
+
 @pytest.mark.parametrize(("page", "code"), RUN_HERE, ids=[f"{page}:{n}" for n, (page, _) in enumerate(RUN_HERE)])
+@pytest.mark.usefixtures("registries_restored")
 def test_every_python_block_of_the_readme_and_docs_runs(page, code, demo_corpus, demo_store, demo_h5, capsys):
     exec(code.replace("demo/features.zarr", str(demo_store)).replace("demo/features.h5", str(demo_h5))
          .replace("demo/corpus", str(demo_corpus)), {})
