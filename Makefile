@@ -6,6 +6,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO ?= demo
+# The suite runs in this many processes, each on its own share of the cores (tests/conftest.py).
+TEST_PROCESSES ?= 2
 
 .PHONY: setup test demo bench clean wheelhouse
 
@@ -25,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile
 
 demo: setup
 	rm -rf $(DEMO)

@@ -10,6 +10,19 @@ import os
 import tempfile
 from pathlib import Path
 
+
+def _share_the_cores() -> None:
+    """Under ``pytest -n N`` (``make test``), N test processes share the cores, each with torch's default of one
+    OpenMP thread per core. libgomp's threads spin while they wait, so two processes' threads took turns spinning:
+    a small convolution loop ran 4x slower in each of two processes than alone (5.9 s against 1.4 s). Passive
+    waiting (threads sleep) makes the pair take about what the two runs take one after the other (2.0 s each).
+    Set before anything imports torch, whose OpenMP runtime reads it once."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_share_the_cores()
+
 import numpy as np
 import pytest
 from helpers import DEMO_EXTRACTORS, SHARED_DATA, tone
