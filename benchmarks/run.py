@@ -225,7 +225,7 @@ def bench_gpu(results: dict) -> None:
 
 def bench_sol(results: dict) -> None:
     """Host limit, device limit, achieved and efficiency on the simulated GPU (benchmarks/sol.py)."""
-    run_sol(results, WORK, RUNS, save=lambda r: results_path(r).with_suffix(".json").write_text(
+    run_sol(results, WORK, ARGS.runs, save=lambda r: results_path(r).with_suffix(".json").write_text(
         json.dumps(r, indent=2, default=float)))
 
 
@@ -312,6 +312,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("steps", nargs="*", help="steps to run (default: all), e.g. faces, gpu, scale")
     parser.add_argument("--clips", type=int, action="append", help="scale: a store size to measure (repeatable; "
                         f"default {' and '.join(map(str, SCALE_SIZES))})")
+    parser.add_argument("--runs", type=int, default=RUNS, help=f"sol: runs per configuration, medians taken (default {RUNS})")
     return parser.parse_args(argv)
 
 

@@ -39,6 +39,11 @@ RATES = {HOST: (math.inf, 0.0), "H100 model": (SimulatedDevice.tflops, Simulated
 WORKERS = (1, 2)
 
 
+def options_for(names: list[str]) -> dict:
+    """OPTIONS for the extractors of ``names`` only (a run refuses options for an extractor it does not run)."""
+    return {name: values for name, values in OPTIONS.items() if name in names}
+
+
 def cpu_seconds(executor) -> float:
     """User + system seconds of this process and, on a Dask executor, of its workers."""
     def own() -> float:
@@ -54,7 +59,7 @@ def _warm(executor, corpus: Path, names: list[str], device: str, work: Path) -> 
     for _ in range(4):
         store = work / "sol-warm.zarr"
         shutil.rmtree(store, ignore_errors=True)
-        run_extract(str(corpus), str(store), names, OPTIONS, device=device, executor=executor)
+        run_extract(str(corpus), str(store), names, options_for(names), device=device, executor=executor)
         if not isinstance(executor, DaskExecutor) or all(executor.client.run(_has_set_up, names).values()):
             return
 
@@ -107,7 +112,7 @@ def _measure(executor, corpus: Path, names: list[str], device: str, queue: Devic
         store = work / "sol.zarr"
         shutil.rmtree(store, ignore_errors=True)
         busy_before, cpu_before, start = queue.busy_seconds(), cpu_seconds(executor), time.perf_counter()
-        summary = run_extract(str(corpus), str(store), names, OPTIONS, device=device, executor=executor)
+        summary = run_extract(str(corpus), str(store), names, options_for(names), device=device, executor=executor)
         walls.append(time.perf_counter() - start)
         cpus.append(cpu_seconds(executor) - cpu_before)
         busy.append(queue.busy_seconds() - busy_before)
