@@ -53,10 +53,10 @@ PER_EXTRACTOR = ["colour", "emobase", "emobase_lld", "logmel_phase", "vggish", "
                  "i3d", "shots", "flownets", "yolov5", "faces", "face_expression"]
 
 
-def timed(fn, runs: int = RUNS) -> dict:
-    """Median, min and max wall seconds of ``fn()`` over ``runs`` runs."""
+def timed(fn, runs: int | None = None) -> dict:
+    """Median, min and max wall seconds of ``fn()`` over ``runs`` runs (default: ``--runs``)."""
     seconds = []
-    for _ in range(runs):
+    for _ in range(runs or ARGS.runs):
         start = time.perf_counter()
         fn()
         seconds.append(time.perf_counter() - start)
@@ -241,7 +241,7 @@ def results_path(results: dict) -> Path:
 
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']} ({results['cores']} cores, {results['python']}, torch {results['torch']}), "
-             f"{results['date']}; medians of {RUNS} runs (min-max)."]
+             f"{results['date']}; medians of {ARGS.runs} runs (min-max) unless a table says otherwise."]
     if results["pipeline"]:
         lines += ["", "| corpus | decode limit | mvfx colour+emobase+logmel_phase | overhead vs limit | naive, 4 extractors |"
                   " mvfx, same 4 | speed-up |", "|---|---|---|---|---|---|---|"]
@@ -312,7 +312,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("steps", nargs="*", help="steps to run (default: all), e.g. faces, gpu, scale")
     parser.add_argument("--clips", type=int, action="append", help="scale: a store size to measure (repeatable; "
                         f"default {' and '.join(map(str, SCALE_SIZES))})")
-    parser.add_argument("--runs", type=int, default=RUNS, help=f"sol: runs per configuration, medians taken (default {RUNS})")
+    parser.add_argument("--runs", type=int, default=RUNS, help=f"runs per measurement, medians taken (default {RUNS})")
     return parser.parse_args(argv)
 
 
