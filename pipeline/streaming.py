@@ -212,7 +212,7 @@ class Lanes:
     def feed(self, wants: Callable[[Extractor], bool], piece) -> None:
         """Give ``piece`` to every stream that ``wants`` it, in each lane's own order."""
         for lane in self.lanes:
-            if any(wants(e) for e, _ in lane.streams.values()):
+            if any(wants(e) for e in lane.extractors):
                 lane.run(lambda lane=lane: _feed(self.out, lane.streams, wants, piece, lane.times))
 
     def drop(self, doomed: Callable[[Extractor], bool], error: Callable[[Extractor], Exception]) -> None:
@@ -238,7 +238,8 @@ class _Lane:
     """Some of a clip's streams, run in order by a thread of their own (``threaded``) or by the caller."""
 
     def __init__(self, streams: dict, out: PassOutcome, threaded: bool) -> None:
-        self.streams = streams
+        self.streams = streams  # the lane's own thread removes a stream that fails (``_feed``)
+        self.extractors = [e for e, _ in streams.values()]  # what the clip's thread routes pieces by, never changed
         self.times = Counter() if threaded else out.seconds  # merged into the outcome's when the lane is done
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mvfx-lane") if threaded else None
         self.pending: deque[Future] = deque()
