@@ -145,8 +145,8 @@ class DeviceQueue:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[list[float]]:
         """The record, exclusively; what the block leaves in the list is written back."""
-        fd = self._fd()
         with self._threads:
+            fd = self._fd()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 raw = os.pread(fd, self._RECORD.size, 0)
@@ -210,7 +210,6 @@ def simulated_network(network: torch.nn.Module, device: SimulatedDevice, name: s
             object.__setattr__(self, "network", network.eval())
             self.plans: dict[tuple, _PassPlan] = {}
             self.queue = DeviceQueue(device.queue)
-            self.passes = 0
 
         def forward(self, *inputs):
             leaves, _ = torch.utils._pytree.tree_flatten(inputs)
@@ -221,7 +220,6 @@ def simulated_network(network: torch.nn.Module, device: SimulatedDevice, name: s
                                                   f"items per pass, asked for {items})")
             plan = self._plan(inputs, tensors)
             self.queue.run(plan.flops * items, plan.kernels, FP32_SLOWDOWN if precision == "fp32" else 1.0)
-            self.passes += 1
             marks = fingerprint(tensors[0])
             leaves = [_filled(marks, shape, dtype) for shape, dtype in plan.shapes]
             return torch.utils._pytree.tree_unflatten(leaves, plan.outputs)
