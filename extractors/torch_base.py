@@ -132,8 +132,9 @@ class TorchExtractor(Extractor):
         """Items a clip's stream hands to one forward pass: the batch size on the CPU. On a GPU at most the CPU's
         batch, so that a clip's work reaches the device as it is decoded rather than in one burst when a clip-sized
         batch is full; the GPU's batch is what a shared pass merges from the clips in flight (``rows_of``), up to
-        ``batch_size`` (measured on the simulated device: the device sat idle while clips filled 256-frame batches)."""
-        if not on_accelerator(self.target_device):
+        ``batch_size`` (measured on the simulated device: the device sat idle while clips filled 256-frame batches).
+        A batch size the user set is used as it is."""
+        if not on_accelerator(self.target_device) or self.config.batch_size:
             return self.batch_size
         return min(self.batch_size, self.cpu_batch_size)
 

@@ -28,11 +28,11 @@ def ten_minute_720p() -> ClipInfo:
     return ClipInfo("/corpus/concert.mp4", 10**9, "sha256:0", 600.0, True, True, 29.97, 1280, 720, "h264", 48000, 2, "aac")
 
 
-def on_simulated_gpu(names: list[str], free_bytes: int, gpu_workers: int) -> list:
+def on_simulated_gpu(names: list[str], free_bytes: int, gpu_workers: int, **options) -> list:
     """Extractors as a worker on a simulated GPU with ``free_bytes`` free sizes them (``device_free_memory`` reads the
     simulated figure as set-up does; no network is built)."""
     device = resolve_device(f"sim:memory_gib={free_bytes / GIB}")
-    extractors = [create(n) for n in names]
+    extractors = [create(n, **options) for n in names]
     for e in extractors:
         e.gpu_workers = gpu_workers
         if isinstance(e, TorchExtractor):
@@ -81,6 +81,8 @@ def test_on_a_gpu_a_clip_asks_for_small_passes_that_the_shared_pass_merges():
     assert (slowfast.batch_size, slowfast.request_size, slowfast.clip_batch(ten_minute_720p())) == (32, 1, 1)
     assert (resnet.batch_size, resnet.request_size) == (256, 16)
     assert piece_sizes([resnet]) == {resnet.input: 16}
+    (chosen,) = on_simulated_gpu(["resnet50"], free_bytes=80 * GIB, gpu_workers=1, batch_size=64)
+    assert (chosen.batch_size, chosen.request_size) == (64, 64)  # a batch size the user set is used as it is
 
 
 def test_the_thread_budget_shares_cores_among_workers_and_clips():
