@@ -9,7 +9,8 @@ Configuration dataclasses are built from the head's attributes by field name (``
 
 A fitted head applies itself to a store's clips (``predict_clips``, one clip at a time, see ``application``,
 into the columns ``prediction_columns`` declares) and gives its learned state as tensors and facts
-(``_tensors``/``_facts``, restored by ``_restore``). It reads and writes no file: ``saved`` writes and loads the
+(``_tensors``/``_facts``, restored by ``_restore``). It writes no file, and reads one only where it starts from
+another run's weights (the MVF head's ``init_from``, an autoencoder's encoders): ``saved`` writes and loads the
 saved-model folder, ``provenance`` records and checks the features' provenance, ``predict`` writes predictions
 and draws time lines.
 """

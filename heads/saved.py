@@ -9,7 +9,7 @@ and a version-1 folder still loads, each head turning the state it saved then in
 - ``state.pt``: tensors only (network weights, standardisation statistics), loaded with
   ``torch.load(weights_only=True)``, so a model file cannot run code.
 
-The format lives here, apart from the estimators (which do no file I/O), as ``joblib.dump`` does for
+The format lives here, apart from the estimators (which write no file), as ``joblib.dump`` does for
 scikit-learn's: a head gives its state (``Head._tensors``, ``Head._facts``) and takes it back (``Head._restore``).
 """
 from __future__ import annotations

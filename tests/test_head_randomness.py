@@ -71,8 +71,8 @@ def test_fitting_a_head_leaves_the_global_random_state_as_it_was(name):
 
 
 def test_two_heads_fitted_at_once_give_exactly_what_each_gives_alone():
-    alone = {name: FITS[name]() for name in ("fusion", "lstm", "correspond")}
-    for first, second in (("fusion", "lstm"), ("lstm", "correspond"), ("correspond", "fusion")):
+    alone = {name: fit() for name, fit in FITS.items()}
+    for first, second in (("fusion", "lstm"), ("lstm", "correspond"), ("correspond", "fusion"), ("mvf", "autoencoder")):
         start = threading.Barrier(2)
 
         def fitted(name: str) -> np.ndarray:

@@ -70,7 +70,7 @@ def train_autoencoder(store_path: str, out: str, autoencoder: Autoencoder, frame
     run = RunFolder(out, {"model": "autoencoder", **store.reference(), "features": features, "folds": 0, "seed": autoencoder.seed,
                           "params": params, "task": "reconstruction"}, started)
     x = load_inputs(store, clips, ["music", "video"], frame_size)
-    fitted = autoencoder.fit(x, on_epoch=on_epoch)
+    fitted = clone(autoencoder).fit(x, on_epoch=on_epoch)
     save_encoders(fitted.model_, out)
     return run.finish("reconstruction", "autoencoder", {"autoencoder": {"aggregate": {"mse": mean_std(fitted.loss_[-1:])}}}, [],
                       len(clips), loss=fitted.loss_, parameters=fitted.parameters_)
