@@ -3,7 +3,9 @@
 Frames are decoded at 30 fps with a short side of 256 px. A window of 64
 frames (2.13 s; stride configurable, non-overlapping by default) is sampled
 the way pytorchvideo evaluates these models (UniformTemporalSubsample:
-``linspace(0, 63, n)`` truncated to integers):
+``linspace(0, 63, n)`` truncated to integers), and only the frames a window
+picks are converted to RGB (``WindowReads``; the others reach the stream
+black, never a network):
 - SlowFast: 32 frames for the fast pathway, and ``linspace(0, 31, 8)`` of
   those for the slow pathway (alpha 4); centre crop 256;
 - I3D R50: 8 frames; centre crop 224;
@@ -41,7 +43,7 @@ from mvfx.extractors.registry import register
 from mvfx.extractors.streams import PickedFrames, Stream, Windows
 from mvfx.extractors.torch_base import TorchConfig, TorchExtractor
 from mvfx.extractors.weight_registry import Preprocessing, WeightFile, register_weights
-from mvfx.media.decode import Frames, VideoSpec, target_times
+from mvfx.media.decode import Frames, VideoSpec, WindowReads, target_times
 from mvfx.media.errors import ClipError
 from mvfx.media.probe import ClipInfo
 
@@ -186,7 +188,11 @@ class _KineticsVideoModel(TorchExtractor):
 
     @property
     def input(self) -> VideoSpec:
-        return VideoSpec(fps=self.config.fps, short_side=self.config.short_side)
+        """The 30 fps grid; in windows, only the instants ``pick`` chooses are converted to RGB (per shot, all)."""
+        c = self.config
+        reads = None if c.per_shot else WindowReads(c.window_frames, c.stride_frames,
+                                                    tuple(int(i) for i in self.pick(c.window_frames)))
+        return VideoSpec(fps=c.fps, short_side=c.short_side, reads=reads)
 
     @property
     def time_grid(self) -> TimeGrid:

@@ -36,21 +36,47 @@ class AudioSpec:
 
 
 @dataclass(frozen=True)
+class WindowReads:
+    """The instants of an fps grid a window model reads: offsets ``picks`` of windows of ``window`` instants that
+    start every ``stride`` (SlowFast reads 32 of a window's 64 frames, I3D 8).
+
+    The decoder converts only those to RGB; the others are handed on as black frames, so counts and times are those
+    of the whole grid. Every instant of the first window is read: a clip shorter than one window is sampled over
+    whatever frames it turns out to have.
+    """
+
+    window: int
+    stride: int
+    picks: tuple[int, ...]
+
+    def reads(self, index: int) -> bool:
+        """Whether the grid's instant ``index`` (from 0) is read by some window."""
+        if index < self.window:
+            return True
+        first = max(0, -(-(index - self.window + 1) // self.stride))  # the first window that reaches ``index``
+        return any(index - k * self.stride in self.picks for k in range(first, index // self.stride + 1))
+
+
+@dataclass(frozen=True)
 class VideoSpec:
     """RGB frames: a uniform grid at ``fps`` or ``n_frames`` spread over the clip.
 
     Size: ``size=(width, height)`` exactly, or ``short_side`` keeping the aspect
-    ratio, or the source size when both are None.
+    ratio, or the source size when both are None. ``reads``: only these instants of
+    the grid are used (the others arrive black; see ``WindowReads``).
     """
 
     fps: float | None = None
     n_frames: int | None = None
     short_side: int | None = None
     size: tuple[int, int] | None = None
+    reads: WindowReads | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if (self.fps is None) == (self.n_frames is None):
             raise ValueError("VideoSpec needs exactly one of fps or n_frames")
+        if self.reads is not None and self.fps is None:
+            raise ValueError("VideoSpec: reads applies to an fps grid")
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the frames this spec yields for a source of that size."""
@@ -167,6 +193,7 @@ class _FrameSampler:
         self.instants = [pick_time(spec, s) for s in self.spans]
         self.width, self.height = spec.output_size(width, height)
         self.rgb = rgb if rgb is not None else _RgbFrames()
+        self.unread = np.zeros((self.height, self.width, 3), np.uint8)  # what stands for an instant nothing reads
         self.pending: list[np.ndarray] = []
         self.taken = 0  # instants filled so far, pending included
         self._prev: av.VideoFrame | None = None
@@ -203,8 +230,12 @@ class _FrameSampler:
         return Frames(images=images, times=self.spans[first : first + n].copy())
 
     def _take(self, frame: av.VideoFrame) -> None:
+        reads = self.spec.reads
+        if reads is None or reads.reads(self.taken):
+            self.pending.append(self.rgb(frame, self.width, self.height))  # a frame picked again: the same array
+        else:
+            self.pending.append(self.unread)
         self.taken += 1
-        self.pending.append(self.rgb(frame, self.width, self.height))  # a frame picked again: the same array
 
 
 class _Samples:
