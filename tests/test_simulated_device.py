@@ -136,6 +136,27 @@ def test_clips_in_flight_get_their_own_rows_when_passes_are_not_shared(demo_corp
         np.testing.assert_array_equal(together[key], rows, err_msg=str(key))
 
 
+OTHER_NETWORKS = ["flownets", "yolov5", "vggish", "musicnn", "faces", "face_expression"]
+OTHER_OPTIONS = {"flownets": {"width": "128", "height": "64"}, "yolov5": {"imgsz": "320"}}
+
+
+def test_every_other_network_gives_clips_in_flight_their_own_rows(demo_corpus, tmp_path):
+    """The networks with no shared pass run concurrent passes of the clips in flight through one module; each clip
+    must get the rows it gets alone. (The detectors find nothing in simulated outputs, so their rows are the same
+    for every clip; flownets', vggish's and musicnn's are their inputs' fingerprints, one per clip.)"""
+    alone, together = tmp_path / "alone.zarr", tmp_path / "together.zarr"
+    assert extract(demo_corpus, alone, names=OTHER_NETWORKS, options=OTHER_OPTIONS, workers=1, clips_in_flight=1).ok
+    tasks._WORKER_EXTRACTORS.clear()
+    assert extract(demo_corpus, together, names=OTHER_NETWORKS, options=OTHER_OPTIONS, workers=1, clips_in_flight=3).ok
+    assert all(e.shared is None for (spec, *_), e in tasks._WORKER_EXTRACTORS.items() if spec.name in OTHER_NETWORKS)
+    one, concurrent = rows_by_clip(alone, OTHER_NETWORKS), rows_by_clip(together, OTHER_NETWORKS)
+    assert concurrent.keys() == one.keys() and len(one) == 6 * len(OTHER_NETWORKS)
+    for name in ("flownets", "vggish", "musicnn"):
+        assert len({rows.tobytes() for (n, _), rows in one.items() if n == name}) == 6, name
+    for key, rows in one.items():
+        np.testing.assert_array_equal(concurrent[key], rows, err_msg=str(key))
+
+
 def _sharing_in_worker() -> dict[str, bool]:
     return {spec.name: e.shared is not None for (spec, *_), e in tasks._WORKER_EXTRACTORS.items()}
 
