@@ -47,9 +47,17 @@ def _audio(seconds: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_corpus(root: Path, n_clips: int, size: tuple[int, int], seconds: float = 30.0, seed: int = 0) -> Path:
-    """``root`` holding ``n_clips`` clips of ``size``; existing complete clips are kept."""
+    """``root`` holding exactly ``n_clips`` clips of ``size`` and ``seconds``: existing clips of that length are kept,
+    others (another length, or past ``n_clips``, left by a run that asked for other clips) are removed, since a
+    benchmark extracts the whole folder and divides by ``n_clips * seconds``."""
+    from mvfx.media.probe import probe
+
     root.mkdir(parents=True, exist_ok=True)
     width, height = size
+    wanted = {root / f"bench_{width}x{height}_{k:03d}.mp4" for k in range(n_clips)}
+    for path in root.glob("*.mp4"):
+        if path not in wanted or abs(probe(str(path)).duration_s - seconds) > 0.5:
+            path.unlink()
     for k in range(n_clips):
         path = root / f"bench_{width}x{height}_{k:03d}.mp4"
         if path.exists():
