@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -106,6 +107,19 @@ def _outcome(future, task, on_error: Callable[[Any, BaseException], Any]):
     finally:
         if hasattr(future, "release"):  # a Dask future: let the cluster forget it now (an error's traceback would keep it)
             future.release()
+
+
+def dask_worker():
+    """The Dask worker running this task, or None. Dask is not imported to find out: a process that has not
+    imported it runs no Dask worker (importing ``distributed`` costs an in-process run 0.6 s)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_worker
+
+    try:
+        return get_worker()
+    except ValueError:  # not in a worker
+        return None
 
 
 def publish_progress(clip_id: str, decoded_s: float, duration_s: float) -> None:

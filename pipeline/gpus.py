@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mvfx.extractors.simulated_device import SimulatedDevice, is_simulated
 from mvfx.extractors.torch_device import on_accelerator
+from mvfx.pipeline.executor import dask_worker
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,5 @@ def use_device(device: str) -> None:
 
 def local_rank() -> int:
     """This worker's number in a local Dask cluster (0 in-process, and on workers without a number)."""
-    try:
-        from distributed import get_worker
-
-        name = get_worker().name
-    except (ImportError, ValueError):
-        return 0
+    name = getattr(dask_worker(), "name", None)
     return name if isinstance(name, int) else 0

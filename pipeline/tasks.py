@@ -20,7 +20,7 @@ from mvfx.media.hwdecode import choose_decoder
 from mvfx.media.names import printable
 from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
-from mvfx.pipeline.executor import machine_memory
+from mvfx.pipeline.executor import dask_worker, machine_memory
 from mvfx.pipeline.gpus import GpuShare, local_rank, use_device
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
 from mvfx.pipeline.threads import ThreadBudget, describe_settings, limit_new_libraries, threads_limited
@@ -103,12 +103,8 @@ def worker_extractor(spec: ExtractorSpec, task: ClipTask, device: str) -> Extrac
 def clips_in_flight_here(task: ClipTask) -> int:
     """Clips this worker runs at once: a Dask worker's own thread count (on a remote cluster workers may differ, and
     may join after the run was planned), else the run's figure (in-process)."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().state.nthreads
-    except (ImportError, ValueError):
-        return task.budget.clips_in_flight
+    worker = dask_worker()
+    return worker.state.nthreads if worker is not None else task.budget.clips_in_flight
 
 
 def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None] | None = None) -> ClipResult:
@@ -180,12 +176,7 @@ def _check_memory(info: ClipInfo, extractors: list[Extractor], task: ClipTask, d
 
 def default_clip_memory() -> int:
     """Half of this Dask worker's memory limit, else half of the machine's memory."""
-    try:
-        from distributed import get_worker
-
-        limit = get_worker().memory_manager.memory_limit
-    except (ImportError, ValueError, AttributeError):
-        limit = None
+    limit = getattr(getattr(dask_worker(), "memory_manager", None), "memory_limit", None)
     return int((limit or machine_memory()) // 2)
 
 
