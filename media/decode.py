@@ -259,18 +259,57 @@ class _Samples:
         return self.buffer[: self.n]
 
 
-def _resample(frame: av.AudioFrame, resamplers: dict, chunks: dict, damage: Damage, v_start: float) -> None:
-    """Append the frame at every requested rate; a frame whose format changed mid-stream (decoded from
-    damaged data) is damage: silence of its length instead."""
-    try:
-        converted = {spec: [f.to_ndarray()[0] for f in resampler.resample(frame)] for spec, resampler in resamplers.items()}
-    except ValueError:
-        seconds = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
-        start = float(frame.time) - v_start if frame.time is not None else 0.0
-        damage.add(max(0.0, start), max(0.0, start + seconds))
-        converted = {spec: [np.zeros(round(seconds * spec.sample_rate), np.float32)] for spec in resamplers}
-    for spec, arrays in converted.items():
-        chunks[spec].extend(arrays)
+class _Audio:
+    """The clip's audio at every requested rate, mono float32 (swresample), from decoded frames in order.
+
+    Frames wait in a FIFO and are resampled ``BLOCK_S`` seconds at a time: per 1024-sample AAC frame, a resampling
+    call and its array cost 60 us, three times the decoding (2.1 s of CPU for 10 minutes of audio, now 0.8 s), and
+    swresample gives the same samples however its input is cut. A frame whose format changed mid-stream (decoded
+    from damaged data) is damage: silence of its length instead, as for a packet that does not decode (``silence``).
+    """
+
+    BLOCK_S = 4.0
+
+    def __init__(self, specs: frozenset[AudioSpec], duration_s: float) -> None:
+        self.resamplers = {s: av.AudioResampler(format="flt", layout="mono", rate=s.sample_rate) for s in specs}
+        self.chunks = {s: _Samples(int((duration_s + 1.0) * s.sample_rate)) for s in specs}
+        self.fifo: av.AudioFifo | None = None
+        self.block = 0  # samples per resampling call, at the source's rate
+
+    def add(self, frame: av.AudioFrame, damage: Damage, v_start: float) -> None:
+        frame.pts = None  # the FIFO would insist on continuous timestamps; damaged packets leave gaps
+        try:
+            if self.fifo is None:
+                self.fifo, self.block = av.AudioFifo(), max(1, round(self.BLOCK_S * frame.sample_rate))
+            self.fifo.write(frame)
+        except ValueError:  # another format than the frames before it
+            seconds = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
+            start = float(frame.time) - v_start if frame.time is not None else 0.0
+            damage.add(max(0.0, start), max(0.0, start + seconds))
+            self.silence(seconds)
+            return
+        if self.fifo.samples >= self.block:
+            self._resample(self.fifo.read())
+
+    def silence(self, seconds: float) -> None:
+        """Silence in place of lost audio, after what was decoded before it (later audio keeps its time)."""
+        self._flush()
+        for spec in self.resamplers:
+            self.chunks[spec].extend([np.zeros(round(seconds * spec.sample_rate), np.float32)])
+
+    def finish(self) -> dict[AudioSpec, np.ndarray]:
+        self._flush()
+        for spec, resampler in self.resamplers.items():
+            self.chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
+        return {spec: chunks.array() for spec, chunks in self.chunks.items()}
+
+    def _flush(self) -> None:
+        if self.fifo is not None and self.fifo.samples:
+            self._resample(self.fifo.read())
+
+    def _resample(self, block: av.AudioFrame) -> None:
+        for spec, resampler in self.resamplers.items():
+            self.chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(block))
 
 
 def _packet_span(packet: av.Packet, v_start: float) -> tuple[float, float]:
@@ -385,8 +424,7 @@ class ClipDecoder:
             if v is not None and v.duration is not None:
                 for sampler in samplers:
                     sampler.spread_over(float(v.duration * v.time_base))
-            resamplers = {s: av.AudioResampler(format="flt", layout="mono", rate=s.sample_rate) for s in self.audio_specs} if a else {}
-            chunks = {s: _Samples(int((info.duration_s + 1.0) * s.sample_rate)) for s in resamplers}
+            audio = _Audio(self.audio_specs if a else frozenset(), info.duration_s)
             frame_period = 1.0 / info.fps if info.fps else 0.0
             n_video = 0
             self.audio_frames = 0  # decoded, not silence put in for damaged packets
@@ -403,14 +441,13 @@ class ClipDecoder:
                 if frames is None:
                     start, end = _packet_span(packet, v_start)
                     self.damage.add(start, end)
-                    if packet.stream is a:  # silence in place of the lost audio keeps later audio in time
-                        for spec in resamplers:
-                            chunks[spec].extend([np.zeros(round((end - start) * spec.sample_rate), np.float32)])
+                    if packet.stream is a:
+                        audio.silence(end - start)
                     continue
                 for frame in frames:
                     if isinstance(frame, av.AudioFrame):
                         self.audio_frames += 1
-                        _resample(frame, resamplers, chunks, self.damage, v_start)
+                        audio.add(frame, self.damage, v_start)
                         continue
                     if nvdec and n_video == 0 and frame.sw_format is None:  # FFmpeg's own fallback: software decoding
                         self.notices.append(f"NVDEC refused {info.path} ({info.video_codec}, {info.width}x{info.height}); decoded on the CPU")
@@ -422,9 +459,7 @@ class ClipDecoder:
                         if len(sampler.pending) >= self.piece_frames.get(sampler.spec, np.inf):
                             yield sampler.spec, sampler.take()
                     rgb.keep_only(frame)  # every sampler has moved on to ``frame``
-            for spec, resampler in resamplers.items():
-                chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
-                self.audio[spec] = chunks[spec].array()
+            self.audio = audio.finish()
         if nvdec and n_video == 0:
             raise NvdecFailure("no frame decoded")
         for sampler in samplers:  # here, so that a GPU frame failing to download is NVDEC's failure too
