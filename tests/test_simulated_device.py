@@ -11,6 +11,7 @@ import itertools
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,15 @@ def test_a_pass_waits_for_its_counted_flops_over_the_rate_plus_its_launches_with
         while not stop.is_set():
             counted[0] += 1
 
+    frames = np.random.default_rng(0).integers(0, 255, (4, 256, 341, 3), dtype=np.uint8)
+    resnet.rows_of(frames[:1])  # plans the pass: one real forward pass on the CPU, counting its FLOPs
+    busy = queue.busy_seconds()
     counter = threading.Thread(target=count)
     counter.start()
     try:
-        rows = resnet.rows_of(np.random.default_rng(0).integers(0, 255, (4, 256, 341, 3), dtype=np.uint8))
+        cpu = time.thread_time()
+        rows = resnet.rows_of(frames)
+        cpu = time.thread_time() - cpu
     finally:
         stop.set()
         counter.join()
@@ -78,8 +84,9 @@ def test_a_pass_waits_for_its_counted_flops_over_the_rate_plus_its_launches_with
     assert plan.flops == pytest.approx(2 * 4.089e9, rel=0.01)  # torchvision's ResNet50_Weights: 4.09 GMACs per image
     assert 100 < plan.kernels < 400
     expected = 4 * plan.flops / 0.5e12 + plan.kernels * 10e-6
-    assert queue.busy_seconds() == pytest.approx(expected, rel=1e-9)
+    assert queue.busy_seconds() - busy == pytest.approx(expected, rel=1e-9)
     assert counted[0] > 1000  # the other thread kept running while the pass waited
+    assert cpu < expected / 2  # and the pass waited asleep: a wait that spins in Python would burn its length in CPU
 
 
 def test_the_video_networks_cost_what_their_model_zoo_states():
@@ -269,10 +276,15 @@ def test_a_bad_simulated_device_or_clips_in_flight_on_a_cluster_is_one_line(demo
 def test_the_queue_is_shared_by_processes():
     """Two processes' passes on one simulated device run one after the other, as on one GPU."""
     device = SimulatedDevice(launch_us=20000).resolve()  # one kernel: 20 ms
-    code = ("import sys; from mvfx.extractors.simulated_device import DeviceQueue; "
-            "print([DeviceQueue(sys.argv[1]).run(0.0, kernels=1) for _ in range(5)])")
-    procs = [subprocess.Popen([sys.executable, "-c", code, device.queue], stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    passes = sorted(p for proc in procs for p in eval(proc.communicate(timeout=60)[0]))
-    assert len(passes) == 10 and all(end - start == pytest.approx(0.02) for start, end in passes)
-    assert all(later[0] >= earlier[1] - 1e-9 for earlier, later in itertools.pairwise(passes))  # never two at once
+    code = ("import sys, time; from mvfx.extractors.simulated_device import DeviceQueue; "
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.monotonic())); "  # both start queueing at the same instant
+            "print([(sys.argv[3], *DeviceQueue(sys.argv[1]).run(0.0, kernels=1)) for _ in range(5)])")
+    start = time.monotonic() + 3.0  # time.monotonic is the machine's clock, the same in every process
+    procs = [subprocess.Popen([sys.executable, "-c", code, device.queue, str(start), name], stdout=subprocess.PIPE, text=True)
+             for name in "AB"]
+    passes = sorted((p for proc in procs for p in eval(proc.communicate(timeout=60)[0])), key=lambda p: p[1])
+    assert len(passes) == 10 and all(end - begin == pytest.approx(0.02) for _, begin, end in passes)
+    assert all(later[1] >= earlier[2] - 1e-9 for earlier, later in itertools.pairwise(passes))  # never two at once
+    assert passes[-1][2] - passes[0][1] == pytest.approx(0.2, abs=0.015)  # queued together: back to back, no gap
+    assert {name for name, *_ in passes[:4]} == {"A", "B"}  # each waited for the other's passes
     assert DeviceQueue(device.queue).busy_seconds() == pytest.approx(0.2)
