@@ -54,15 +54,10 @@ def by_name(cls: type[C], source: Any) -> C:
     return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})
 
 
-class Head(BaseEstimator):
-    """Base of every head: subclasses define ``kind``, ``_parameter_constraints``, ``fit``, ``predict``, how
-    they predict a store's clip (``predict_clip``, or ``predict_clips`` for all at once) and their learned state
-    as tensors and facts (``_tensors``, ``_facts``, ``_restore``)."""
+class CheckedEstimator(BaseEstimator):
+    """An estimator whose parameters are checked against ``_parameter_constraints`` before it fits."""
 
-    kind: ClassVar[str]
     _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {}
-    provenance_: dict[str, dict]  # per feature set: how the training features were made (``provenance``)
-    training_: dict[str, Any]  # what prediction needs to know of the training data (target, label grid step, ...)
 
     def check_params(self) -> None:
         """Refuse, in one line, a parameter that no rule of ``_parameter_constraints`` allows (``fit`` calls it first)."""
@@ -73,6 +68,16 @@ class Head(BaseEstimator):
             problem = refusal(value, rules)
             if problem:
                 raise MvfxError(f"{type(self).__name__}: {name}={_short(value)} is not valid; it {problem}")
+
+
+class Head(CheckedEstimator):
+    """Base of every head: subclasses define ``kind``, ``_parameter_constraints``, ``fit``, ``predict``, how
+    they predict a store's clip (``predict_clip``, or ``predict_clips`` for all at once) and their learned state
+    as tensors and facts (``_tensors``, ``_facts``, ``_restore``)."""
+
+    kind: ClassVar[str]
+    provenance_: dict[str, dict]  # per feature set: how the training features were made (``provenance``)
+    training_: dict[str, Any]  # what prediction needs to know of the training data (target, label grid step, ...)
 
     # --- applying a fitted head to a store's clips (``mvfx predict``) ------------------------------
     def predict_clips(self, clips: ClipReader, window_s: float = WINDOW_S) -> Iterator[ClipPrediction]:

@@ -134,6 +134,14 @@ def test_the_autoencoder_learns_and_its_encoders_start_the_classifier(demo_input
         MvfHead(music="A0", video="A1", init_from=str(tmp_path / "ae")).build(6)
 
 
+@pytest.mark.parametrize("parameters, message", [({"epochs": 0}, "epochs=0 is not valid; it must be an integer >= 1"),
+                                                  ({"video": "A7"}, "video='A7' is not valid"),
+                                                  ({"batch_size": 2.5}, "batch_size=2.5 is not valid")])
+def test_the_autoencoder_refuses_a_bad_parameter_in_one_line_before_it_trains(parameters, message):
+    with pytest.raises(MvfxError, match=message):
+        Autoencoder(**parameters).fit({"music": np.zeros((2, 1)), "video": np.zeros((2, 1))})
+
+
 def test_train_autoencoder_writes_encoders_in_a_run_folder_that_start_the_classifier(demo_inputs, tmp_path):
     out = tmp_path / "ae"
     result = run_cli("train", "autoencoder", demo_inputs[0], "--out", out, "--epochs", "1", "--frame-size", "16", "--device", "cpu")

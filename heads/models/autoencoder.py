@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 from torch import nn
 
-from mvfx.heads.models.mvf_nets import ModalityNet, MvfClassifier, Normaliser, autocast, cross_modal_mmtm, parameter_count, run_stages
+from mvfx.heads.estimator import CheckedEstimator
+from mvfx.heads.models.mvf_nets import ARCHITECTURES, ModalityNet, MvfClassifier, Normaliser, autocast, cross_modal_mmtm, parameter_count, run_stages
+from mvfx.heads.torch_fit import FIT_RULES
 from mvfx.heads.torch_random import built
 from mvfx.media.errors import MvfxError
+from mvfx.media.rules import BOOL, TEXT, Interval, OneOf, Rule
 
 ENCODER_FILE = "encoders.pt"
 ABOUT_FILE = "autoencoder.json"
@@ -61,13 +64,19 @@ class SlowFastAutoencoder(nn.Module):
         return {m: self.decoders[m](self.nets[m].joint(states[m]), inputs[m].shape) for m in self.nets}
 
 
-class Autoencoder(BaseEstimator):
+class Autoencoder(CheckedEstimator):
     """The autoencoder as an estimator: its hyper-parameters are constructor arguments, their defaults here only.
 
-    ``fit(x)`` trains it on every clip of ``x`` (no labels; ``on_epoch(epoch, loss)`` hears of each epoch) and
-    learns ``model_`` (the trained network, on the CPU), ``loss_`` (the reconstruction loss of each epoch) and
-    ``parameters_`` (the parameters of each encoder and in all).
+    ``fit(x)`` checks its parameters (one line for a bad one), trains it on every clip of ``x`` (no labels;
+    ``on_epoch(epoch, loss)`` hears of each epoch) and learns ``model_`` (the trained network, on the CPU),
+    ``loss_`` (the reconstruction loss of each epoch) and ``parameters_`` (the parameters of each encoder and in all).
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Rule]]] = {
+        "music": [OneOf(ARCHITECTURES)], "video": [OneOf(ARCHITECTURES)], "mmtm": [BOOL], "se": [BOOL],
+        "lr": FIT_RULES["lr"], "batch_size": FIT_RULES["batch_size"], "epochs": [Interval(int, 1)], "device": [TEXT],
+        "seed": FIT_RULES["seed"],
+    }
 
     def __init__(self, music: str = "A0", video: str = "A3", mmtm: bool = True, se: bool = False, lr: float = 1e-3,
                  batch_size: int = 8, epochs: int = 20, device: str = "cpu", seed: int = 0) -> None:
@@ -76,6 +85,7 @@ class Autoencoder(BaseEstimator):
 
     def fit(self, x: dict[str, np.ndarray], y: None = None, on_epoch: Callable[[int, float], None] | None = None) -> Autoencoder:
         """``y`` is unused: the autoencoder rebuilds its inputs."""
+        self.check_params()
         model = built(lambda: SlowFastAutoencoder(self.music, self.video, self.mmtm, self.se),
                       torch.Generator().manual_seed(self.seed)).to(self.device)
         normaliser = Normaliser.fitted(x)
