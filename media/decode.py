@@ -4,11 +4,11 @@ One demux pass reads the audio and video packets together. Damaged packets
 are skipped, counted and located (``Damage``), not fatal: a clip fails only
 when no usable frame or sample remains. Audio is
 resampled by FFmpeg (swresample) to every requested rate at once, downmixed
-to mono float32. Video frames are picked per request from the same decoded
+to mono float32, seconds at a time (``_Audio``). Video frames are picked per request from the same decoded
 frames: either on a uniform grid (``fps``) or ``n_frames`` spread uniformly
 over the clip ("distributed" sampling, as in the MVED papers), then scaled
 with swscale to the requested size. A frame is converted to RGB only when
-some request picked it, so a 2 fps request costs little beyond decoding.
+some request picked it and reads it (``WindowReads``), so a 2 fps request costs little beyond decoding.
 The video can be decoded by NVDEC instead (``media.hwdecode``): a GPU frame
 is downloaded only when picked, and gives the same RGB as CPU decoding.
 """
