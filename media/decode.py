@@ -264,32 +264,41 @@ class _Audio:
 
     Frames wait in a FIFO and are resampled ``BLOCK_S`` seconds at a time: per 1024-sample AAC frame, a resampling
     call and its array cost 60 us, three times the decoding (2.1 s of CPU for 10 minutes of audio, now 0.8 s), and
-    swresample gives the same samples however its input is cut. A frame whose format changed mid-stream (decoded
-    from damaged data) is damage: silence of its length instead, as for a packet that does not decode (``silence``).
+    swresample gives the same samples however its input is cut. Damage becomes silence of its length, where it was
+    (``silence``, recorded in ``damage``): a packet that does not decode, a frame whose format, layout or rate differs
+    from the first frame's (decoded from damaged data; the FIFO itself would not notice a new channel count), and a
+    block that swresample refuses.
     """
 
     BLOCK_S = 4.0
 
-    def __init__(self, specs: frozenset[AudioSpec], duration_s: float) -> None:
+    def __init__(self, specs: frozenset[AudioSpec], duration_s: float, damage: Damage, v_start: float) -> None:
         self.resamplers = {s: av.AudioResampler(format="flt", layout="mono", rate=s.sample_rate) for s in specs}
         self.chunks = {s: _Samples(int((duration_s + 1.0) * s.sample_rate)) for s in specs}
+        self.damage, self.v_start = damage, v_start
         self.fifo: av.AudioFifo | None = None
+        self.kind: tuple[str, str, int] | None = None  # (format, layout, rate) of the first frame: every frame's
         self.block = 0  # samples per resampling call, at the source's rate
+        self.block_start = 0.0  # clip time of the first sample waiting in the FIFO
 
-    def add(self, frame: av.AudioFrame, damage: Damage, v_start: float) -> None:
-        frame.pts = None  # the FIFO would insist on continuous timestamps; damaged packets leave gaps
-        try:
-            if self.fifo is None:
-                self.fifo, self.block = av.AudioFifo(), max(1, round(self.BLOCK_S * frame.sample_rate))
-            self.fifo.write(frame)
-        except ValueError:  # another format than the frames before it
-            seconds = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
-            start = float(frame.time) - v_start if frame.time is not None else 0.0
-            damage.add(max(0.0, start), max(0.0, start + seconds))
-            self.silence(seconds)
+    def add(self, frame: av.AudioFrame) -> None:
+        start = float(frame.time) - self.v_start if frame.time is not None else None
+        if not frame.sample_rate:
+            self._lost(0.0, start)
             return
+        kind = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self.kind is None:
+            self.kind, self.fifo = kind, av.AudioFifo()
+            self.block = max(1, round(self.BLOCK_S * frame.sample_rate))
+        if kind != self.kind:
+            self._lost(frame.samples / frame.sample_rate, start)
+            return
+        if not self.fifo.samples:
+            self.block_start = start if start is not None else self.block_start
+        frame.pts = None  # the FIFO would insist on continuous timestamps; damaged packets leave gaps
+        self.fifo.write(frame)
         if self.fifo.samples >= self.block:
-            self._resample(self.fifo.read())
+            self._flush()
 
     def silence(self, seconds: float) -> None:
         """Silence in place of lost audio, after what was decoded before it (later audio keeps its time)."""
@@ -303,13 +312,23 @@ class _Audio:
             self.chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(None))
         return {spec: chunks.array() for spec, chunks in self.chunks.items()}
 
-    def _flush(self) -> None:
-        if self.fifo is not None and self.fifo.samples:
-            self._resample(self.fifo.read())
+    def _lost(self, seconds: float, start: float | None) -> None:
+        at = max(0.0, start) if start is not None else 0.0
+        self.damage.add(at, at + seconds)
+        self.silence(seconds)
 
-    def _resample(self, block: av.AudioFrame) -> None:
-        for spec, resampler in self.resamplers.items():
-            self.chunks[spec].extend(f.to_ndarray()[0] for f in resampler.resample(block))
+    def _flush(self) -> None:
+        if self.fifo is None or not self.fifo.samples:
+            return
+        block = self.fifo.read()
+        try:
+            converted = {spec: [f.to_ndarray()[0] for f in r.resample(block)] for spec, r in self.resamplers.items()}
+        except ValueError:  # swresample refused the block (av.ArgumentError among them)
+            self._lost(block.samples / block.sample_rate, self.block_start)
+            return
+        for spec, arrays in converted.items():
+            self.chunks[spec].extend(arrays)
+        self.block_start += block.samples / block.sample_rate
 
 
 def _packet_span(packet: av.Packet, v_start: float) -> tuple[float, float]:
@@ -424,7 +443,7 @@ class ClipDecoder:
             if v is not None and v.duration is not None:
                 for sampler in samplers:
                     sampler.spread_over(float(v.duration * v.time_base))
-            audio = _Audio(self.audio_specs if a else frozenset(), info.duration_s)
+            audio = _Audio(self.audio_specs if a else frozenset(), info.duration_s, self.damage, v_start)
             frame_period = 1.0 / info.fps if info.fps else 0.0
             n_video = 0
             self.audio_frames = 0  # decoded, not silence put in for damaged packets
@@ -447,7 +466,7 @@ class ClipDecoder:
                 for frame in frames:
                     if isinstance(frame, av.AudioFrame):
                         self.audio_frames += 1
-                        audio.add(frame, self.damage, v_start)
+                        audio.add(frame)
                         continue
                     if nvdec and n_video == 0 and frame.sw_format is None:  # FFmpeg's own fallback: software decoding
                         self.notices.append(f"NVDEC refused {info.path} ({info.video_codec}, {info.width}x{info.height}); decoded on the CPU")

@@ -1,3 +1,5 @@
+import fractions
+
 import numpy as np
 import pytest
 from helpers import indexed_video
@@ -122,3 +124,26 @@ def test_audio_resampled_in_blocks_equals_swresample_frame_by_frame(shared_data,
             parts[s] += [f.to_ndarray()[0] for f in resampler.resample(None)]
     for s in specs:
         np.testing.assert_array_equal(decoded[s], np.concatenate(parts[s]), err_msg=str(s))
+
+
+def test_a_frame_with_another_channel_layout_mid_stream_is_damage_in_its_place():
+    """Damaged data can decode to a frame with fewer channels than the stream's; it becomes silence of its length,
+    recorded where it was (FFmpeg's audio FIFO would have read a missing channel: a crash)."""
+    import av
+
+    from mvfx.media.decode import Damage, _Audio
+
+    def frame(layout: str, k: int) -> av.AudioFrame:
+        channels = 2 if layout == "stereo" else 1
+        made = av.AudioFrame.from_ndarray(np.full((channels, 1024), 0.1 * (k % 7), np.float32), format="fltp", layout=layout)
+        made.sample_rate, made.pts, made.time_base = 16000, k * 1024, fractions.Fraction(1, 16000)
+        return made
+
+    damage, spec = Damage(), AudioSpec(16000)
+    audio = _Audio(frozenset({spec}), 10.0, damage, 0.0)
+    for k in range(100):
+        audio.add(frame("mono" if k == 47 else "stereo", k))
+    samples = audio.finish()[spec]
+    assert damage.packets == 1 and damage.spans == [(47 * 1024 / 16000, 48 * 1024 / 16000)]
+    assert len(samples) == 100 * 1024
+    assert not samples[47 * 1024 + 50 : 48 * 1024 - 50].any() and samples[46 * 1024 + 100] != 0
