@@ -277,7 +277,7 @@ class _Audio:
         self.chunks = {s: _Samples(int((duration_s + 1.0) * s.sample_rate)) for s in specs}
         self.damage, self.v_start = damage, v_start
         self.fifo: av.AudioFifo | None = None
-        self.kind: tuple[str, str, int] | None = None  # (format, layout, rate) of the first frame: every frame's
+        self.kind: tuple[str, str, int] | None = None  # (format, layout, rate) of the first frame; others are damage
         self.block = 0  # samples per resampling call, at the source's rate
         self.block_start = 0.0  # clip time of the first sample waiting in the FIFO
 
