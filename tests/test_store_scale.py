@@ -20,7 +20,8 @@ from mvfx.stores.layout import CLIP_COLUMNS, FORMAT_VERSION
 from mvfx.stores.tables import RecordTable, to_columns, to_frame
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "store_v1.zarr"
-N = 2000
+N = 300  # clips per feature set; the slab tests shrink the slabs so that several are read
+LAST_PART = f"c{N + 39:05d}"  # the last of the 40 clips committed as parts
 
 
 def _expected_v1(name: str, k: int) -> np.ndarray:
@@ -84,7 +85,7 @@ def test_a_format_1_hdf5_export_still_imports(tmp_path):
 
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory) -> Path:
-    """2,000 clips of two feature sets written the import's way, plus 40 clips staged and committed as parts."""
+    """300 clips of two feature sets written the import's way, plus 40 clips staged and committed as parts."""
     path = tmp_path_factory.mktemp("scale") / "big.zarr"
     rng = np.random.default_rng(0)
     with open_writer(path) as writer:
@@ -112,34 +113,36 @@ def _per_clip_problems(store: FeatureStore) -> list[str]:
     return found
 
 
-def test_verify_in_slabs_finds_what_clip_by_clip_finds(big_store, tmp_path):
+def test_verify_in_slabs_finds_what_clip_by_clip_finds(big_store, tmp_path, monkeypatch):
+    monkeypatch.setattr("mvfx.stores.base.VERIFY_SLAB_ROWS", 64)  # ~16 clips a slab: damage in the first, a middle and the last
     path = tmp_path / "damaged.zarr"
     shutil.copytree(big_store, path)
     store = open_store(path)
     assert store.verify() == [] and store.summary()["extractors"]["small"]["clips"] == N + 40
     root = zarr.open_group(str(path), mode="a")
-    for clip_id, (name, row, value) in {"c00017": ("small", 0, 7.0), "c01500": ("wide", 1, np.nan),
-                                        "c01999": ("wide", 0, np.inf)}.items():
+    for clip_id, (name, row, value) in {"c00017": ("small", 0, 7.0), "c00150": ("wide", 1, np.nan),
+                                        f"c{N - 1:05d}": ("wide", 0, np.inf)}.items():
         loc = store.index(name)[clip_id]
         root[f"features/{name}/values"][loc.offset + min(row, loc.count - 1), 0] = value
     problems = open_store(path).verify()
     assert sorted(problems) == sorted(_per_clip_problems(open_store(path)))
     assert any(p.startswith("small/c00017: checksum") for p in problems)
-    assert any(p.startswith("wide/c01500: values hold NaN") for p in problems)
-    assert any(p.startswith("wide/c01999: values hold Inf") for p in problems)
+    assert any(p.startswith("wide/c00150: values hold NaN") for p in problems)
+    assert any(p.startswith(f"wide/c{N - 1:05d}: values hold Inf") for p in problems)
 
 
-def test_reads_and_exports_agree_with_the_index(big_store, tmp_path):
+def test_reads_and_exports_agree_with_the_index(big_store, tmp_path, monkeypatch):
+    monkeypatch.setattr("mvfx.stores.exchange.SLAB_ROWS", 100)  # the export copies many slabs
     store = open_store(big_store)
     h5 = tmp_path / "big.h5"
     export_hdf5(store, h5)
     exported = open_store(h5)
     for name in ("small", "wide"):
         assert exported.clip_ids(name) == store.clip_ids(name)
-        for clip_id in store.clip_ids(name)[::97] + ["c02039"] * (name == "small"):
+        for clip_id in store.clip_ids(name)[::17] + [LAST_PART] * (name == "small"):
             np.testing.assert_array_equal(exported.read(name, clip_id)[0], store.read(name, clip_id)[0])
     assert exported.verify() == []
-    np.testing.assert_array_equal(store.read("small", "c02039")[0], np.full((2, 4), 2039, np.float32))
+    np.testing.assert_array_equal(store.read("small", LAST_PART)[0], np.full((2, 4), N + 39, np.float32))
 
 
 def test_compaction_appends_after_the_bulk_rows(big_store, tmp_path):
@@ -148,7 +151,7 @@ def test_compaction_appends_after_the_bulk_rows(big_store, tmp_path):
     before = open_store(path)
     reference = {c: before.read("small", c)[0] for c in before.clip_ids("small")}
     with open_writer(path) as writer:
-        assert "c02039" in writer.done("small") and "c09999" not in writer.done("small")
+        assert LAST_PART in writer.done("small") and "c09999" not in writer.done("small")
         assert writer.compact() == 40
     after = open_store(path)
     assert after.summary()["extractors"]["small"]["uncompacted_parts"] == 0 and after.verify() == []
