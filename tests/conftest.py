@@ -6,7 +6,9 @@ an earlier run) left there. Session fixtures, made before any test's own cache, 
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -88,13 +90,37 @@ def odd_corpus(tmp_path_factory, demo_corpus) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def heads_corpus(tmp_path_factory):
-    """24 labelled 8-second clips (160x90) with emobase + colour extracted: enough to cross-validate heads."""
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that ``build(folder)`` fills, made once per test run. Under pytest-xdist the processes share it:
+    the first to ask builds it under a lock while the others wait, so a corpus that takes a minute to extract costs
+    that minute once, not once per process. Without xdist it is this session's own. Treat it as read-only."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    run_root = tmp_path_factory.getbasetemp().parent  # pytest-N, shared by this run's processes only
+    folder = run_root / f"{name}-shared"
+    with open(run_root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def _write_heads_corpus(root: Path) -> None:
     from mvfx.pipeline.run import run_extract
 
-    root = tmp_path_factory.mktemp("heads")
     write_demo_corpus(root / "corpus", n_clips=24, seconds=8.0, seed=1, size=(160, 90))
-    summary = run_extract(str(root / "corpus"), str(root / "s.zarr"), ["emobase", "colour"], workers=1)
-    assert summary.ok
+    assert run_extract(str(root / "corpus"), str(root / "s.zarr"), ["emobase", "colour"], workers=1).ok
+
+
+@pytest.fixture(scope="session")
+def heads_corpus(tmp_path_factory) -> Path:
+    """24 labelled 8-second clips (160x90) with emobase + colour extracted: enough to cross-validate heads.
+    Extracted once per run (``_built_once``); each process gets a copy of its own, since tests write runs into it."""
+    root = tmp_path_factory.mktemp("heads")
+    shutil.copytree(_built_once(tmp_path_factory, "heads", _write_heads_corpus), root, dirs_exist_ok=True)
     return root
