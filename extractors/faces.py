@@ -39,7 +39,7 @@ from mvfx.extractors.base import Extractor, FeatureBlock, FrameSampled, option
 from mvfx.extractors.checkpoints import load_checkpoint, load_state_dict_strict, unwrap_state_dict
 from mvfx.extractors.image_ops import grey_crop
 from mvfx.extractors.mini_xception import FER2013_MINI_XCEPTION
-from mvfx.extractors.mtcnn import MTCNN_WEIGHTS, build_networks
+from mvfx.extractors.mtcnn import CPU_PASS_BYTES, MTCNN_WEIGHTS, build_networks
 from mvfx.extractors.registry import register
 from mvfx.extractors.simulated_device import SimulatedDevice, simulated_network
 from mvfx.extractors.streams import FrameByFrame, Stream, through_stream
@@ -177,6 +177,7 @@ class FaceDetector:
 
     def __init__(self, config: FacesConfig, device: str, random_weights: bool, simulated: SimulatedDevice | None = None) -> None:
         self.config, self.device = config, device
+        self.pass_bytes = None if simulated else CPU_PASS_BYTES  # a simulated GPU's passes are whole, as on a GPU
         self.nets = None
         if config.detector == "mtcnn":
             self.nets = list(seeded(build_networks))
@@ -202,7 +203,8 @@ class FaceDetector:
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), batch):
-                for d in detect(self.nets, images[start : start + batch], self.device, self.config.min_face):
+                for d in detect(self.nets, images[start : start + batch], self.device, self.config.min_face,
+                                pass_bytes=self.pass_bytes):
                     out.append(FrameFaces(d.xywh(), d.probs, d.landmarks))
         return out
 
