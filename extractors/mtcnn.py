@@ -143,8 +143,8 @@ def _area_resize(images, size: tuple[int, int]):
 
 
 def _normalised(pixels):
-    """MTCNN's input scaling of pixel values: (x - 127.5) / 128."""
-    return (pixels - 127.5) * 0.0078125
+    """MTCNN's input scaling of pixel values, in place: (x - 127.5) / 128."""
+    return pixels.sub_(127.5).mul_(0.0078125)
 
 
 class _DevicePixels:
@@ -172,9 +172,10 @@ class _IntegralPixels:
     torch's area mode averages, for output row i of a span of H rows resized to h, the input rows floor(i H / h) to
     ceil((i + 1) H / h), and the same for columns: whole pixels, so four corners of an integral image of the uint8
     frames give each average's sum exactly, and torch's own divisions (by the rows, then the columns, in float32)
-    give its values bit for bit (``tests/test_faces.py``). Every pyramid level and every crop is then four gathers,
-    where torch's pooling costs an adaptive window per output pixel and a call per crop: on 60 frames of 640 x 360
-    (Big Buck Bunny, one thread), 2.4 s for the levels and 1.3 s for the crops, most of MTCNN's time on the CPU.
+    give its values bit for bit (``tests/test_faces.py``). Every pyramid level is then two copies of whole rows and
+    two gathers of columns, and every crop four gathers, where torch's pooling costs an adaptive window per output
+    pixel and a call per crop: on 60 frames of 640 x 360 (Big Buck Bunny, one thread), 2.4 s for the levels and 1.3 s
+    for the crops, most of MTCNN's time on the CPU.
     """
 
     def __init__(self, frames: np.ndarray) -> None:
@@ -187,13 +188,13 @@ class _IntegralPixels:
         np.cumsum(frames, axis=2, dtype=dtype, out=body)  # along each row, then rows added one by one: NumPy's
         for row in range(1, h):  # cumsum down the rows (axis 1) took twice as long as both of these together
             np.add(body[:, row], body[:, row - 1], out=body[:, row])
-        self.per_image = integral.reshape(n, -1, c)  # [N, (H + 1) (W + 1), 3]
+        self.integral = integral  # [N, H + 1, W + 1, 3]
         self.flat = integral.reshape(-1, c)  # [N (H + 1) (W + 1), 3]
 
     def level(self, height: int, width: int):
         (r0, r1), (c0, c1) = _spans(0, self.height, height), _spans(0, self.width, width)
-        total = self._box_sums(lambda r, c: np.take(self.per_image, (r[:, None] * self.stride + c[None, :]).ravel(), axis=1),
-                               r0, r1, c0, c1).reshape(-1, height, width, self.per_image.shape[2])
+        rows = np.take(self.integral, r1, axis=1) - np.take(self.integral, r0, axis=1)  # whole rows: copies, not gathers
+        total = np.take(rows, c1, axis=2) - np.take(rows, c0, axis=2)
         return self._pixels(total, (r1 - r0)[None, :, None, None], (c1 - c0)[None, None, :, None])
 
     def crops(self, regions: np.ndarray, image_of: np.ndarray, size: int):
@@ -214,7 +215,9 @@ class _IntegralPixels:
         (channels-last in memory, which the convolutions run faster on). Divided as torch does: its bits."""
         import torch
 
-        means = total.astype(np.float32) / rows.astype(np.float32) / columns.astype(np.float32)
+        means = total.astype(np.float32)
+        means /= rows.astype(np.float32)
+        means /= columns.astype(np.float32)
         return _normalised(torch.from_numpy(means)).permute(0, 3, 1, 2)
 
 

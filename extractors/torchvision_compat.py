@@ -21,26 +21,33 @@ import numpy as np
 import torch
 
 PATCHED = False
+NMS_PAIRS = 1 << 20  # box pairs compared at once by nms_reference (4 MB a temporary in float32)
 
 
 def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression: indices of kept boxes, highest score first (torchvision semantics).
+    """Greedy non-maximum suppression: indices of kept boxes, highest score first (torchvision semantics: a box is
+    suppressed by a kept one when their IoU exceeds the threshold; NaN, from two empty boxes, suppresses nothing).
 
-    The loop runs in numpy, on the boxes' own float type (the arithmetic torch's steps did, a few microseconds a
-    step instead of tens: MTCNN suppresses thousands of P-Net windows per batch of frames)."""
+    The overlaps are computed in numpy, on the boxes' own float type, for a block of boxes against all later ones at
+    once; only the greedy pass over them is a Python loop. MTCNN suppresses thousands of P-Net windows per batch of
+    frames: one numpy step per kept box took 21 us, and 0.21 s of MTCNN's 2.6 s on 60 frames."""
     order = scores.argsort(descending=True).cpu().numpy()
-    x1, y1, x2, y2 = boxes.detach().cpu().numpy().T
+    x1, y1, x2, y2 = np.ascontiguousarray(boxes.detach().cpu().numpy()[order].T)
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+    suppressed, keep = np.zeros(len(order), bool), []
+    rows = max(1, NMS_PAIRS // max(1, len(order)))
+    for start in range(0, len(order), rows):
+        block, later = slice(start, start + rows), slice(start, None)
+        w = np.maximum(np.minimum(x2[block, None], x2[later]) - np.maximum(x1[block, None], x1[later]), 0)
+        h = np.maximum(np.minimum(y2[block, None], y2[later]) - np.maximum(y1[block, None], y1[later]), 0)
         inter = w * h
-        with np.errstate(divide="ignore", invalid="ignore"):  # two empty boxes: 0 / 0 is NaN, kept as torch keeps it
-            order = rest[inter / (areas[i] + areas[rest] - inter) <= iou_threshold]
-    return torch.as_tensor(np.array(keep, np.int64), device=boxes.device)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            overlaps = inter / (areas[block, None] + areas[later] - inter) > iou_threshold
+        for k, row in enumerate(overlaps, start):
+            if not suppressed[k]:
+                keep.append(k)
+                suppressed[later] |= row
+    return torch.as_tensor(order[np.array(keep, np.int64)], device=boxes.device)
 
 
 def _define_operators() -> None:

@@ -152,6 +152,23 @@ def test_python_nms_matches_the_definition():
     assert import_torchvision().ops.nms(boxes, scores, 0.5).tolist() == [3, 2]
 
 
+
+@pytest.mark.parametrize("pairs", [1, 1000, 1 << 20])  # one box a block, blocks of a few boxes, all in one
+def test_python_nms_in_blocks_matches_the_greedy_loop(monkeypatch, pairs):
+    from mvfx.extractors import torchvision_compat
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 300, (1500, 2))
+    boxes = torch.tensor(np.concatenate([corners, corners + rng.uniform(1, 60, (1500, 2))], 1), dtype=torch.float32)
+    scores = torch.tensor(rng.random(1500), dtype=torch.float32)
+    box_iou, expected = import_torchvision().ops.box_iou, []
+    for i in scores.argsort(descending=True).tolist():  # the definition: kept unless a kept box overlaps it by > 0.5
+        if not (box_iou(boxes[i : i + 1], boxes[expected]) > 0.5).any():
+            expected.append(i)
+    monkeypatch.setattr(torchvision_compat, "NMS_PAIRS", pairs)
+    assert nms_reference(boxes, scores, 0.5).tolist() == expected
+    assert 100 < len(expected) < 1400  # both kept and suppressed boxes
+
 @pytest.mark.slow
 def test_visual_extractors_end_to_end_with_random_weights(demo_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("MVFX_HOME", str(tmp_path / "home"))
