@@ -60,13 +60,24 @@ def _networks():
     import torch
     from torch import nn
 
+    class MaxPool2x2(nn.Module):
+        """``nn.MaxPool2d(2, 2, ceil_mode=True)``, as the larger of four strided views: the same values, in about half
+        the time of torch's CPU pooling on P-Net's 10-channel activations (channels-last, one thread)."""
+
+        def forward(self, x):
+            height, width = x.shape[2:]
+            if height % 2 or width % 2:  # ceil mode: a last row or column alone
+                x = nn.functional.pad(x, (0, width % 2, 0, height % 2), value=-torch.inf)
+            return torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]),
+                                 torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]))
+
     class PNet(nn.Module):
         """Proposal network: fully convolutional, 12 x 12 receptive field, stride 2."""
 
         def __init__(self) -> None:
             super().__init__()
             self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-            self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.pool1 = MaxPool2x2()
             self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
             self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
             self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)

@@ -91,6 +91,15 @@ def test_mtcnn_pyramid_and_crops_on_the_host_are_torchs_area_interpolation_bit_f
         assert torch.equal(host.crops(regions, np.array([0, 1, 1, 0]), size), device.crops(regions, np.array([0, 1, 1, 0]), size))
 
 
+
+@pytest.mark.parametrize("height, width", [(215, 383), (216, 384), (13, 12), (1, 1)])
+def test_pnet_pooling_is_torchs_ceil_mode_max_pool(height, width):
+    pool = mtcnn.build_networks()[0].pool1
+    values = torch.randn(2, 10, height, width, generator=torch.Generator().manual_seed(0))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = values.contiguous(memory_format=layout)
+        assert torch.equal(pool(x), torch.nn.MaxPool2d(2, 2, ceil_mode=True)(x)), layout
+
 def test_mini_xception_matches_the_original_keras_model():
     os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 runs the legacy .hdf5 model on this torch
     import keras
