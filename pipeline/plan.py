@@ -233,6 +233,8 @@ def _check_options_used(options: Mapping[str, Mapping[str, str]], running: list[
     from mvfx.extractors import names
 
     for name, fields in options.items():
+        if not fields:  # an empty map asks for nothing (the Python API's {name: {}})
+            continue
         option = f"-o {name}.{next(iter(fields))}"
         if name not in names():
             raise MvfxError(f"{option}: no extractor is called {name!r}; see `mvfx extractors`")
