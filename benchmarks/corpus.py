@@ -94,3 +94,14 @@ def repeat_clip(source: Path, times: int, out: Path) -> Path:
                 dst.mux(copy)
     tmp.rename(out)
     return out
+
+
+def astronaut_clip(path: Path, seconds: float) -> Path:
+    """640x360 at 24 fps: scikit-image's astronaut photograph (one real face), slowly panning; made once."""
+    from skimage import data
+
+    if not path.exists():
+        photo = cv2.resize(data.astronaut(), (1024, 1024))
+        frames = (np.ascontiguousarray(photo[200:560, 100 + i // 4 : 740 + i // 4]) for i in range(int(FPS * seconds)))
+        write_mp4(path, frames, FPS)
+    return path

@@ -18,16 +18,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from benchmarks.corpus import make_corpus
+from benchmarks.corpus import astronaut_clip, make_corpus
 from benchmarks.gpu import bench_gpu as run_gpu
 from benchmarks.gpu import markdown as gpu_table
 from benchmarks.heads import bench_heads as run_heads
 from benchmarks.heads import markdown as heads_table
 from benchmarks.memory import bench_memory as run_memory
 from benchmarks.memory import markdown as memory_table
+from benchmarks.mtcnn import bench_mtcnn as run_mtcnn
+from benchmarks.mtcnn import markdown as mtcnn_table
 from benchmarks.naive import run_naive
 from benchmarks.scale import SIZES as SCALE_SIZES
 from benchmarks.scale import bench_scale as run_scale
@@ -126,23 +125,11 @@ FACE_VARIANTS = {
 }
 
 
-def _astronaut_clip(path: Path, seconds: float = 10.0) -> None:
-    """640x360 at 24 fps: scikit-image's astronaut photograph (one real face), slowly panning."""
-    from skimage import data
-
-    from mvfx.media.encode import write_mp4
-
-    photo = cv2.resize(data.astronaut(), (1024, 1024))
-    frames = (np.ascontiguousarray(photo[200:560, 100 + i // 4 : 740 + i // 4]) for i in range(int(24 * seconds)))
-    write_mp4(path, frames, 24)
-
-
 def bench_faces(results: dict) -> None:
     """Frames/s of the face extractors with their real weights (shipped in packages) on a clip with a face."""
     folder = WORK / "face"
     folder.mkdir(exist_ok=True)
-    if not (folder / "astronaut.mp4").exists():
-        _astronaut_clip(folder / "astronaut.mp4")
+    astronaut_clip(folder / "astronaut.mp4", 10.0)
     frames = 20  # 10 s at 2 fps
     results["faces"] = {}
     for label, (name, option) in FACE_VARIANTS.items():
@@ -212,6 +199,11 @@ def bench_heads(results: dict) -> None:
     run_heads(results, WORK)
 
 
+def bench_mtcnn(results: dict) -> None:
+    """MTCNN alone on the CPU, x real time per core at 2 fps, per network (benchmarks/mtcnn.py)."""
+    run_mtcnn(results, WORK, ARGS.runs)
+
+
 def bench_memory(results: dict) -> None:
     """Peak memory against clip duration (benchmarks/memory.py)."""
     run_memory(results, WORK)
@@ -263,6 +255,8 @@ def markdown(results: dict) -> str:
                   " min-max s |", "|---|---|---|"]
         for label, f in results["faces"].items():
             lines.append(f"| {label} | {f['frames_per_s']:.1f} | {f['min']:.1f}-{f['max']:.1f} |")
+    if results.get("mtcnn"):
+        lines += mtcnn_table(results["mtcnn"])
     if results.get("scaling"):
         lines += ["", f"| workers ({SCALING_CLIPS} x 30 s 640x360, cheap extractors) | seconds | speed-up vs 1 Dask worker |",
                   "|---|---|---|"]
@@ -292,7 +286,7 @@ def main() -> None:
                "torch": torch.__version__, "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d"),
                "pipeline": {}, "extractors": {}, "faces": {}}
     started = time.perf_counter()
-    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_memory, bench_heads, bench_gpu,
+    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_mtcnn, bench_memory, bench_heads, bench_gpu,
              bench_sol, bench_scale]
     chosen = ARGS.steps  # e.g. `python -m benchmarks.run faces` runs bench_faces only
     for step in [s for s in steps if not chosen or s.__name__.removeprefix("bench_") in chosen]:
