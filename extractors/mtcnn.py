@@ -61,15 +61,19 @@ def _networks():
     from torch import nn
 
     class MaxPool2x2(nn.Module):
-        """``nn.MaxPool2d(2, 2, ceil_mode=True)``, as the larger of four strided views: the same values, in about half
-        the time of torch's CPU pooling on P-Net's 10-channel activations (channels-last, one thread)."""
+        """``nn.MaxPool2d(2, 2, ceil_mode=True)`` as the larger of neighbouring rows, then of neighbouring columns (a
+        last lone row or column kept as it is): the same values, in under half the time of torch's CPU pooling on
+        P-Net's 10-channel activations (channels-last, one thread: 30 -> 13 ms over a 640 x 360 frame's pyramid,
+        8 frames)."""
 
         def forward(self, x):
-            height, width = x.shape[2:]
-            if height % 2 or width % 2:  # ceil mode: a last row or column alone
-                x = nn.functional.pad(x, (0, width % 2, 0, height % 2), value=-torch.inf)
-            return torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]),
-                                 torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]))
+            height = x.shape[2]
+            rows = torch.maximum(x[:, :, 0 : height - 1 : 2], x[:, :, 1:height:2])
+            if height % 2:
+                rows = torch.cat([rows, x[:, :, height - 1 :]], dim=2)
+            width = rows.shape[3]
+            out = torch.maximum(rows[..., 0 : width - 1 : 2], rows[..., 1:width:2])
+            return torch.cat([out, rows[..., width - 1 :]], dim=3) if width % 2 else out
 
     class PNet(nn.Module):
         """Proposal network: fully convolutional, 12 x 12 receptive field, stride 2."""
