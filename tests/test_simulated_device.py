@@ -273,18 +273,20 @@ def test_a_bad_simulated_device_or_clips_in_flight_on_a_cluster_is_one_line(demo
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_the_queue_is_shared_by_processes():
+def test_the_queue_is_shared_by_processes(tmp_path):
     """Two processes' passes on one simulated device run one after the other, as on one GPU."""
     device = SimulatedDevice(launch_us=20000).resolve()  # one kernel: 20 ms
-    code = ("import sys, time; from mvfx.extractors.simulated_device import DeviceQueue; "
-            "time.sleep(max(0.0, float(sys.argv[2]) - time.monotonic())); "  # both start queueing at the same instant
-            "print([(sys.argv[3], *DeviceQueue(sys.argv[1]).run(0.0, kernels=1)) for _ in range(5)])")
-    start = time.monotonic() + 3.0  # time.monotonic is the machine's clock, the same in every process
-    procs = [subprocess.Popen([sys.executable, "-c", code, device.queue, str(start), name], stdout=subprocess.PIPE, text=True)
+    code = ("import sys, time, pathlib\nfrom mvfx.extractors.simulated_device import DeviceQueue\n"
+            "ready = pathlib.Path(sys.argv[2]); (ready / sys.argv[3]).touch()\n"
+            "while len(list(ready.iterdir())) < 2: time.sleep(0.001)\n"  # both start queueing together, however long
+            "print([(sys.argv[3], *DeviceQueue(sys.argv[1]).run(0.0, kernels=1)) for _ in range(5)])")  # imports take
+    procs = [subprocess.Popen([sys.executable, "-c", code, device.queue, str(tmp_path), name], stdout=subprocess.PIPE, text=True)
              for name in "AB"]
     passes = sorted((p for proc in procs for p in eval(proc.communicate(timeout=60)[0])), key=lambda p: p[1])
     assert len(passes) == 10 and all(end - begin == pytest.approx(0.02) for _, begin, end in passes)
     assert all(later[1] >= earlier[2] - 1e-9 for earlier, later in itertools.pairwise(passes))  # never two at once
-    assert passes[-1][2] - passes[0][1] == pytest.approx(0.2, abs=0.015)  # queued together: back to back, no gap
+    # Queued together, the passes run back to back (0.2 s), unless a process wakes late to queue its next one: a
+    # loaded CI machine woke one 60 ms late once. A queue that added a wait per pass would take 0.4 s or more.
+    assert 0.2 - 1e-6 <= passes[-1][2] - passes[0][1] < 0.35
     assert {name for name, *_ in passes[:4]} == {"A", "B"}  # each waited for the other's passes
     assert DeviceQueue(device.queue).busy_seconds() == pytest.approx(0.2)
