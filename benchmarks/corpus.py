@@ -101,7 +101,10 @@ def astronaut_clip(path: Path, seconds: float) -> Path:
     from skimage import data
 
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         photo = cv2.resize(data.astronaut(), (1024, 1024))
         frames = (np.ascontiguousarray(photo[200:560, 100 + i // 4 : 740 + i // 4]) for i in range(int(FPS * seconds)))
-        write_mp4(path, frames, FPS)
+        tmp = path.with_suffix(".partial.mp4")  # an interrupted run leaves no clip that looks finished
+        write_mp4(tmp, frames, FPS)
+        tmp.rename(path)
     return path

@@ -177,7 +177,7 @@ class FaceDetector:
 
     def __init__(self, config: FacesConfig, device: str, random_weights: bool, simulated: SimulatedDevice | None = None) -> None:
         self.config, self.device = config, device
-        self.pass_bytes = None if simulated else CPU_PASS_BYTES  # a simulated GPU's passes are whole, as on a GPU
+        self.pass_bytes = None if simulated is not None else CPU_PASS_BYTES  # a simulated GPU's passes are whole, as on a GPU
         self.nets = None
         if config.detector == "mtcnn":
             self.nets = list(seeded(build_networks))

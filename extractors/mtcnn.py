@@ -28,10 +28,11 @@ from mvfx.extractors.weight_registry import WeightFile, register_weights
 PYRAMID_FACTOR = 0.709
 THRESHOLDS = (0.6, 0.7, 0.7)
 MIN_FACE = 20
-# On the CPU each network runs in passes of about this many bytes of first-layer activations: 3 frames of a 640 x 360
-# frame's largest pyramid level, 190 R-Net or 35 O-Net crops. They then stay in the L3 cache; whole batches spilled
-# to memory (one core, 8 frames of 640 x 360: P-Net over the pyramid 244 -> 192 ms; 600 R-Net crops 109 -> 63 ms,
-# 120 O-Net crops 113 -> 70 ms; the same values bit for bit).
+# On the CPU each network runs in passes of at most about this many bytes of first-layer activations, counted at the
+# input's size: 3 frames of a 640 x 360 frame's largest pyramid level, 162 R-Net or 35 O-Net crops. They then stay in
+# the L3 cache; whole batches spilled to memory (one core, 8 frames of 640 x 360: P-Net over the pyramid 244 -> 192 ms;
+# 600 R-Net crops 109 -> 63 ms, 120 O-Net crops 113 -> 70 ms). Another batch size can round a row's last bits
+# differently (oneDNN picks its kernels by shape); the detections on the tests' images and clips are the same.
 CPU_PASS_BYTES = 10 << 20
 
 
@@ -289,13 +290,18 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
 
 
 def _in_passes(net, inputs, pass_bytes: int | None):
-    """``net``'s outputs for [N, 3, h, w] ``inputs``, run in passes of whole items holding at most ``pass_bytes`` of
-    first-layer activations (at least one item a pass; None: one pass)."""
+    """``net``'s outputs for [N, 3, h, w] ``inputs``, run in equal passes of whole items holding at most ``pass_bytes``
+    of first-layer activations (at least one item a pass; None, or a network without ``conv1``: one pass)."""
     import torch
 
     n, _, height, width = inputs.shape
-    step = n if pass_bytes is None else max(1, pass_bytes // (net.conv1.out_channels * height * width * inputs.element_size()))
-    if step >= n:
+    first = getattr(net, "conv1", None)
+    if pass_bytes is None or first is None:
+        return net(inputs)
+    most = max(1, pass_bytes // (first.out_channels * height * width * inputs.element_size()))
+    passes = -(-n // most)
+    step = -(-n // passes)  # spread evenly: no small last pass
+    if passes == 1:
         return net(inputs)
     return tuple(torch.cat(parts) for parts in zip(*(net(inputs[i : i + step]) for i in range(0, n, step))))
 

@@ -233,12 +233,10 @@ def _check_options_used(options: Mapping[str, Mapping[str, str]], running: list[
     from mvfx.extractors import names
 
     for name, fields in options.items():
-        if not fields:  # an empty map asks for nothing (the Python API's {name: {}})
-            continue
-        option = f"-o {name}.{next(iter(fields))}"
+        option = f"-o {name}.{next(iter(fields), '...')}"
         if name not in names():
             raise MvfxError(f"{option}: no extractor is called {name!r}; see `mvfx extractors`")
-        if name not in running:
+        if fields and name not in running:  # an empty map asks for nothing (the Python API's {name: {}})
             raise MvfxError(f"{option}: {name} is not among the extractors of this run ({', '.join(running)}); add it to -e")
 
 

@@ -175,7 +175,6 @@ def test_an_option_for_an_extractor_that_does_not_run_is_refused(demo_corpus, tm
     assert result.exit_code == 2 and says in result.stderr and not (tmp_path / "s.zarr").exists()
 
 
-
 def test_an_empty_option_map_for_an_extractor_that_does_not_run_asks_for_nothing():
     from mvfx.media.errors import MvfxError
     from mvfx.pipeline.plan import _check_options_used
@@ -183,6 +182,8 @@ def test_an_empty_option_map_for_an_extractor_that_does_not_run_asks_for_nothing
     _check_options_used({"faces": {}, "colour": {}}, ["colour"])  # it stopped run_extract with StopIteration
     with pytest.raises(MvfxError, match="faces is not among"):
         _check_options_used({"faces": {"fps": "1"}}, ["colour"])
+    with pytest.raises(MvfxError, match="no extractor is called 'facez'"):
+        _check_options_used({"facez": {}}, ["colour"])
 
 def test_a_name_that_is_not_utf8_gets_a_faithful_reversible_id(hostile_run, hostile_corpus, tmp_path):
     store, _ = hostile_run

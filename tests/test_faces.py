@@ -91,7 +91,6 @@ def test_mtcnn_pyramid_and_crops_on_the_host_are_torchs_area_interpolation_bit_f
         assert torch.equal(host.crops(regions, np.array([0, 1, 1, 0]), size), device.crops(regions, np.array([0, 1, 1, 0]), size))
 
 
-
 @pytest.mark.parametrize("height, width", [(215, 383), (216, 384), (13, 12), (1, 1)])
 def test_pnet_pooling_is_torchs_ceil_mode_max_pool(height, width):
     pool = mtcnn.build_networks()[0].pool1

@@ -277,12 +277,16 @@ def test_the_queue_is_shared_by_processes(tmp_path):
     """Two processes' passes on one simulated device run one after the other, as on one GPU."""
     device = SimulatedDevice(launch_us=20000).resolve()  # one kernel: 20 ms
     code = ("import sys, time, pathlib\nfrom mvfx.extractors.simulated_device import DeviceQueue\n"
-            "ready = pathlib.Path(sys.argv[2]); (ready / sys.argv[3]).touch()\n"
-            "while len(list(ready.iterdir())) < 2: time.sleep(0.001)\n"  # both start queueing together, however long
-            "print([(sys.argv[3], *DeviceQueue(sys.argv[1]).run(0.0, kernels=1)) for _ in range(5)])")  # imports take
+            "ready, deadline = pathlib.Path(sys.argv[2]), time.monotonic() + 60; (ready / sys.argv[3]).touch()\n"
+            "while len(list(ready.iterdir())) < 2 and time.monotonic() < deadline: time.sleep(0.001)\n"  # both start
+            "print([(sys.argv[3], *DeviceQueue(sys.argv[1]).run(0.0, kernels=1)) for _ in range(5)])")  # together
     procs = [subprocess.Popen([sys.executable, "-c", code, device.queue, str(tmp_path), name], stdout=subprocess.PIPE, text=True)
              for name in "AB"]
-    passes = sorted((p for proc in procs for p in eval(proc.communicate(timeout=60)[0])), key=lambda p: p[1])
+    try:
+        passes = sorted((p for proc in procs for p in eval(proc.communicate(timeout=90)[0])), key=lambda p: p[1])
+    finally:
+        for proc in procs:
+            proc.kill()
     assert len(passes) == 10 and all(end - begin == pytest.approx(0.02) for _, begin, end in passes)
     assert all(later[1] >= earlier[2] - 1e-9 for earlier, later in itertools.pairwise(passes))  # never two at once
     # Queued together, the passes run back to back (0.2 s), unless a process wakes late to queue its next one: a

@@ -152,8 +152,7 @@ def test_python_nms_matches_the_definition():
     assert import_torchvision().ops.nms(boxes, scores, 0.5).tolist() == [3, 2]
 
 
-
-@pytest.mark.parametrize("pairs", [1, 1000, 1 << 20])  # one box a block, blocks of a few boxes, all in one
+@pytest.mark.parametrize("pairs", [1, 5000, 1 << 20])  # one box a block, blocks of a few, as the overlaps allow
 def test_python_nms_in_blocks_matches_the_greedy_loop(monkeypatch, pairs):
     from mvfx.extractors import torchvision_compat
 
@@ -168,6 +167,12 @@ def test_python_nms_in_blocks_matches_the_greedy_loop(monkeypatch, pairs):
     monkeypatch.setattr(torchvision_compat, "NMS_PAIRS", pairs)
     assert nms_reference(boxes, scores, 0.5).tolist() == expected
     assert 100 < len(expected) < 1400  # both kept and suppressed boxes
+
+
+def test_python_nms_keeps_empty_boxes_as_torchvision_does():
+    """Two empty boxes overlap by 0 / 0 = NaN, which is not above the threshold: neither suppresses the other."""
+    boxes = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [5, 5, 10, 10]], dtype=torch.float)
+    assert nms_reference(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 1, 2]
 
 @pytest.mark.slow
 def test_visual_extractors_end_to_end_with_random_weights(demo_corpus, tmp_path, monkeypatch):
