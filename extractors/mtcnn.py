@@ -267,13 +267,17 @@ def _regress(boxes, reg):
 
 
 def _crops(pixels: _DevicePixels | _IntegralPixels, boxes, image_of, size: int):
-    """Each box cut from its image (clipped to it, 1-based inclusive corners as in the reference) at size x size."""
+    """Each box cut from its image (clipped to it, 1-based inclusive corners as in the reference) at size x size, and
+    which boxes have a crop: one wholly outside its image has none, and the caller drops it (the reference kept it,
+    so that its scores no longer lined up with its boxes and the next step failed)."""
+    import torch
+
     corners = boxes[:, :4].trunc().int().cpu().numpy()
     x1, y1 = np.maximum(corners[:, 0], 1), np.maximum(corners[:, 1], 1)
     x2, y2 = np.minimum(corners[:, 2], pixels.width), np.minimum(corners[:, 3], pixels.height)
     inside = (y2 > y1 - 1) & (x2 > x1 - 1)
     regions = np.stack([y1 - 1, x1 - 1, y2, x2], axis=1)[inside]  # (y0, x0, y1, x1), end exclusive
-    return pixels.crops(regions, image_of.cpu().numpy()[inside], size)
+    return pixels.crops(regions, image_of.cpu().numpy()[inside], size), torch.as_tensor(inside, device=boxes.device)
 
 
 def _nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -300,9 +304,9 @@ def _in_passes(net, inputs, pass_bytes: int | None):
         return net(inputs)
     most = max(1, pass_bytes // (first.out_channels * height * width * inputs.element_size()))
     passes = -(-n // most)
-    step = -(-n // passes)  # spread evenly: no small last pass
-    if passes == 1:
+    if passes <= 1:  # also no items at all
         return net(inputs)
+    step = -(-n // passes)  # spread evenly: no small last pass
     return tuple(torch.cat(parts) for parts in zip(*(net(inputs[i : i + step]) for i in range(0, n, step))))
 
 
@@ -348,7 +352,9 @@ def detect(nets, frames: np.ndarray, device: str = "cpu", min_face: int = MIN_FA
 
     # Stage 2: R-Net on 24 x 24 crops.
     if len(boxes):
-        reg, probs = _in_passes(rnet, _crops(pixels, boxes, image_of, 24), pass_bytes)
+        crops, inside = _crops(pixels, boxes, image_of, 24)
+        boxes, image_of = boxes[inside], image_of[inside]
+        reg, probs = _in_passes(rnet, crops, pass_bytes)
         passed = probs[:, 1] > thresholds[1]
         boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
         image_of, reg = image_of[passed], reg[passed]
@@ -359,7 +365,9 @@ def detect(nets, frames: np.ndarray, device: str = "cpu", min_face: int = MIN_FA
     # Stage 3: O-Net on 48 x 48 crops, landmarks, and suppression by the smaller box.
     points = torch.zeros((0, 5, 2), device=boxes.device)
     if len(boxes):
-        reg, marks, probs = _in_passes(onet, _crops(pixels, boxes, image_of, 48), pass_bytes)
+        crops, inside = _crops(pixels, boxes, image_of, 48)
+        boxes, image_of = boxes[inside], image_of[inside]
+        reg, marks, probs = _in_passes(onet, crops, pass_bytes)
         passed = probs[:, 1] > thresholds[2]
         boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
         image_of, reg, marks = image_of[passed], reg[passed], marks[passed]

@@ -91,6 +91,24 @@ def test_mtcnn_pyramid_and_crops_on_the_host_are_torchs_area_interpolation_bit_f
         assert torch.equal(host.crops(regions, np.array([0, 1, 1, 0]), size), device.crops(regions, np.array([0, 1, 1, 0]), size))
 
 
+def test_a_box_pushed_out_of_the_frame_loses_its_crop_and_nothing_else(nets, monkeypatch):
+    """R-Net's regression can move a box wholly outside the frame; it has no crop, and the other boxes go on (the
+    reference kept it, so that O-Net's scores no longer lined up with the boxes: an IndexError)."""
+    regress, calls = mtcnn._regress, []
+
+    def push_the_last_box_out(boxes, reg):
+        boxes = regress(boxes, reg)
+        if not calls:  # after R-Net only
+            boxes[-1, [0, 2]] += 10_000
+        calls.append(len(boxes))
+        return boxes
+
+    monkeypatch.setattr(mtcnn, "_regress", push_the_last_box_out)
+    with torch.inference_mode():
+        found = mtcnn.detect(nets, ASTRONAUT[None])[0]
+    assert calls[0] > 1 and len(found.boxes) == 1 and found.probs[0] > 0.99  # the face is still found
+
+
 @pytest.mark.parametrize("height, width", [(215, 383), (216, 384), (13, 12), (1, 1)])
 def test_pnet_pooling_is_torchs_ceil_mode_max_pool(height, width):
     pool = mtcnn.build_networks()[0].pool1
