@@ -148,18 +148,20 @@ def pick_time(spec: VideoSpec, span: np.ndarray) -> float:
     return float(span[0]) if spec.fps is not None else float(span.mean())
 
 
-# 8-bit 4:2:0 frames are scaled in YUV, to 4:2:2 at the requested size, and converted to RGB at that size: 0.8-1.0 ms
-# a 720p frame instead of 2.4-3.0 ms for swscale's bilinear scaling straight to RGB (the costliest host step of the
-# deep set). Chroma is kept at full height. Against the frame converted at full size and scaled by antialiased
-# bilinear interpolation, the mean difference on Big Buck Bunny is 1.29 levels at 455 x 256 (straight: 1.15) and 0.80
-# at 640 x 360 (straight: 1.12); single pixels at sharp colour edges differ by up to 110 levels from the straight
-# path. Other pixel formats take the straight path.
-SCALE_VIA = {"yuv420p": "yuv422p", "yuvj420p": "yuvj422p"}
+# 8-bit 4:2:0 frames are scaled in YUV and converted to RGB at the requested size: swscale's bilinear scaling straight
+# to RGB, the costliest host step of the deep set, costs 1.6 to 3 times as much. At an even width the
+# scaled frame is 4:2:2 (0.85-1.0 ms a 720p frame instead of 2.3-2.7 ms): against the frame converted at full size
+# and scaled by antialiased bilinear interpolation, the mean difference on Big Buck Bunny is 0.98 levels at 456 x 256
+# (straight: 1.23) and 0.80 at 640 x 360 (straight: 1.12), single pixels at sharp colour edges up to 33 levels from
+# the straight path. At an odd width it is 4:4:4 (1.85 ms instead of 2.9 ms at 455 x 256; at most 2 levels from the
+# straight path, which itself keeps full-width chroma there): a 4:2:2 frame's ceil(w / 2) chroma columns would be
+# scaled as if they spanned the whole width, moving colour up to a pixel right. Other formats go straight to RGB.
+SCALE_VIA = {"yuv420p": ("yuv422p", "yuv444p"), "yuvj420p": ("yuvj422p", "yuvj444p")}  # (even width, odd width)
 
 
 class _Scaler:
     """A frame to RGB at one size, by swscale contexts kept for the whole clip (a context made per frame cost 0.6 of
-    2.1 ms per 720p frame scaled to 455 x 256 on 2 cores); ``SCALE_VIA`` says how."""
+    2.1 ms per 720p frame scaled straight to RGB at 455 x 256 on 2 cores); ``SCALE_VIA`` says how."""
 
     def __init__(self, width: int, height: int, threads: int) -> None:
         self.width, self.height, self.threads = width, height, threads
@@ -168,7 +170,8 @@ class _Scaler:
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         via = SCALE_VIA.get(frame.format.name)
         if via is not None and (frame.width, frame.height) != (self.width, self.height):
-            frame = self._scale.reformat(frame, width=self.width, height=self.height, format=via, threads=self.threads)
+            frame = self._scale.reformat(frame, width=self.width, height=self.height, format=via[self.width % 2],
+                                         threads=self.threads)
         return self._convert.reformat(frame, width=self.width, height=self.height, format="rgb24",
                                       threads=self.threads).to_ndarray()
 

@@ -1,9 +1,10 @@
 """What makes the CPU runs faster keeps their results: oneDNN convolutions with fused ReLU and residual sum, glibc reusing
-large blocks, and one swscale context per output size shared by the requests of a clip.
+large blocks, and one pair of swscale contexts per output size shared by the requests of a clip (frames scaled in YUV,
+then converted to RGB: ``media.decode.SCALE_VIA``, held to the straight conversion's accuracy and colour positions).
 
 Tolerance for the convolutions: 1e-5 of the largest value, as for features (torch_base); measured 1e-7 here. The
 network-level checks (every BatchNorm folded, every convolution a ``CpuConv``, features against the network as
-built) are in test_device_preprocess.py; decoded RGB must stay bitwise equal.
+built) are in test_device_preprocess.py.
 """
 from __future__ import annotations
 
@@ -178,9 +179,34 @@ def test_requests_of_one_size_share_each_conversion_and_get_fresh_reformats_rgb(
     for spec, got in video.items():
         width, height = spec.output_size(96, 64)
         step = int(12 / spec.fps)
-        scaled = [f.reformat(width=width, height=height, format="yuv422p") for f in frames[::step]]
+        via = ("yuv422p", "yuv444p")[width % 2]
+        scaled = [f.reformat(width=width, height=height, format=via) for f in frames[::step]]
         expected = [f.reformat(format="rgb24").to_ndarray() for f in scaled]
         np.testing.assert_array_equal(got.images, np.stack(expected))
+
+
+def test_scaled_colour_edges_stay_where_scaling_straight_to_rgb_puts_them_at_odd_and_even_widths():
+    """A sharp chroma edge at 7/8 of a 720p frame: after SCALE_VIA's two steps its position along the row is that of
+    swscale's straight path (which keeps full-width chroma at odd widths). A 4:2:2 step at an odd width scaled its
+    ceil(w / 2) chroma columns as if they spanned the whole width: 0.2 px right at 455, 0.9 px at 639."""
+    height, width = 720, 1280
+    luma, cb = np.full((height, width), 128, np.uint8), np.full((height // 2, width // 2), 128, np.uint8)
+    cr = cb.copy()
+    cr[:, width * 7 // 16 :] = 240  # red from luma column 1120 on
+    frame = av.VideoFrame.from_ndarray(np.concatenate([luma, cb.reshape(-1, width), cr.reshape(-1, width)]),
+                                       format="yuv420p")
+
+    def edge(row: np.ndarray) -> float:
+        """Where the red channel crosses halfway between its two levels, to a fraction of a pixel."""
+        row = row.astype(np.float64)
+        middle = (row[:10].mean() + row[-10:].mean()) / 2
+        k = int(np.argmax(row > middle))
+        return k - 1 + (middle - row[k - 1]) / (row[k] - row[k - 1])
+
+    for out_width, out_height in ((455, 256), (456, 256), (639, 360), (640, 360)):
+        ours = decode_module._Scaler(out_width, out_height, threads=1)(frame)[out_height // 2, :, 0]
+        straight = frame.to_ndarray(width=out_width, height=out_height, format="rgb24")[out_height // 2, :, 0]
+        assert abs(edge(ours) - edge(straight)) < 0.05, (out_width, edge(ours), edge(straight))
 
 
 def test_scaling_through_yuv422_is_as_close_to_a_full_size_conversion_as_scaling_straight_to_rgb():
