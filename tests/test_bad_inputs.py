@@ -185,6 +185,7 @@ def test_an_empty_option_map_for_an_extractor_that_does_not_run_asks_for_nothing
     with pytest.raises(MvfxError, match="no extractor is called 'facez'"):
         _check_options_used({"facez": {}}, ["colour"])
 
+
 def test_a_name_that_is_not_utf8_gets_a_faithful_reversible_id(hostile_run, hostile_corpus, tmp_path):
     store, _ = hostile_run
     s = open_store(store)

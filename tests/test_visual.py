@@ -174,6 +174,7 @@ def test_python_nms_keeps_empty_boxes_as_torchvision_does():
     boxes = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [5, 5, 10, 10]], dtype=torch.float)
     assert nms_reference(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 1, 2]
 
+
 @pytest.mark.slow
 def test_visual_extractors_end_to_end_with_random_weights(demo_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("MVFX_HOME", str(tmp_path / "home"))
