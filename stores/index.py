@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
+from mvfx.stores.zarr_async import grow_arrays
+
 INDEX_GROUP = "index"
 INDEXED = "indexed_clips"  # attribute of features/<extractor>: how many index rows are committed
 LEGACY_INDEX = "clip_index"  # format 1: the whole index as one JSON attribute
@@ -90,16 +92,13 @@ def create_index_arrays(group: zarr.Group) -> None:
         index.create_array(name, shape=(0,), dtype=dtype, chunks=(INDEX_CHUNK,), overwrite=True)
 
 
-def append_index(group: zarr.Group, n: int, rows: IndexColumns) -> int:
-    """Write ``rows`` after the ``n`` committed index rows and publish them (one atomic ``zarr.json`` write of
-    ``group``); returns the new count. Touches only the chunks the new rows fall in."""
-    index = group[INDEX_GROUP]
+def append_index(group: zarr.Group, n: int, rows: IndexColumns, data: list[tuple[str, int, np.ndarray]] = ()) -> int:
+    """Write ``rows`` after the ``n`` committed index rows, with ``data`` (more appends to arrays of ``group``,
+    as ``grow_arrays`` takes them: the clips' values and times) in the same round, then publish them (one
+    atomic ``zarr.json`` write of ``group``); returns the new count. Touches only the chunks the new rows fall in."""
+    columns = [(f"{INDEX_GROUP}/{name}", n, getattr(rows, name)) for name in COLUMNS]
+    grow_arrays(group, [*data, *columns])  # resizing also drops rows a crashed batch left past n
     total = n + len(rows)
-    for name in COLUMNS:
-        column = index[name]
-        column.resize((total,))  # also drops rows a crashed batch left past n
-        if len(rows):
-            column[n:total] = getattr(rows, name)
     group.attrs[INDEXED] = total  # the commit point
     return total
 

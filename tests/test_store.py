@@ -9,7 +9,9 @@ import pytest
 import zarr
 
 from mvfx.media.errors import MvfxError
+from mvfx.stores import index as index_module
 from mvfx.stores import open_store, open_writer
+from mvfx.stores.base import values_checksum
 from mvfx.stores.lock import StoreLocked
 from mvfx.stores.zarr_store import STAGING, LocalStaging
 
@@ -91,6 +93,66 @@ def test_recovery_after_a_crash_mid_compaction(tmp_path):
     assert s.clip_ids("toy") == ["a", "b"]
     np.testing.assert_array_equal(s.read("toy", "b")[0], _block(1, 3)[0])
     assert group["features/toy/values"].shape == (5, 3)
+
+
+def test_a_compaction_of_many_parts_at_once_keeps_every_clips_rows(tmp_path):
+    """Parts are read, appended and deleted in concurrent rounds (``stores.zarr_async``): rows stay with their clip."""
+    path, clips = tmp_path / "s.zarr", [f"clip{i:02d}" for i in range(30)]
+    with open_writer(path) as w:
+        w.register_extractor(DESC)
+        for i, clip_id in enumerate(clips):
+            w.commit(w.staging().stage("toy", clip_id, *_block(i, rows=i % 4), "float32"))  # every fourth has no rows
+        assert w.compact() == 30
+    s = open_store(path)
+    for i, clip_id in enumerate(clips):
+        values, times = s.read("toy", clip_id)
+        np.testing.assert_array_equal(values, _block(i, i % 4)[0])
+        np.testing.assert_array_equal(times, _block(i, i % 4)[1])
+    assert s.summary()["extractors"]["toy"]["uncompacted_parts"] == 0
+    assert [p.name for p in (path / "features" / "toy" / "parts").iterdir()] == ["zarr.json"]  # the parts group, empty
+
+
+def test_a_compaction_killed_before_its_commit_point_loses_nothing(tmp_path, monkeypatch):
+    """The batch's arrays are written together, then published by one attribute write; a crash between the two
+    leaves the clips in their parts, and the next compaction writes over the unpublished rows."""
+    path = tmp_path / "s.zarr"
+    _write(path, ["a"])
+    with open_writer(path) as w:
+        w.commit(w.staging().stage("toy", "b", *_block(1, 3), "float32"))
+    real_grow = index_module.grow_arrays
+
+    def grow_then_die(group, appends):
+        real_grow(group, appends)
+        raise KeyboardInterrupt("killed before the commit point")
+
+    monkeypatch.setattr(index_module, "grow_arrays", grow_then_die)
+    with pytest.raises(KeyboardInterrupt), open_writer(path) as w:
+        w.compact()
+    monkeypatch.undo()
+    s = open_store(path)
+    assert s.summary()["extractors"]["toy"]["uncompacted_parts"] == 1
+    np.testing.assert_array_equal(s.read("toy", "b")[0], _block(1, 3)[0])
+    with open_writer(path) as w:
+        w.commit(w.staging().stage("toy", "c", *_block(2, 4), "float32"))
+        assert w.compact() == 2
+    s = open_store(path)
+    for i, clip_id in enumerate(["a", "b", "c"]):
+        np.testing.assert_array_equal(s.read("toy", clip_id)[0], _block(i, i + 2)[0])
+    assert zarr.open_group(str(path))["features/toy/values"].shape == (2 + 3 + 4, 3)
+
+
+def test_a_staged_part_is_a_plain_zarr_group(tmp_path):
+    """A worker's part: values, times (one uncompressed chunk each) and the clip's record, readable without mvfx."""
+    values, times = _block(0, 5)
+    staged = LocalStaging(str(tmp_path)).stage("toy", "a", values, times, "float16", {"clip_id": "a", "duration_s": 2.5})
+    part = zarr.open_group(staged.path, mode="r")
+    np.testing.assert_array_equal(part["values"][:], values.astype(np.float16))
+    np.testing.assert_array_equal(part["times"][:], times)
+    assert dict(part.attrs) == {"clip_id": "a", "rows": 5, "checksum": values_checksum(values.astype(np.float16)),
+                                "clip": {"clip_id": "a", "duration_s": 2.5}}
+    assert part["values"].compressors == () and part["values"].chunks == (5, 3)
+    empty = LocalStaging(str(tmp_path)).stage("toy", "b", np.zeros((0, 3)), np.zeros((0, 2)), "float32")
+    assert zarr.open_group(empty.path, mode="r")["values"].shape == (0, 3) and empty.rows == 0
 
 
 def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path):
