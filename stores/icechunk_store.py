@@ -20,6 +20,7 @@ How a run writes (the same ``open_writer`` API as a local store):
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -140,13 +141,23 @@ class ForkStaging:
 
     def stage(self, extractor: str, clip_id: str, values: np.ndarray, times: np.ndarray, dtype: str,
               clip_record: dict | None = None) -> StagedPart:
+        parts = None
         try:
             parts = zarr.open_group(self.fork.store, mode="a").require_group(f"features/{extractor}/parts")
             group = parts.create_group(part_name(clip_id), overwrite=True)
             rows = write_part(group, clip_id, values, times, dtype, clip_record)
         except icechunk.IcechunkError as exc:  # the object store refused: a store failure of this pair, like an OSError
+            self._forget_half_part(parts, clip_id)
             raise OSError(errno.EIO, f"{self.location}: {_reason(exc)}") from None
         return StagedPart(group.path, extractor, clip_id, rows, fork=self.fork)
+
+    @staticmethod
+    def _forget_half_part(parts: zarr.Group | None, clip_id: str) -> None:
+        """Delete what a failed write left of a part: the fork is merged for the clip's other extractors, and a
+        half part would be merged with them."""
+        if parts is not None:
+            with contextlib.suppress(KeyError, icechunk.IcechunkError):
+                del parts[part_name(clip_id)]
 
     def reader(self) -> FeatureStore:
         return ZarrFeatureStore(self.location, root=zarr.open_group(self.fork.store, mode="r"))

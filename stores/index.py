@@ -15,7 +15,7 @@ bytes a clip, where a dict of Location objects took about three times that.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,7 +92,7 @@ def create_index_arrays(group: zarr.Group) -> None:
         index.create_array(name, shape=(0,), dtype=dtype, chunks=(INDEX_CHUNK,), overwrite=True)
 
 
-def append_index(group: zarr.Group, n: int, rows: IndexColumns, data: list[tuple[str, int, np.ndarray]] = ()) -> int:
+def append_index(group: zarr.Group, n: int, rows: IndexColumns, data: Sequence[tuple[str, int, np.ndarray]] = ()) -> int:
     """Write ``rows`` after the ``n`` committed index rows, with ``data`` (more appends to arrays of ``group``,
     as ``grow_arrays`` takes them: the clips' values and times) in the same round, then publish them (one
     atomic ``zarr.json`` write of ``group``); returns the new count. Touches only the chunks the new rows fall in."""

@@ -92,6 +92,39 @@ def test_features_imported_into_an_icechunk_store_keep_their_provenance(tmp_path
     np.testing.assert_array_equal(imported.read("hand", "c2")[0][:, 0], np.arange(5.0) + 2)
 
 
+def test_a_part_whose_write_fails_in_a_fork_is_not_merged_with_the_clips_other_parts(tmp_path, monkeypatch):
+    """The object store refuses one extractor's part mid-write: that pair fails, the clip's other parts (same fork)
+    are committed, and nothing of the half part is merged as a committed clip."""
+    import icechunk
+
+    from mvfx.stores import icechunk_store
+
+    def description(name):
+        return {"extractor": name, "version": "1", "dim": 3, "feature_names": ["a", "b", "c"], "config": {}, "weights": "none"}
+
+    values, times = np.ones((4, 3), np.float32), np.stack([np.arange(4) * 0.5, np.arange(4) * 0.5 + 0.5], axis=1)
+    path = tmp_path / "s.icechunk"
+    with open_writer(path) as writer:
+        writer.register_extractor(description("good"))
+        writer.register_extractor(description("bad"))
+        staging = writer.staging()
+        writer.commit(staging.stage("good", "clip", values, times, "float32"))
+        real_write = icechunk_store.write_part
+
+        def write_half(group, *args):
+            group.create_array("values", data=values)
+            raise icechunk.IcechunkError("simulated: the object store refused a chunk")
+
+        monkeypatch.setattr(icechunk_store, "write_part", write_half)
+        with pytest.raises(OSError, match="refused a chunk"):
+            staging.stage("bad", "clip", values, times, "float32")
+        monkeypatch.setattr(icechunk_store, "write_part", real_write)
+        writer.set_clip({"clip_id": "clip", "path": "/corpus/clip.mp4", "duration_s": 2.0, "status": "ok"})
+    store = open_store(path)
+    assert store.clip_ids("good") == ["clip"] and store.clip_ids("bad") == []
+    assert store.verify() == [] and store.summary()["extractors"]["bad"]["uncompacted_parts"] == 0
+
+
 def _toy(writer, clip_id, seed):
     values = np.random.default_rng(seed).random((4, 3), dtype=np.float32)
     times = np.stack([np.arange(4) * 0.5, np.arange(4) * 0.5 + 0.5], axis=1)

@@ -13,6 +13,7 @@ from mvfx.stores import index as index_module
 from mvfx.stores import open_store, open_writer
 from mvfx.stores.base import values_checksum
 from mvfx.stores.lock import StoreLocked
+from mvfx.stores.zarr_async import grow_arrays
 from mvfx.stores.zarr_store import STAGING, LocalStaging
 
 DESC = {"extractor": "toy", "version": "1", "dim": 3, "feature_names": ["a", "b", "c"], "config": {"k": 1}, "weights": "none"}
@@ -139,6 +140,18 @@ def test_a_compaction_killed_before_its_commit_point_loses_nothing(tmp_path, mon
     for i, clip_id in enumerate(["a", "b", "c"]):
         np.testing.assert_array_equal(s.read("toy", clip_id)[0], _block(i, i + 2)[0])
     assert zarr.open_group(str(path))["features/toy/values"].shape == (2 + 3 + 4, 3)
+
+
+def test_a_round_of_zarr_requests_raises_its_failure_and_refuses_one_array_twice(tmp_path):
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("a", shape=(0, 2), dtype="float64", chunks=(8, 2))
+    rows = np.ones((3, 2))
+    with pytest.raises(ValueError, match="twice"):
+        grow_arrays(group, [("a", 0, rows), ("a", 3, rows)])  # their resizes would race
+    with pytest.raises(FileNotFoundError):
+        grow_arrays(group, [("a", 0, rows), ("missing", 0, rows)])
+    grow_arrays(group, [("a", 0, rows)])
+    np.testing.assert_array_equal(group["a"][:], rows)
 
 
 def test_a_staged_part_is_a_plain_zarr_group(tmp_path):
