@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import av
 import numpy as np
@@ -114,14 +115,37 @@ class Damage:
     """
 
     packets: int = 0
-    spans: list[tuple[float, float]] = field(default_factory=list)  # merged [start, end) seconds
+    spans: list[tuple[float, float]] = field(default_factory=list)  # merged [start, end) seconds, in order
+    JOIN_S: ClassVar[float] = 0.05  # spans closer than this are one
 
     def add(self, start: float, end: float) -> None:
         self.packets += 1
-        if self.spans and start <= self.spans[-1][1] + 0.05:
-            self.spans[-1] = (self.spans[-1][0], max(self.spans[-1][1], end))
-        else:
-            self.spans.append((start, end))
+        self._include(start, end)
+
+    def merged(self, other: Damage) -> Damage:
+        """Both passes' damage as one (an audio-first clip is demuxed twice, each stream once)."""
+        both = Damage(self.packets + other.packets)
+        for start, end in self.spans + other.spans:
+            both._include(start, end)
+        return both
+
+    def _include(self, start: float, end: float) -> None:
+        """Add [start, end) to the spans, which stay sorted and apart by more than ``JOIN_S``. Packets come in
+        file order, and two streams' packets interleave out of time order: the union must not depend on it."""
+        spans = self.spans
+        if not spans or start >= spans[-1][0]:  # in time order, the usual case: join the last span or follow it
+            if spans and start <= spans[-1][1] + self.JOIN_S:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+            else:
+                spans.append((start, end))
+            return
+        joined: list[tuple[float, float]] = []
+        for a, b in sorted([*spans, (start, end)]):
+            if joined and a <= joined[-1][1] + self.JOIN_S:
+                joined[-1] = (joined[-1][0], max(joined[-1][1], b))
+            else:
+                joined.append((a, b))
+        self.spans = joined
 
     def describe(self) -> str:
         """'1.41-1.53;2.09-2.30' (seconds), '' when nothing was damaged."""
@@ -364,6 +388,9 @@ def _packet_span(packet: av.Packet, v_start: float) -> tuple[float, float]:
     return max(0.0, start), max(0.0, start + float((packet.duration or 0) * packet.time_base))
 
 
+AUDIO_READY = "audio ready"  # what ``pieces`` yields, with the audio, once it is complete (``audio_first``)
+
+
 class ClipDecoder:
     """One demux pass over a clip that hands frames on in pieces as they are decoded.
 
@@ -378,6 +405,9 @@ class ClipDecoder:
     samplers go on from the instants already handed on, audio and damage are counted afresh.
     ``notices`` holds one line per time NVDEC was asked for and not used (for the run summary).
     ``threads``: FFmpeg's decoding threads (the worker's share of the cores, see ``pipeline.threads``).
+    ``audio_first`` (a clip with both streams asked for): demux the audio alone first, and yield
+    ``(AUDIO_READY, audio)`` when it holds something usable, before any video piece, so that the audio's
+    extractors can run while the video decodes; then the video alone. The results are the same as one pass's.
     """
 
     def __init__(
@@ -388,6 +418,7 @@ class ClipDecoder:
         piece_frames: Mapping[VideoSpec, int] | None = None,
         backend: DecoderChoice = CPU_DECODER,
         threads: int = 0,
+        audio_first: bool = False,
     ) -> None:
         self.info = info
         self.threads = threads  # FFmpeg's decoding threads; 0: FFmpeg's choice (one per core)
@@ -402,21 +433,30 @@ class ClipDecoder:
         self.ends: dict[str, float] = {}  # "audio" | "video" -> where its decoded content ends (seconds)
         self.damage = Damage()
         self.position_s = 0.0
+        self.audio_first = audio_first and bool(self.audio_specs) and bool(self.video_specs)
 
-    def pieces(self) -> Iterator[tuple[VideoSpec, Frames]]:
+    def pieces(self) -> Iterator[tuple[VideoSpec, Frames] | tuple[str, dict[AudioSpec, np.ndarray]]]:
         info = self.info
         if not (self.audio_specs or self.video_specs):
             return
         rgb = _RgbFrames(self.threads)
         samplers = [_FrameSampler(s, info.duration_s, info.width, info.height, rgb) for s in self.video_specs]
+        with_audio = not self.audio_first
+        if self.audio_first:
+            yield from self._demux([], rgb, nvdec=False, with_audio=True)  # yields nothing: no samplers
+            heard = (self.audio, self.audio_frames, self.damage)
+            if not self._audio_dead():
+                yield AUDIO_READY, heard[0]  # the dict itself: ``audio`` is reset as the video pass starts
         try:
-            n_video = yield from self._demux(samplers, rgb, nvdec=self.backend.nvdec and bool(samplers))
+            n_video = yield from self._demux(samplers, rgb, nvdec=self.backend.nvdec and bool(samplers), with_audio=with_audio)
         except NvdecFailure as failure:
             self.notices.append(f"NVDEC failed on {info.path} ({failure}); decoded it again on the CPU")
             for sampler in samplers:
                 sampler.restart()
             rgb.keep_only(None)
-            n_video = yield from self._demux(samplers, rgb, nvdec=False)
+            n_video = yield from self._demux(samplers, rgb, nvdec=False, with_audio=with_audio)
+        if self.audio_first:
+            self.audio, self.audio_frames, self.damage = heard[0], heard[1], heard[2].merged(self.damage)
         self._account_for_lost_streams(n_video, bool(samplers))
         for sampler in samplers:
             piece = self.piece_frames.get(sampler.spec, np.inf)
@@ -430,7 +470,7 @@ class ClipDecoder:
         info = self.info
         damaged = f" ({self.damage.packets} damaged packets)" if self.damage.packets else ""
         video_dead = video_asked and n_video == 0
-        audio_dead = bool(self.audio_specs) and (self.audio_frames == 0 or all(len(x) == 0 for x in self.audio.values()))
+        audio_dead = bool(self.audio_specs) and self._audio_dead()
         if video_dead and (audio_dead or not self.audio_specs):
             raise ClipError("decode", f"{info.path}: video stream holds no decodable frame{damaged}")
         if audio_dead and not video_asked:
@@ -446,40 +486,46 @@ class ClipDecoder:
             spec = next(iter(self.audio_specs))
             self.ends["audio"] = len(self.audio.get(spec, ())) / spec.sample_rate
 
+    def _audio_dead(self) -> bool:
+        return self.audio_frames == 0 or all(len(x) == 0 for x in self.audio.values())
+
     def missing_spans(self) -> str:
         """'audio 6.40-30.00' for each decoded stream that ends more than ``EARLY_END_S`` before the clip; '' if none."""
         end = self.info.duration_s
         return ";".join(f"{kind} {at:.2f}-{end:.2f}" for kind, at in sorted(self.ends.items()) if end - at > EARLY_END_S)
 
-    def _demux(self, samplers: list[_FrameSampler], rgb: _RgbFrames, nvdec: bool) -> Generator[tuple[VideoSpec, Frames], None, int]:
-        """One pass over the file (video on NVDEC when ``nvdec``) filling ``audio``, ``damage`` and the samplers (their
-        frames converted by ``rgb``), yielding full pieces; returns the number of video frames decoded. Raises
-        NvdecFailure when NVDEC fails."""
+    def _demux(self, samplers: list[_FrameSampler], rgb: _RgbFrames, nvdec: bool,
+               with_audio: bool = True) -> Generator[tuple[VideoSpec, Frames], None, int]:
+        """One pass over the file (video on NVDEC when ``nvdec``) filling ``audio`` (``with_audio``), ``damage`` and
+        the samplers (their frames converted by ``rgb``), yielding full pieces; returns the number of video frames
+        decoded. Raises NvdecFailure when NVDEC fails."""
         info = self.info
-        self.damage, self.position_s, self.audio = Damage(), 0.0, {}
+        self.damage, self.position_s, self.audio, self.audio_frames = Damage(), 0.0, {}, 0
         container = self._open(nvdec)
         with container:
             v = video_stream(container) if samplers else None
-            a = audio_stream(container) if self.audio_specs else None
+            a = audio_stream(container) if self.audio_specs and with_audio else None
             if v is not None:
                 v.thread_type = "AUTO"
                 v.thread_count = self.threads
-            v_start = float(v.start_time * v.time_base) if v is not None and v.start_time else 0.0
+            origin = video_stream(container) if self.audio_first else v  # the clip's time line starts with its video
+            v_start = float(origin.start_time * origin.time_base) if origin is not None and origin.start_time else 0.0
             if v is not None and v.duration is not None:
                 for sampler in samplers:
                     sampler.spread_over(float(v.duration * v.time_base))
             audio = _Audio(self.audio_specs if a else frozenset(), info.duration_s, self.damage, v_start)
             frame_period = 1.0 / info.fps if info.fps else 0.0
-            n_video = 0
-            self.audio_frames = 0  # decoded, not silence put in for damaged packets
+            n_video = 0  # audio_frames: decoded, not silence put in for damaged packets
             packets = container.demux([s for s in (v, a) if s is not None])
             while True:
                 try:
                     packet = next(packets)
                 except StopIteration:
                     break
-                except av.FFmpegError:  # the container itself is damaged from here on: keep what was decoded
-                    self.damage.add(self.position_s, info.duration_s)
+                except (av.FFmpegError, IndexError):  # the container is damaged from here on: keep what was decoded
+                    # (IndexError: PyAV's own demuxer, on a packet of a stream that a damaged MPEG-TS made up mid-file)
+                    if samplers or not self.audio_first:  # recorded once, where the video stops (the video pass meets it too)
+                        self.damage.add(self.position_s, info.duration_s)
                     break
                 frames = self._decode(packet, nvdec)
                 if frames is None:

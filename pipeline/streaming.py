@@ -24,8 +24,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mvfx.extractors.base import Extractor, FeatureBlock
-from mvfx.media.decode import ClipDecoder, Damage, VideoSpec
+from mvfx.media.decode import AUDIO_READY, AudioSpec, ClipDecoder, Damage, VideoSpec
 from mvfx.media.errors import ClipError
 from mvfx.media.hwdecode import CPU_DECODER, DecoderChoice
 from mvfx.media.probe import ClipInfo
@@ -158,20 +160,24 @@ def stream_pass(
             out.errors[e.name] = exc
     audio = {e.input for e, _ in streams.values() if e.modality == "audio"}
     video = {e.input for e, _ in streams.values() if e.modality == "video"}
-    decoder = ClipDecoder(info, audio, video, out.piece_frames, backend=backend, threads=decoder_threads)
+    # In lanes, the audio is decoded first: its extractors (emobase, the log-mel, VGGish) then run while the video
+    # decodes, instead of after the clip's last video pass, where the device would wait for them.
+    decoder = ClipDecoder(info, audio, video, out.piece_frames, backend=backend, threads=decoder_threads, audio_first=lanes)
     last_report = time.monotonic()
     with Lanes(out, streams, threaded=lanes) as feeding:
         pieces = in_background(timed_items(decoder.pieces(), out.seconds, DECODING))
         for spec, frames in timed_items(pieces, out.seconds, WAITING):
-            if len(frames.images):
+            if spec is AUDIO_READY:
+                _feed_audio(feeding, frames)
+            elif len(frames.images):
                 feeding.feed(lambda e, spec=spec: e.modality == "video" and e.input == spec, frames)
             if on_progress and time.monotonic() - last_report > PROGRESS_EVERY_S:
                 on_progress(decoder.position_s, info.duration_s)
                 last_report = time.monotonic()
         feeding.drop(lambda e: e.modality in decoder.lost,  # a stream with nothing decodable fails its own extractors only
                      lambda e: ClipError("decode", f"{info.path}: {decoder.lost[e.modality]}"))
-        for spec, signal in decoder.audio.items():
-            feeding.feed(lambda e, spec=spec: e.modality == "audio" and e.input == spec, signal)
+        if not decoder.audio_first:
+            _feed_audio(feeding, decoder.audio)
         feeding.finish()
     out.damage = decoder.damage
     out.missing_spans = decoder.missing_spans()
@@ -184,6 +190,11 @@ def stream_pass(
     if on_progress:
         on_progress(info.duration_s, info.duration_s)
     return out
+
+
+def _feed_audio(feeding: Lanes, audio: dict[AudioSpec, np.ndarray]) -> None:
+    for spec, signal in audio.items():
+        feeding.feed(lambda e, spec=spec: e.modality == "audio" and e.input == spec, signal)
 
 
 class Lanes:

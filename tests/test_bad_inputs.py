@@ -253,6 +253,31 @@ def test_full_then_read_only_file_system_stops_cleanly_and_resumes(demo_corpus, 
         shutil.rmtree(mount, ignore_errors=True)
 
 
+def test_a_damaged_mpeg_ts_whose_demuxer_fails_mid_file_is_a_damaged_clip(demo_corpus, tmp_path):
+    """Flipped bytes in an MPEG-TS made PyAV's demuxer raise IndexError (a packet of a stream it had not listed),
+    which stopped the whole corpus. It is the container's damage from there on, like any demuxing error."""
+    import av
+    import numpy as np
+
+    remuxed = tmp_path / "clip.ts"
+    with av.open(str(demo_corpus / "clip_000.mp4")) as source, av.open(str(remuxed), "w", format="mpegts") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams if s.type in ("video", "audio")}
+        for packet in source.demux(*[source.streams[i] for i in streams]):
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    data = bytearray(remuxed.read_bytes())
+    for pos in np.random.default_rng(1).integers(len(data) // 3, 2 * len(data) // 3, 500):
+        data[pos] ^= 0xFF
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "flipped.ts").write_bytes(bytes(data))
+    result = run_cli("extract", corpus, "--store", tmp_path / "s.zarr", "-e", "colour,emobase", "-j", "1")
+    assert "Traceback" not in result.output and "IndexError" not in result.output
+    record = open_store(tmp_path / "s.zarr").clips().set_index("clip_id").loc["flipped"]
+    assert record["damaged_packets"] > 0 and record["damaged_spans"]
+
+
 def test_lost_audio_fails_the_audio_extractors_only(demo_corpus, tmp_path):
     """A real MP4 whose audio packets are all garbage failed as a whole clip; the intact video is now stored."""
     corpus = tmp_path / "corpus"

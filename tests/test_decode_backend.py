@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mvfx.media import decode as decode_module
-from mvfx.media.decode import AudioSpec, ClipDecoder, DecodedClip, VideoSpec, concat_frames, decode
+from mvfx.media.decode import AUDIO_READY, AudioSpec, ClipDecoder, DecodedClip, VideoSpec, concat_frames, decode
 from mvfx.media.encode import write_mp4
 from mvfx.media.hwdecode import (
     DecoderChoice,
@@ -118,6 +118,66 @@ def _assert_same(got: DecodedClip, want: DecodedClip, max_levels: int | None = 0
     for spec, signal in want.audio.items():
         np.testing.assert_array_equal(got.audio[spec], signal)
     assert (got.damage.packets, got.damage.spans) == (want.damage.packets, want.damage.spans)
+
+
+def _collected(decoder: ClipDecoder, items: list) -> DecodedClip:
+    pieces: dict[VideoSpec, list] = {}
+    for spec, frames in items:
+        pieces.setdefault(spec, []).append(frames)
+    video = {spec: concat_frames(parts) for spec, parts in pieces.items()}
+    return DecodedClip(info=decoder.info, audio=decoder.audio, video=video, damage=decoder.damage, notices=decoder.notices)
+
+
+@pytest.mark.parametrize("clip", ["mp4", "webm", "good", "damaged"])
+def test_audio_first_decodes_what_one_pass_does_and_hands_the_audio_on_before_any_frame(clip, request):
+    """On a GPU (lanes) the audio is demuxed alone first, so that its extractors run while the video decodes: the same
+    audio, frames, damage and missing spans as one pass over both streams (6-channel AAC, Vorbis, flipped bytes)."""
+    info = request.getfixturevalue(clip)
+    pieces = {spec: 4 for spec in SPECS}
+    one = ClipDecoder(info, AUDIO, SPECS, pieces)
+    first = ClipDecoder(info, AUDIO, SPECS, pieces, audio_first=True)
+    by_one, by_first = list(one.pieces()), list(first.pieces())
+    assert by_first[0][0] is AUDIO_READY and all(spec is not AUDIO_READY for spec, _ in by_first[1:])
+    for spec, signal in by_first[0][1].items():  # what it hands on is the whole audio
+        np.testing.assert_array_equal(signal, first.audio[spec])
+    _assert_same(_collected(first, by_first[1:]), _collected(one, by_one), max_levels=None if clip == "damaged" else 0)
+    assert (first.lost, first.ends, first.missing_spans()) == (one.lost, one.ends, one.missing_spans())
+    assert clip != "damaged" or first.damage.packets > 0
+
+
+@pytest.mark.parametrize("broken_at", [40, 150])
+def test_audio_first_records_a_container_broken_mid_file_as_one_pass_does(good, broken_at, monkeypatch):
+    """The demuxer fails at the same packet in both passes (it reads every packet, whichever streams are asked for):
+    the damage from there to the end is recorded once, from where the video stops, not from 0 by the audio pass."""
+    class BrokenAt:
+        def __init__(self, container):
+            self.container = container
+
+        def __enter__(self):
+            self.container.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.container.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self.container, name)
+
+        def demux(self, streams):
+            wanted = {s.index for s in streams}
+            for n, packet in enumerate(self.container.demux()):
+                if n == broken_at:
+                    raise av.InvalidDataError(-1094995529, "Invalid data found when processing input")
+                if packet.stream.index in wanted:
+                    yield packet
+
+    real_open = ClipDecoder._open
+    monkeypatch.setattr(ClipDecoder, "_open", lambda self, nvdec: BrokenAt(real_open(self, nvdec)))
+    one, first = (ClipDecoder(good, AUDIO, SPECS, audio_first=flag) for flag in (False, True))
+    list(one.pieces()), list(first.pieces())
+    assert (first.damage.packets, first.damage.spans) == (one.damage.packets, one.damage.spans)
+    assert one.damage.packets == 1 and one.damage.spans[0][0] > 0
+    assert first.missing_spans() == one.missing_spans() != ""
 
 
 def test_nvdec_codec_support_is_read_from_this_ffmpeg_build():

