@@ -46,7 +46,11 @@ def to_frame(columns: dict[str, np.ndarray], schema: dict[str, str]) -> pd.DataF
 
 
 def read_zarr_table(group: zarr.Group, schema: dict[str, str]) -> pd.DataFrame:
-    return to_frame({n: group[n][:] for n in schema if n in group}, schema)
+    """The table; if its columns differ in length (a full disk stopped ``write_zarr_table``, which replaces them one
+    by one), the rows every column has. What that drops of a clip still in a part comes back from the part."""
+    columns = {n: group[n][:] for n in schema if n in group}
+    rows = min((len(column) for column in columns.values()), default=0)
+    return to_frame({n: column[:rows] for n, column in columns.items()}, schema)
 
 
 class RecordTable:
