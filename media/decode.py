@@ -444,9 +444,9 @@ class ClipDecoder:
         with_audio = not self.audio_first
         if self.audio_first:
             yield from self._demux([], rgb, nvdec=False, with_audio=True)  # yields nothing: no samplers
-            heard = (self.audio, self.audio_frames, self.damage)
+            heard, heard_frames, heard_damage = self.audio, self.audio_frames, self.damage
             if not self._audio_dead():
-                yield AUDIO_READY, heard[0]  # the dict itself: ``audio`` is reset as the video pass starts
+                yield AUDIO_READY, heard  # the dict itself: ``audio`` is reset as the video pass starts
         try:
             n_video = yield from self._demux(samplers, rgb, nvdec=self.backend.nvdec and bool(samplers), with_audio=with_audio)
         except NvdecFailure as failure:
@@ -456,7 +456,7 @@ class ClipDecoder:
             rgb.keep_only(None)
             n_video = yield from self._demux(samplers, rgb, nvdec=False, with_audio=with_audio)
         if self.audio_first:
-            self.audio, self.audio_frames, self.damage = heard[0], heard[1], heard[2].merged(self.damage)
+            self.audio, self.audio_frames, self.damage = heard, heard_frames, heard_damage.merged(self.damage)
         self._account_for_lost_streams(n_video, bool(samplers))
         for sampler in samplers:
             piece = self.piece_frames.get(sampler.spec, np.inf)
