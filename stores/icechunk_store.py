@@ -39,6 +39,7 @@ from mvfx.stores.addresses import StoreAddress
 from mvfx.stores.base import FeatureStore
 from mvfx.stores.index import Location
 from mvfx.stores.lock import NoLock, StoreLock
+from mvfx.stores.tables import write_zarr_table
 from mvfx.stores.zarr_store import StagedPart, ZarrFeatureStore, ZarrStoreWriter, part_name, write_part
 
 BRANCH = "main"
@@ -185,6 +186,10 @@ class IcechunkStoreWriter(ZarrStoreWriter):
 
     def _recover(self) -> None:
         """Nothing to clean: a crash leaves no visible half-written state in a repository."""
+
+    def _write_table(self, name: str, columns: dict[str, np.ndarray], schema: dict[str, str]) -> None:
+        """In place: the transaction that follows makes the whole table visible at once, or none of it."""
+        write_zarr_table(self.root.require_group(name), columns, schema)
 
     def staging(self) -> ForkStaging:
         if self._session.has_uncommitted_changes:  # a session with changes cannot be forked

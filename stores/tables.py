@@ -63,13 +63,13 @@ class RecordTable:
     def __init__(self, frame: pd.DataFrame, schema: dict[str, str], key: tuple[str, ...]) -> None:
         self.schema, self.key = schema, key
         self._load(frame_columns(frame, schema))
+        self.dirty = False  # set by a change; cleared by the writer once the table is written
 
     def _load(self, columns: dict[str, np.ndarray]) -> None:
         self._columns = columns
         self._rows = {k: i for i, k in enumerate(self._keys(columns))}
         self._changed: dict[Hashable, dict] = {}
         self._dropped: set[Hashable] = set()
-        self.dirty = False
 
     def _keys(self, columns: dict[str, np.ndarray]) -> list[Hashable]:
         if len(self.key) == 1:
@@ -112,7 +112,8 @@ class RecordTable:
             self.dirty = True
 
     def columns(self) -> dict[str, np.ndarray]:
-        """Every record as column arrays sorted by key; the changes become the stored rows."""
+        """Every record as column arrays sorted by key; the changes become the stored rows (still ``dirty``:
+        folding them is not writing them)."""
         keep = np.array([k not in self._changed and k not in self._dropped for k in self._rows], dtype=bool)
         fresh = to_columns(list(self._changed.values()), self.schema)
         merged = {n: np.concatenate([self._columns[n][keep], fresh[n]]) for n in self.schema}
@@ -127,5 +128,6 @@ class RecordTable:
         tip = frame_columns(frame, self.schema)
         mask = np.array([not ours(k) for k in self._keys(tip)], dtype=bool)
         self._load({n: column[mask] if len(mask) else column for n, column in tip.items()})
+        self.dirty = False
         for record in kept:
             self.set(record)

@@ -26,6 +26,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from importlib.metadata import version as pkg_version
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,7 @@ from mvfx.stores.tables import RecordTable, read_zarr_table, write_zarr_table
 from mvfx.stores.zarr_async import delete_members, fill_group, read_groups
 
 STAGING = ".staging"
+TABLE_SWAPS = "tables"  # <store>/.staging/tables/<quoted table path>.new|.old: a table being replaced
 COMPACT_BATCH = 256
 MESSAGE_CHARS = 500  # failure messages are one line; longer ones (e.g. a column dump) are cut
 # Blosc zstd level 5 with byte shuffle: on emobase / log-mel rows 1.24x / 1.38x smaller than raw float32
@@ -186,6 +188,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
         try:
             super().__init__(path, mode="a", root=root)
             self._init_layout()
+            self._finish_table_swap()
             self._load_tables()
             self._migrate()
             self._recover()
@@ -222,6 +225,32 @@ class ZarrStoreWriter(ZarrFeatureStore):
     def staging(self) -> LocalStaging:
         """Where a worker writes a clip's finished blocks for ``commit``."""
         return LocalStaging(str(self.path))
+
+    def _write_table(self, name: str, columns: dict[str, np.ndarray], schema: dict[str, str]) -> None:
+        """Replace the table at group path ``name`` whole. It is written complete under staging, then swapped
+        in by two renames, so a full disk or a crash mid-write leaves the old table, never a torn one: a
+        rewrite in place deleted each column before writing it, and a disk that filled there left columns
+        of fill values (clip ids all "")."""
+        swaps = self.path / STAGING / TABLE_SWAPS
+        new, old = swaps / f"{quote(name, safe='')}.new", swaps / f"{quote(name, safe='')}.old"
+        shutil.rmtree(old, ignore_errors=True)  # left by a crash after the swap
+        try:
+            write_zarr_table(zarr.open_group(str(new), mode="w"), columns, schema)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        target = self.path / name
+        if target.exists():
+            target.rename(old)
+        new.rename(target)  # a crash just before this leaves no table at ``name``: _finish_table_swap moves it in
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _finish_table_swap(self) -> None:
+        """After a crash between ``_write_table``'s two renames: the complete new table goes in its place."""
+        for new in sorted((self.path / STAGING / TABLE_SWAPS).glob("*.new")):
+            target = self.path / unquote(new.name.removesuffix(".new"))
+            if not target.exists():
+                new.rename(target)
 
     def _recover(self) -> None:
         """After a crash: drop staging and the parts a compaction already indexed. (Clip records that only parts
@@ -284,7 +313,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
             return
         merged = self.source_stamps(extractor) | stamps
         columns = {"clip_id": np.array(list(merged), dtype=object), "crc32": np.array(list(merged.values()), dtype=object)}
-        write_zarr_table(self._feature_group(extractor).require_group(SOURCES), columns, SOURCE_COLUMNS)
+        self._write_table(f"features/{extractor}/{SOURCES}", columns, SOURCE_COLUMNS)
 
     def known_clips(self) -> Container[str]:
         """The clips the clips table holds (O(1) membership)."""
@@ -319,8 +348,8 @@ class ZarrStoreWriter(ZarrFeatureStore):
         written = False
         for name, table in (("clips", self._clips), ("failures", self._failures)):
             if table.dirty or name not in self.root:
-                write_zarr_table(self.root.require_group(name), table.columns(), table.schema)
-                written = True
+                self._write_table(name, table.columns(), table.schema)
+                table.dirty, written = False, True
         if written:  # an unchanged store stays unchanged (on Icechunk, no empty commit at close)
             self.root.attrs["updated"] = now_iso()
 

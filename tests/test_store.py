@@ -155,7 +155,8 @@ def test_a_round_of_zarr_requests_raises_its_failure_and_refuses_one_array_twice
 
 
 def test_a_table_torn_by_a_full_disk_reads_as_the_rows_every_column_has(tmp_path):
-    """``write_zarr_table`` replaces a table's columns one by one; a full disk can stop it between two."""
+    """Before tables were swapped in whole, ``write_zarr_table`` replaced a store's columns one by one in place,
+    and a full disk could stop it between two: such stores still read."""
     from mvfx.stores.layout import CLIP_COLUMNS
     from mvfx.stores.tables import read_zarr_table
 
@@ -170,6 +171,58 @@ def test_a_table_torn_by_a_full_disk_reads_as_the_rows_every_column_has(tmp_path
         assert sorted(w.clip_records().columns()["clip_id"]) == ["a", "b", "c"]
         w.compact()
     assert open_store(path).verify() == []
+
+
+def _fail_on_call(monkeypatch, cls, method: str, call: int, error: BaseException) -> None:
+    """Make the ``call``-th call of ``cls.method`` raise ``error`` (the calls before it run as usual)."""
+    real, calls = getattr(cls, method), []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, failing)
+
+
+def test_a_disk_that_fills_while_a_table_is_rewritten_leaves_the_old_table_whole(tmp_path, monkeypatch):
+    """The clips table was rewritten in place, column by column, each deleted before it was written: a disk that
+    filled after a column's metadata left that column as fill values (every clip id "", every path ""), and
+    the next run died on duplicate keys. Now the new table is written aside and swapped in when complete."""
+    import errno
+
+    path = tmp_path / "s.zarr"
+    _write(path, ["a", "b", "c"])  # compacted: the records live in the table alone
+    writer = open_writer(path)
+    writer.set_clip({"clip_id": "d", "path": "/x/d.mp4", "duration_s": 1.0, "status": "ok"})
+    with monkeypatch.context() as patch:
+        _fail_on_call(patch, zarr.Array, "__setitem__", 2, OSError(errno.ENOSPC, "No space left on device"))
+        with pytest.raises(OSError, match="No space"):
+            writer.checkpoint()
+    clips = open_store(path).clips()
+    assert clips["clip_id"].tolist() == ["a", "b", "c"] and clips["path"].tolist() == ["/x/a.mp4", "/x/b.mp4", "/x/c.mp4"]
+    writer.close()  # the space is back: the table with d goes in whole
+    assert open_store(path).clips()["clip_id"].tolist() == ["a", "b", "c", "d"]
+    assert not any((path / STAGING).rglob("*.new")) and open_store(path).verify() == []
+
+
+def test_a_crash_between_the_two_renames_of_a_table_swap_is_finished_by_the_next_writer(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "s.zarr"
+    _write(path, ["a", "b"])
+    writer = open_writer(path)
+    writer.set_clip({"clip_id": "c", "path": "/x/c.mp4", "duration_s": 1.0, "status": "ok"})
+    with monkeypatch.context() as patch:
+        _fail_on_call(patch, Path, "rename", 2, KeyboardInterrupt())  # killed after the old table moved aside
+        with pytest.raises(KeyboardInterrupt):
+            writer.checkpoint()
+    writer.lock.release()
+    assert "clips" not in zarr.open_group(str(path), mode="r")
+    with open_writer(path) as again:
+        assert sorted(again.clip_records().keys()) == ["a", "b", "c"]
+    assert open_store(path).clips()["path"].tolist() == ["/x/a.mp4", "/x/b.mp4", "/x/c.mp4"]
 
 
 def test_a_staged_part_is_a_plain_zarr_group(tmp_path):
