@@ -191,6 +191,9 @@ class IcechunkStoreWriter(ZarrStoreWriter):
         """In place: the transaction that follows makes the whole table visible at once, or none of it."""
         write_zarr_table(self.root.require_group(name), columns, schema)
 
+    def _finish_table_swaps(self) -> None:
+        """None to finish: tables are written in place (``_write_table``)."""
+
     def staging(self) -> ForkStaging:
         if self._session.has_uncommitted_changes:  # a session with changes cannot be forked
             self._transaction("mvfx: register extractors")

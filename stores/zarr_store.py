@@ -19,6 +19,7 @@ writer opens it; readers read both.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 import uuid
@@ -26,7 +27,6 @@ from collections.abc import Container
 from dataclasses import dataclass
 from importlib.metadata import version as pkg_version
 from pathlib import Path
-from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ from mvfx.stores.tables import RecordTable, read_zarr_table, write_zarr_table
 from mvfx.stores.zarr_async import delete_members, fill_group, read_groups
 
 STAGING = ".staging"
-TABLE_SWAPS = "tables"  # <store>/.staging/tables/<quoted table path>.new|.old: a table being replaced
+TABLE_SWAPS = "tables"  # <store>/.staging/tables/<sha1 of a table's path>/: target, writing|new, old
 COMPACT_BATCH = 256
 MESSAGE_CHARS = 500  # failure messages are one line; longer ones (e.g. a column dump) are cut
 # Blosc zstd level 5 with byte shuffle: on emobase / log-mel rows 1.24x / 1.38x smaller than raw float32
@@ -188,7 +188,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
         try:
             super().__init__(path, mode="a", root=root)
             self._init_layout()
-            self._finish_table_swap()
+            self._finish_table_swaps()
             self._load_tables()
             self._migrate()
             self._recover()
@@ -228,29 +228,38 @@ class ZarrStoreWriter(ZarrFeatureStore):
 
     def _write_table(self, name: str, columns: dict[str, np.ndarray], schema: dict[str, str]) -> None:
         """Replace the table at group path ``name`` whole. It is written complete under staging, then swapped
-        in by two renames, so a full disk or a crash mid-write leaves the old table, never a torn one: a
+        in by two renames, so a full disk or a killed run mid-write leaves the old table, never a torn one: a
         rewrite in place deleted each column before writing it, and a disk that filled there left columns
-        of fill values (clip ids all "")."""
-        swaps = self.path / STAGING / TABLE_SWAPS
-        new, old = swaps / f"{quote(name, safe='')}.new", swaps / f"{quote(name, safe='')}.old"
-        shutil.rmtree(old, ignore_errors=True)  # left by a crash after the swap
+        of fill values (clip ids all ""). Not a power cut: nothing is fsynced."""
+        slot = self.path / STAGING / TABLE_SWAPS / hashlib.sha1(os.fsencode(name)).hexdigest()  # any name fits
+        self._finish_table_swap(slot)  # an earlier swap of this table cut short (Ctrl-C, an error): its table first
+        shutil.rmtree(slot, ignore_errors=True)
         try:
-            write_zarr_table(zarr.open_group(str(new), mode="w"), columns, schema)
+            slot.mkdir(parents=True)
+            (slot / "target").write_bytes(os.fsencode(name))
+            write_zarr_table(zarr.open_group(str(slot / "writing"), mode="w"), columns, schema)
         except BaseException:
-            shutil.rmtree(new, ignore_errors=True)
+            shutil.rmtree(slot, ignore_errors=True)
             raise
-        target = self.path / name
-        if target.exists():
-            target.rename(old)
-        new.rename(target)  # a crash just before this leaves no table at ``name``: _finish_table_swap moves it in
-        shutil.rmtree(old, ignore_errors=True)
+        (slot / "writing").rename(slot / "new")  # complete: from here on it is the table
+        self._finish_table_swap(slot)
+        shutil.rmtree(slot, ignore_errors=True)
 
-    def _finish_table_swap(self) -> None:
-        """After a crash between ``_write_table``'s two renames: the complete new table goes in its place."""
-        for new in sorted((self.path / STAGING / TABLE_SWAPS).glob("*.new")):
-            target = self.path / unquote(new.name.removesuffix(".new"))
-            if not target.exists():
-                new.rename(target)
+    def _finish_table_swaps(self) -> None:
+        """Every swap a killed run left between its renames, finished, before the tables are read."""
+        swaps = self.path / STAGING / TABLE_SWAPS
+        for slot in sorted(swaps.iterdir()) if swaps.is_dir() else []:
+            self._finish_table_swap(slot)
+
+    def _finish_table_swap(self, slot: Path) -> None:
+        """If ``slot`` holds a complete new table: the table in place moves aside, the new one in."""
+        new = slot / "new"
+        if not new.is_dir():  # nothing, or a table still being written: the table in place stands
+            return
+        target = self.path / os.fsdecode((slot / "target").read_bytes())
+        if target.exists():
+            target.rename(slot / "old")
+        new.rename(target)  # killed just before: no table at ``target`` until the next writer opens the store
 
     def _recover(self) -> None:
         """After a crash: drop staging and the parts a compaction already indexed. (Clip records that only parts

@@ -207,22 +207,70 @@ def test_a_disk_that_fills_while_a_table_is_rewritten_leaves_the_old_table_whole
     assert not any((path / STAGING).rglob("*.new")) and open_store(path).verify() == []
 
 
-def test_a_crash_between_the_two_renames_of_a_table_swap_is_finished_by_the_next_writer(tmp_path, monkeypatch):
+def _interrupted_between_the_renames(path, monkeypatch):
+    """A writer of ``path`` (clips a, b in its table) whose table swap with clip c was cut between its two renames."""
     from pathlib import Path
 
-    path = tmp_path / "s.zarr"
     _write(path, ["a", "b"])
     writer = open_writer(path)
     writer.set_clip({"clip_id": "c", "path": "/x/c.mp4", "duration_s": 1.0, "status": "ok"})
-    with monkeypatch.context() as patch:
-        _fail_on_call(patch, Path, "rename", 2, KeyboardInterrupt())  # killed after the old table moved aside
+    with monkeypatch.context() as patch:  # renames: the written table to "new", the old table aside, "new" in
+        _fail_on_call(patch, Path, "rename", 3, KeyboardInterrupt())
         with pytest.raises(KeyboardInterrupt):
             writer.checkpoint()
-    writer.lock.release()
     assert "clips" not in zarr.open_group(str(path), mode="r")
+    return writer
+
+
+def test_a_kill_between_the_two_renames_of_a_table_swap_is_finished_by_the_next_writer(tmp_path, monkeypatch):
+    path = tmp_path / "s.zarr"
+    _interrupted_between_the_renames(path, monkeypatch).lock.release()  # killed: only the lock goes with the process
     with open_writer(path) as again:
         assert sorted(again.clip_records().keys()) == ["a", "b", "c"]
     assert open_store(path).clips()["path"].tolist() == ["/x/a.mp4", "/x/b.mp4", "/x/c.mp4"]
+
+
+def test_a_swap_cut_short_is_finished_before_the_table_is_written_again(tmp_path, monkeypatch):
+    """Ctrl-C between the renames, then ``close`` writes the table again and the disk is full: the first version
+    deleted the moved-aside table before that write, which then failed, and the table was gone for good."""
+    import errno
+
+    path = tmp_path / "s.zarr"
+    writer = _interrupted_between_the_renames(path, monkeypatch)
+    with monkeypatch.context() as patch:
+        _fail_on_call(patch, zarr.Array, "__setitem__", 1, OSError(errno.ENOSPC, "No space left on device"))
+        writer.close()  # a full disk at close is skipped (the parts carry the records): nothing raises
+    assert open_store(path).clips()["clip_id"].tolist() == ["a", "b", "c"] and open_store(path).verify() == []
+
+
+def test_a_first_table_write_killed_midway_leaves_no_torn_table(tmp_path, monkeypatch):
+    """A new store's first table has no old one to keep: a half-written one was moved in by the next writer."""
+    path = tmp_path / "s.zarr"
+    writer = open_writer(path)
+    writer.register_extractor(DESC)
+    for i, clip_id in enumerate(["a", "b"]):
+        record = {"clip_id": clip_id, "path": f"/x/{clip_id}.mp4"}
+        writer.commit(writer.staging().stage("toy", clip_id, *_block(i, 2), "float32", record))
+        writer.set_clip(record)
+    with monkeypatch.context() as patch:  # SIGKILLed mid-write: no clean-up runs
+        _fail_on_call(patch, zarr.Array, "__setitem__", 2, KeyboardInterrupt())
+        patch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)
+        with pytest.raises(KeyboardInterrupt):
+            writer.checkpoint()
+    writer.lock.release()
+    with open_writer(path) as again:  # the records come back from the parts
+        assert sorted(again.clip_records().keys()) == ["a", "b"]
+    assert open_store(path).clips()["path"].tolist() == ["/x/a.mp4", "/x/b.mp4"]
+
+
+def test_a_table_of_a_feature_set_with_a_long_name_is_written(tmp_path):
+    """Staging folders were named by the quoted table path, which grew past the 255 bytes a file name may have."""
+    name = "x" * 240
+    with open_writer(tmp_path / "s.zarr") as w:
+        w.register_extractor(DESC | {"extractor": name})
+        w.add_source_stamps(name, {"a": "crc32:1"})
+    with open_writer(tmp_path / "s.zarr") as w:
+        assert w.source_stamps(name) == {"a": "crc32:1"}
 
 
 def test_a_staged_part_is_a_plain_zarr_group(tmp_path):
