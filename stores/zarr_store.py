@@ -231,7 +231,7 @@ class ZarrStoreWriter(ZarrFeatureStore):
         in by two renames, so a full disk or a killed run mid-write leaves the old table, never a torn one: a
         rewrite in place deleted each column before writing it, and a disk that filled there left columns
         of fill values (clip ids all ""). Not a power cut: nothing is fsynced."""
-        slot = self.path / STAGING / TABLE_SWAPS / hashlib.sha1(os.fsencode(name)).hexdigest()  # any name fits
+        slot = self.path / STAGING / TABLE_SWAPS / hashlib.sha1(os.fsencode(name)).hexdigest()  # any name fits, checkably
         self._finish_table_swap(slot)  # an earlier swap of this table cut short (Ctrl-C, an error): its table first
         shutil.rmtree(slot, ignore_errors=True)
         try:
@@ -253,10 +253,13 @@ class ZarrStoreWriter(ZarrFeatureStore):
 
     def _finish_table_swap(self, slot: Path) -> None:
         """If ``slot`` holds a complete new table: the table in place moves aside, the new one in."""
-        new = slot / "new"
-        if not new.is_dir():  # nothing, or a table still being written: the table in place stands
+        new, named = slot / "new", slot / "target"
+        if not new.is_dir() or not named.is_file():  # nothing, or a table still being written: the table in place stands
             return
-        target = self.path / os.fsdecode((slot / "target").read_bytes())
+        path = named.read_bytes()
+        if hashlib.sha1(path).hexdigest() != slot.name:  # a damaged name (a power cut): never move anything by it
+            return
+        target = self.path / os.fsdecode(path)
         if target.exists():
             target.rename(slot / "old")
         new.rename(target)  # killed just before: no table at ``target`` until the next writer opens the store

@@ -263,6 +263,23 @@ def test_a_first_table_write_killed_midway_leaves_no_torn_table(tmp_path, monkey
     assert open_store(path).clips()["path"].tolist() == ["/x/a.mp4", "/x/b.mp4"]
 
 
+@pytest.mark.parametrize("target", [None, b"", b"features/toy"])
+def test_a_swap_whose_target_name_is_damaged_is_left_alone(tmp_path, target):
+    """A power cut can leave a complete new table beside an empty or cut name: moving by it renamed the store into
+    its staging, or a feature set aside (then deleted with the staging)."""
+    import hashlib
+
+    path = tmp_path / "s.zarr"
+    _write(path, ["a", "b"])
+    slot = path / STAGING / "tables" / hashlib.sha1(b"features/toy/sources").hexdigest()
+    shutil.copytree(path / "clips", slot / "new")
+    if target is not None:
+        (slot / "target").write_bytes(target)
+    with open_writer(path) as w:
+        assert sorted(w.clip_records().keys()) == ["a", "b"]
+    assert open_store(path).verify() == [] and open_store(path).clip_ids("toy") == ["a", "b"]
+
+
 def test_a_table_of_a_feature_set_with_a_long_name_is_written(tmp_path):
     """Staging folders were named by the quoted table path, which grew past the 255 bytes a file name may have."""
     name = "x" * 240
