@@ -46,8 +46,10 @@ def to_frame(columns: dict[str, np.ndarray], schema: dict[str, str]) -> pd.DataF
 
 
 def read_zarr_table(group: zarr.Group, schema: dict[str, str]) -> pd.DataFrame:
-    """The table; if its columns differ in length (a full disk stopped ``write_zarr_table``, which replaces them one
-    by one), the rows every column has. What that drops of a clip still in a part comes back from the part."""
+    """The table; if its columns differ in length, the rows every column has. (Writers before 2026-12-08 rewrote a
+    local store's tables in place, column by column, and a full disk could stop them between two; tables are now
+    swapped in whole, ``ZarrStoreWriter._write_table``. What that drops of a clip still in a part comes back from
+    the part.)"""
     columns = {n: group[n][:] for n in schema if n in group}
     rows = min((len(column) for column in columns.values()), default=0)
     return to_frame({n: column[:rows] for n, column in columns.items()}, schema)

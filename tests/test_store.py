@@ -14,7 +14,7 @@ from mvfx.stores import open_store, open_writer
 from mvfx.stores.base import values_checksum
 from mvfx.stores.lock import StoreLocked
 from mvfx.stores.zarr_async import grow_arrays
-from mvfx.stores.zarr_store import STAGING, LocalStaging
+from mvfx.stores.zarr_store import STAGING, TABLE_SWAPS, LocalStaging
 
 DESC = {"extractor": "toy", "version": "1", "dim": 3, "feature_names": ["a", "b", "c"], "config": {"k": 1}, "weights": "none"}
 
@@ -204,7 +204,8 @@ def test_a_disk_that_fills_while_a_table_is_rewritten_leaves_the_old_table_whole
     assert clips["clip_id"].tolist() == ["a", "b", "c"] and clips["path"].tolist() == ["/x/a.mp4", "/x/b.mp4", "/x/c.mp4"]
     writer.close()  # the space is back: the table with d goes in whole
     assert open_store(path).clips()["clip_id"].tolist() == ["a", "b", "c", "d"]
-    assert not any((path / STAGING).rglob("*.new")) and open_store(path).verify() == []
+    swaps = path / STAGING / TABLE_SWAPS
+    assert not (swaps.exists() and any(swaps.iterdir())) and open_store(path).verify() == []  # no swap left behind
 
 
 def _interrupted_between_the_renames(path, monkeypatch):
@@ -271,7 +272,7 @@ def test_a_swap_whose_target_name_is_damaged_is_left_alone(tmp_path, target):
 
     path = tmp_path / "s.zarr"
     _write(path, ["a", "b"])
-    slot = path / STAGING / "tables" / hashlib.sha1(b"features/toy/sources").hexdigest()
+    slot = path / STAGING / TABLE_SWAPS / hashlib.sha1(b"features/toy/sources").hexdigest()
     shutil.copytree(path / "clips", slot / "new")
     if target is not None:
         (slot / "target").write_bytes(target)
