@@ -15,6 +15,7 @@ from rich.markup import escape
 from mvfx.commands import extract, models, mvf, predict, store, train, weights
 from mvfx.commands.common import console
 from mvfx.media.errors import MvfxError
+from mvfx.pipeline.threads import own_allocator
 
 
 class MvfxGroup(click.Group):
@@ -55,5 +56,13 @@ for command in (extract.extract, extract.list_extractors, extract.demo_corpus, s
     main.add_command(command)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``mvfx`` program. Its process is mvfx's own from start to exit, so glibc may keep large freed blocks for
+    reuse there, as in the workers mvfx starts (``threads.own_allocator``); ``main`` alone, as tests and other
+    programs call it, leaves their process's allocator as it is."""
+    own_allocator()
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -5,11 +5,13 @@ mvfx's own local cluster keep theirs (and glibc's reuse of large blocks) for the
 """
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import cv2
 import pytest
 import torch
+from helpers import MVFX
 from threadpoolctl import threadpool_info
 
 from mvfx.pipeline import tasks, threads
@@ -49,6 +51,17 @@ def test_the_workers_mvfx_starts_keep_their_settings_and_say_so(demo_corpus, tmp
     assert said.startswith("workers mvfx started: torch, BLAS and OpenCV at 1 thread(s) for the worker's life; ")
     assert said.endswith(("glibc reuses freed blocks of up to 256 MiB", "(not glibc)"))
     assert (torch.get_num_threads(), cv2.getNumThreads()) == before  # this process was not mvfx's to change
+
+
+def test_the_mvfx_program_lets_glibc_reuse_large_blocks_in_its_own_process(demo_corpus, tmp_path):
+    """An in-process `mvfx extract` runs in a process that is mvfx's from start to exit: it sets glibc's reuse of
+    large blocks there as in its workers, and says so; ``main`` called by another program (above) leaves it alone."""
+    proc = subprocess.run([*MVFX, "extract", str(demo_corpus / "clip_000.mp4"), "--store", str(tmp_path / "s.zarr"),
+                           "-e", "colour", "-j", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join((proc.stdout + proc.stderr).split())  # rich wraps the summary's lines
+    assert ("then put back as they were; glibc reuses freed blocks of up to 256 MiB" in said
+            or "allocator unchanged (not glibc)" in said), said
 
 
 def test_a_refused_allocator_setting_is_said(monkeypatch):

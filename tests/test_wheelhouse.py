@@ -87,4 +87,4 @@ def test_the_mvfx_wheel_carries_every_subpackage_and_its_data(tmp_path):
     assert {"mvfx/cli.py", "mvfx/extractors/data/places365_io.txt", "mvfx/extractors/data/kinetics400_classes.txt"} <= names
     assert not any(n.startswith(("mvfx/tests/", "mvfx/tools/", "mvfx/.venv/")) for n in names)
     info = wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"
-    assert "mvfx = mvfx.cli:main" in zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
+    assert "mvfx = mvfx.cli:run" in zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
