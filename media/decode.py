@@ -419,8 +419,10 @@ class ClipDecoder:
         backend: DecoderChoice = CPU_DECODER,
         threads: int = 0,
         audio_first: bool = False,
+        first_piece: int | None = None,
     ) -> None:
         self.info = info
+        self.first_piece = first_piece  # at most this many frames in each request's first piece (None: a whole piece)
         self.threads = threads  # FFmpeg's decoding threads; 0: FFmpeg's choice (one per core)
         self.audio_specs = frozenset(audio_specs) if info.has_audio else frozenset()
         self.video_specs = frozenset(video_specs) if info.has_video else frozenset()
@@ -459,10 +461,17 @@ class ClipDecoder:
             self.audio, self.audio_frames, self.damage = heard, heard_frames, heard_damage.merged(self.damage)
         self._account_for_lost_streams(n_video, bool(samplers))
         for sampler in samplers:
-            piece = self.piece_frames.get(sampler.spec, np.inf)
-            while len(sampler.pending) > piece:
-                yield sampler.spec, sampler.take(piece)
+            while len(sampler.pending) > self._piece(sampler):
+                yield sampler.spec, sampler.take(self._piece(sampler))
             yield sampler.spec, sampler.take()
+
+    def _piece(self, sampler: _FrameSampler) -> float:
+        """Frames in ``sampler``'s next piece: its request's ``piece_frames``, or at most ``first_piece`` while it
+        has handed nothing on."""
+        piece = self.piece_frames.get(sampler.spec, np.inf)
+        if self.first_piece and sampler.taken == len(sampler.pending):
+            return min(piece, self.first_piece)
+        return piece
 
     def _account_for_lost_streams(self, n_video: int, video_asked: bool) -> None:
         """A stream with nothing decodable is ``lost`` (its extractors fail, the other stream's go on); the clip
@@ -546,7 +555,7 @@ class ClipDecoder:
                     self.position_s = max(self.position_s, t + frame_period)
                     for sampler in samplers:
                         sampler.offer(frame, t)
-                        if len(sampler.pending) >= self.piece_frames.get(sampler.spec, np.inf):
+                        if len(sampler.pending) >= self._piece(sampler):
                             yield sampler.spec, sampler.take()
                     rgb.keep_only(frame)  # every sampler has moved on to ``frame``
             self.audio = audio.finish()

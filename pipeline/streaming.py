@@ -36,6 +36,9 @@ from mvfx.pipeline.timing import DECODING, WAITING, forward_stage, timed_items, 
 
 PIECE_FRAMES = 16  # at least this many frames per piece (more where a batch needs it)
 QUEUE_PIECES = 2  # decoded pieces waiting for the extractors
+# In lanes (on a GPU), a request's first piece holds at most this many frames, so that a clip's first passes reach the
+# device as soon as it starts: with whole pieces, the 2-fps networks' first pass waited for 8 s of video.
+FIRST_PIECE_FRAMES = 2
 LANE_PIECES = 2  # pieces a lane (see ``Lanes``) may have waiting before the clip's thread waits for it
 PROGRESS_EVERY_S = 0.5
 
@@ -162,7 +165,8 @@ def stream_pass(
     video = {e.input for e, _ in streams.values() if e.modality == "video"}
     # In lanes, the audio is decoded first: its extractors (emobase, the log-mel, VGGish) then run while the video
     # decodes, instead of after the clip's last video pass, where the device would wait for them.
-    decoder = ClipDecoder(info, audio, video, out.piece_frames, backend=backend, threads=decoder_threads, audio_first=lanes)
+    decoder = ClipDecoder(info, audio, video, out.piece_frames, backend=backend, threads=decoder_threads, audio_first=lanes,
+                          first_piece=FIRST_PIECE_FRAMES if lanes else None)
     last_report = time.monotonic()
     with Lanes(out, streams, threaded=lanes) as feeding:
         pieces = in_background(timed_items(decoder.pieces(), out.seconds, DECODING))

@@ -145,6 +145,22 @@ def test_audio_first_decodes_what_one_pass_does_and_hands_the_audio_on_before_an
     assert clip != "damaged" or first.damage.packets > 0
 
 
+@pytest.mark.parametrize("clip", ["mp4", "good"])
+def test_a_small_first_piece_then_whole_pieces_decode_what_whole_pieces_do(clip, request):
+    """On a GPU (lanes) each request's first piece is small, so a clip's first passes reach the device as soon as it
+    starts; the frames, their times and the audio are those of whole pieces."""
+    info = request.getfixturevalue(clip)
+    pieces = {spec: 4 for spec in SPECS}
+    whole = ClipDecoder(info, AUDIO, SPECS, pieces, audio_first=True)
+    small = ClipDecoder(info, AUDIO, SPECS, pieces, audio_first=True, first_piece=2)
+    by_whole, by_small = list(whole.pieces())[1:], list(small.pieces())[1:]
+    for spec in SPECS:
+        sizes = [len(frames.times) for s, frames in by_small if s == spec]
+        assert sizes[0] == 2 and all(size == 4 for size in sizes[1:-1]) and sizes[-1] <= 4, (spec, sizes)
+        assert sum(sizes) == sum(len(frames.times) for s, frames in by_whole if s == spec) > 6
+    _assert_same(_collected(small, by_small), _collected(whole, by_whole))
+
+
 @pytest.mark.parametrize("broken_at", [40, 150])
 def test_audio_first_records_a_container_broken_mid_file_as_one_pass_does(good, broken_at, monkeypatch):
     """The demuxer fails at the same packet in both passes (it reads every packet, whichever streams are asked for):

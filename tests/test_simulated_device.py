@@ -21,7 +21,7 @@ from helpers import run_cli
 from mvfx.extractors import create
 from mvfx.extractors.simulated_device import DeviceQueue, SimulatedDevice
 from mvfx.extractors.torch_device import resolve_device
-from mvfx.pipeline import tasks
+from mvfx.pipeline import streaming, tasks
 from mvfx.pipeline.run import run_extract
 from mvfx.stores import open_store
 
@@ -248,7 +248,8 @@ def test_the_model_thread_is_replaced_after_a_failure_outside_a_pass(monkeypatch
     np.testing.assert_array_equal(shared(np.ones((2, 1))), np.full((2, 1), 2.0))
 
 
-def test_the_memory_guard_halves_passes_that_run_out_of_simulated_memory(demo_corpus, tmp_path):
+def test_the_memory_guard_halves_passes_that_run_out_of_simulated_memory(demo_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "FIRST_PIECE_FRAMES", None)  # whole pieces: each clip's 16 frames in one pass
     options = {"resnet50": {"fps": "4", "batch_size": "16"}}
     full = extract(demo_corpus, tmp_path / "full.zarr", device="sim:tflops=inf", names=["resnet50"], options=options,
                    workers=1, clips_in_flight=1)
