@@ -11,6 +11,7 @@ only does what an earlier run did not finish (or what failed).
 """
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable, Container, Mapping
@@ -182,13 +183,17 @@ def provenance(extractor: Extractor, random_weights: bool, simulated: bool = Fal
 
 
 def library_versions(extractor: Extractor) -> dict[str, str]:
-    out = {}
-    for dist in (*COMMON_LIBRARIES, *extractor.libraries):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
+    return {dist: _installed_version(dist) for dist in (*COMMON_LIBRARIES, *extractor.libraries)}
+
+
+@functools.cache
+def _installed_version(dist: str) -> str:
+    """The installed version of ``dist``, or "unknown". Read once per process: each lookup scans the installed
+    packages' metadata (17 ms an extractor, 0.2 s at the start of every run of all 13)."""
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def default_clips_in_flight(device: str) -> int:

@@ -97,17 +97,21 @@ def delete_members(group: zarr.Group, names: Sequence[str]) -> None:
         sync(delete_all())
 
 
-def fill_group(group: zarr.Group, arrays: dict[str, np.ndarray], attributes: dict[str, Any], compressors: Any) -> None:
-    """Write each of ``arrays`` whole, as one chunk, into the empty ``group`` (``compressors`` as zarr takes them:
-    None for none), then set its attributes: a group with attributes always has its arrays."""
+def fill_group(group: zarr.Group, arrays: dict[str, np.ndarray], attributes: dict[str, Any], compressors: Any,
+               dtypes: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+    """Write each of ``arrays`` whole, as one chunk, into ``group`` (``compressors`` as zarr takes them: None for none;
+    ``dtypes``: a stored dtype other than the array's, e.g. ``str`` for a column of Python strings), then update its
+    attributes: a group with attributes always has its arrays. An array already there is an error, or with
+    ``overwrite`` replaced."""
     async def fill_all() -> None:
         parent = await open_group(store=group.store, path=group.path, mode="r+")
 
         async def put(item: tuple[str, np.ndarray]) -> None:
             name, data = item
             chunks = data.shape if len(data) else (1, *data.shape[1:])
-            array = await parent.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                              compressors=compressors, config=WRITE_ALWAYS)
+            dtype = (dtypes or {}).get(name, data.dtype)
+            array = await parent.create_array(name, shape=data.shape, dtype=dtype, chunks=chunks, compressors=compressors,
+                                              config=WRITE_ALWAYS, overwrite=overwrite)
             if len(data):
                 await array.setitem(slice(None), data)
 
