@@ -109,18 +109,13 @@ def test_a_box_pushed_out_of_the_frame_loses_its_crop_and_nothing_else(nets, mon
     assert calls[0] > 1 and len(found.boxes) == 1 and found.probs[0] > 0.99  # the face is still found
 
 
-@pytest.mark.parametrize("height, width", [(215, 383), (216, 384), (22, 22), (9, 9), (13, 12), (4, 5), (1, 1)])
-def test_mtcnn_pooling_is_torchs_ceil_mode_max_pool(height, width):
-    pnet, rnet, _ = mtcnn.build_networks()
+@pytest.mark.parametrize("height, width", [(215, 383), (216, 384), (13, 12), (1, 1)])
+def test_pnet_pooling_is_torchs_ceil_mode_max_pool(height, width):
+    pool = mtcnn.build_networks()[0].pool1
     values = torch.randn(2, 10, height, width, generator=torch.Generator().manual_seed(0))
-    for pool, torchs in ((pnet.pool1, torch.nn.MaxPool2d(2, 2, ceil_mode=True)),
-                         (rnet.pool1, torch.nn.MaxPool2d(3, 2, ceil_mode=True))):
-        if height < pool.kernel - 1 or width < pool.kernel - 1:
-            continue  # torch has no output for these; the networks never pool so small an input
-        for layout in (torch.contiguous_format, torch.channels_last):
-            x = values.contiguous(memory_format=layout)
-            assert torch.equal(pool(x), torchs(x)), (pool.kernel, layout)
-
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = values.contiguous(memory_format=layout)
+        assert torch.equal(pool(x), torch.nn.MaxPool2d(2, 2, ceil_mode=True)(x)), layout
 
 def test_mini_xception_matches_the_original_keras_model():
     os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 runs the legacy .hdf5 model on this torch
