@@ -9,9 +9,10 @@ the clip's duration (the tests count it). The kinds:
 
 - ``WholeInput``: keeps its input and calls ``extract`` once at the end. Audio
   extractors use it: 16 kHz mono float32 is 3.8 MB a minute.
-- ``PerFrame``: runs ``extract`` on every piece. Pieces are a multiple of the
-  extractor's batch (``frames_per_batch``), so the batches, and the numbers,
-  are those of the whole clip.
+- ``PerFrame``: runs ``extract`` on every piece. On the CPU pieces are a
+  multiple of the extractor's batch (``frames_per_batch``), so the batches,
+  and the numbers, are those of the whole clip (in lanes, on a GPU, the first
+  piece is smaller: ``pipeline.streaming.FIRST_PIECE_FRAMES``).
 - ``Windows``: fixed windows of frames (SlowFast, I3D), batched as on the whole clip.
 - ``PickedFrames``: frames chosen by index before decoding starts (per-shot I3D).
 """

@@ -396,7 +396,9 @@ class ClipDecoder:
 
     ``pieces()`` yields ``(spec, Frames)`` whenever a video request has ``piece_frames[spec]``
     new frames (a request missing from the mapping gets all its frames at the end), then one
-    last, possibly empty, piece per request. Audio is kept whole (16 kHz mono float32 is
+    last, possibly empty, piece per request. With ``first_piece`` (lanes, on a GPU), each request's
+    first piece holds at most that many frames, so that its first passes need not wait for a whole
+    piece; the pieces after it are whole again (and no longer a multiple of a consumer's batch). Audio is kept whole (16 kHz mono float32 is
     3.8 MB a minute) and is in ``audio`` once the pieces are exhausted, with ``damage``.
     ``position_s`` is how far decoding has got, for progress displays.
 
@@ -461,17 +463,19 @@ class ClipDecoder:
             self.audio, self.audio_frames, self.damage = heard, heard_frames, heard_damage.merged(self.damage)
         self._account_for_lost_streams(n_video, bool(samplers))
         for sampler in samplers:
-            while len(sampler.pending) > self._piece(sampler):
-                yield sampler.spec, sampler.take(self._piece(sampler))
+            while len(sampler.pending) > (piece := self._piece(sampler)):
+                yield sampler.spec, sampler.take(piece)
             yield sampler.spec, sampler.take()
 
     def _piece(self, sampler: _FrameSampler) -> float:
         """Frames in ``sampler``'s next piece: its request's ``piece_frames``, or at most ``first_piece`` while it
         has handed nothing on."""
         piece = self.piece_frames.get(sampler.spec, np.inf)
-        if self.first_piece and sampler.taken == len(sampler.pending):
-            return min(piece, self.first_piece)
-        return piece
+        return min(piece, self.first_piece) if self._first(sampler) else piece
+
+    def _first(self, sampler: _FrameSampler) -> bool:
+        """Whether ``sampler``'s next piece is its first and is held to ``first_piece`` frames."""
+        return bool(self.first_piece) and sampler.taken == len(sampler.pending)
 
     def _account_for_lost_streams(self, n_video: int, video_asked: bool) -> None:
         """A stream with nothing decodable is ``lost`` (its extractors fail, the other stream's go on); the clip
@@ -555,8 +559,9 @@ class ClipDecoder:
                     self.position_s = max(self.position_s, t + frame_period)
                     for sampler in samplers:
                         sampler.offer(frame, t)
-                        if len(sampler.pending) >= self._piece(sampler):
-                            yield sampler.spec, sampler.take()
+                        if len(sampler.pending) >= self._piece(sampler):  # a first piece takes no more than its
+                            # size: one decoded frame can fill several instants (a 2-fps source asked for at 8 fps)
+                            yield sampler.spec, sampler.take(self.first_piece if self._first(sampler) else np.inf)
                     rgb.keep_only(frame)  # every sampler has moved on to ``frame``
             self.audio = audio.finish()
         if nvdec and n_video == 0:

@@ -10,8 +10,11 @@ source asked for at full size) fails with one line instead of taking its
 worker down.
 
 Pieces are ``PIECE_FRAMES`` frames, rounded up to a multiple of every
-consumer's batch (``frames_per_batch``): the streamed batches are then the
-whole-clip batches and the features are bitwise the same.
+consumer's batch (``frames_per_batch``): on the CPU the streamed batches are
+then the whole-clip batches and the features are bitwise the same. In lanes
+(on a GPU) each request's first piece is ``FIRST_PIECE_FRAMES`` frames, so
+the batches after it are cut elsewhere (a GPU's numbers depend on the batch
+by rounding only).
 """
 from __future__ import annotations
 

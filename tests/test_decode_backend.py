@@ -161,6 +161,19 @@ def test_a_small_first_piece_then_whole_pieces_decode_what_whole_pieces_do(clip,
     _assert_same(_collected(small, by_small), _collected(whole, by_whole))
 
 
+def test_a_first_piece_holds_its_size_when_one_frame_fills_several_instants(tmp_path):
+    """An 8-fps source asked for at 24 fps: each decoded frame fills three instants, and the first piece still holds
+    2 frames; the frames are those of whole pieces."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "eight_fps.mp4"
+    write_mp4(str(path), [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(40)], 8)
+    info, spec = probe(str(path)), VideoSpec(fps=24.0)
+    whole, small = (ClipDecoder(info, set(), {spec}, {spec: 16}, first_piece=first) for first in (None, 2))
+    by_whole, by_small = list(whole.pieces()), list(small.pieces())
+    assert len(by_small[0][1].times) == 2 and len(by_whole[0][1].times) >= 16
+    np.testing.assert_array_equal(concat_frames([f for _, f in by_small]).images, concat_frames([f for _, f in by_whole]).images)
+
+
 @pytest.mark.parametrize("broken_at", [40, 150])
 def test_audio_first_records_a_container_broken_mid_file_as_one_pass_does(good, broken_at, monkeypatch):
     """The demuxer fails at the same packet in both passes (it reads every packet, whichever streams are asked for):
