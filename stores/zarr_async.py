@@ -98,11 +98,14 @@ def delete_members(group: zarr.Group, names: Sequence[str]) -> None:
 
 
 def fill_group(group: zarr.Group, arrays: dict[str, np.ndarray], attributes: dict[str, Any], compressors: Any,
-               dtypes: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+               dtypes: dict[str, Any] | None = None, overwrite: bool = False, write_empty_chunks: bool = True) -> None:
     """Write each of ``arrays`` whole, as one chunk, into ``group`` (``compressors`` as zarr takes them: None for none;
     ``dtypes``: a stored dtype other than the array's, e.g. ``str`` for a column of Python strings), then update its
-    attributes: a group with attributes always has its arrays. An array already there is an error, or with
-    ``overwrite`` replaced."""
+    attributes, which come last: in a new group, attributes mean every array is there. An array already there is an
+    error, or with ``overwrite`` replaced. ``write_empty_chunks=False``: a chunk equal to the fill value is not
+    written (zarr's default; it reads back the same)."""
+    config = {"write_empty_chunks": write_empty_chunks}
+
     async def fill_all() -> None:
         parent = await open_group(store=group.store, path=group.path, mode="r+")
 
@@ -111,7 +114,7 @@ def fill_group(group: zarr.Group, arrays: dict[str, np.ndarray], attributes: dic
             chunks = data.shape if len(data) else (1, *data.shape[1:])
             dtype = (dtypes or {}).get(name, data.dtype)
             array = await parent.create_array(name, shape=data.shape, dtype=dtype, chunks=chunks, compressors=compressors,
-                                              config=WRITE_ALWAYS, overwrite=overwrite)
+                                              config=config, overwrite=overwrite)
             if len(data):
                 await array.setitem(slice(None), data)
 

@@ -51,7 +51,7 @@ from mvfx.stores.tables import RecordTable, read_zarr_table, write_zarr_table
 from mvfx.stores.zarr_async import delete_members, fill_group, read_groups
 
 STAGING = ".staging"
-TABLE_SWAPS = "tables"  # <store>/.staging/tables/<sha1 of a table's path>/: target, writing|new, old
+TABLE_SWAPS = "tables"  # <store>/.staging/tables/<sha1 of a table's path>/: target, writing-<attempt>|new, old
 COMPACT_BATCH = 256
 MESSAGE_CHARS = 500  # failure messages are one line; longer ones (e.g. a column dump) are cut
 # Blosc zstd level 5 with byte shuffle: on emobase / log-mel rows 1.24x / 1.38x smaller than raw float32
@@ -236,14 +236,17 @@ class ZarrStoreWriter(ZarrFeatureStore):
         slot = self.path / STAGING / TABLE_SWAPS / hashlib.sha1(os.fsencode(name)).hexdigest()  # any name fits, checkably
         self._finish_table_swap(slot)  # an earlier swap of this table cut short (Ctrl-C, an error): its table first
         shutil.rmtree(slot, ignore_errors=True)
+        # A folder of this attempt's own: requests of an interrupted attempt may still be writing into theirs
+        # (Ctrl-C leaves zarr's round running on its loop), and never into this one.
+        writing = slot / f"writing-{uuid.uuid4().hex}"
         try:
-            slot.mkdir(parents=True)
+            slot.mkdir(parents=True, exist_ok=True)
             (slot / "target").write_bytes(os.fsencode(name))
-            write_zarr_table(zarr.open_group(str(slot / "writing"), mode="w"), columns, schema)
+            write_zarr_table(zarr.open_group(str(writing), mode="w"), columns, schema)
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
             raise
-        (slot / "writing").rename(slot / "new")  # complete: from here on it is the table
+        writing.rename(slot / "new")  # complete: from here on it is the table
         self._finish_table_swap(slot)
         shutil.rmtree(slot, ignore_errors=True)
 
