@@ -62,7 +62,9 @@ class InProcessExecutor:
             for task in tasks:
                 yield fn(task, on_progress)
             return
-        pool = ThreadPoolExecutor(self.clips_in_flight, thread_name_prefix="mvfx-clip")
+        # A thread more than the clips in flight: a clip whose extractors are done gives its place to the next while
+        # it stores its blocks (``tasks._ClipSlot``), so the device gets the next clip's passes sooner.
+        pool = ThreadPoolExecutor(self.clips_in_flight + 1, thread_name_prefix="mvfx-clip")
         try:
             yield from bounded(tasks, lambda task: pool.submit(fn, task, on_progress),
                                lambda pending: wait(pending, return_when=FIRST_COMPLETED).done,

@@ -129,7 +129,7 @@ def own_process(budget: ThreadBudget) -> None:
 
 def own_allocator() -> None:
     """In the process of the ``mvfx`` command, mvfx's own from start to exit: glibc's reuse of large blocks, as in its
-    workers (an in-process `mvfx extract -e musicnn` of a 10-minute track: system time 1.35 -> 0.91 s)."""
+    workers (an in-process `mvfx extract -e musicnn` of a 10-minute track: system time 0.9-1.8 s -> 0.93-0.99 s)."""
     limits = _LIMITS
     with limits.lock:
         limits.allocator = reuse_large_blocks()

@@ -60,8 +60,8 @@ def test_the_mvfx_program_lets_glibc_reuse_large_blocks_in_its_own_process(demo_
                            "-e", "colour", "-j", "1"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     said = " ".join((proc.stdout + proc.stderr).split())  # rich wraps the summary's lines
-    assert ("then put back as they were; glibc reuses freed blocks of up to 256 MiB" in said
-            or "allocator unchanged (not glibc)" in said), said
+    outcomes = ("glibc reuses freed blocks of up to 256 MiB", "allocator unchanged (not glibc)", "glibc refused")
+    assert any(f"then put back as they were; {outcome}" in said for outcome in outcomes), said
 
 
 def test_a_refused_allocator_setting_is_said(monkeypatch):
@@ -92,7 +92,9 @@ def test_clips_queued_when_a_run_stops_never_start():
     assert next(results) == 0
     threading.Timer(0.5, release.set).start()
     results.close()  # what the run does when committing raises StoreUnwritable
-    assert {0, 1, 2} <= set(started) <= {0, 1, 2, 3}  # those running (and the first one's successor), not 4, 5, 6
+    # those running (3 clips in flight and the thread for a clip that stores: tasks._ClipSlot), and the first one's
+    # successor; not 5, 6, 7
+    assert {0, 1, 2} <= set(started) <= {0, 1, 2, 3, 4}
 
 
 @pytest.mark.parametrize("clips_in_flight", [1, 3])

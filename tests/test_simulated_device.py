@@ -131,6 +131,40 @@ def test_clips_in_flight_get_their_own_rows_when_passes_are_shared(demo_corpus, 
         np.testing.assert_array_equal(together[key], rows, err_msg=str(key))
 
 
+def test_a_clip_storing_its_blocks_gives_its_place_to_the_next_clip(demo_corpus, tmp_path, one_at_a_time, monkeypatch):
+    """Two clips in flight: while the first two clips store their blocks, the third has started (its extractors run),
+    and no more than two clips extract at once; the rows are each clip's own."""
+    started, storers, extracting, most, lock = [], set(), [0], [0], threading.Lock()
+    probe, stage, third_started = tasks.probe, tasks._stage, threading.Event()
+
+    def counted_probe(path):
+        with lock:
+            started.append(path)
+            extracting[0] += 1
+            most[0] = max(most[0], extracting[0])
+            if len(started) == 3:
+                third_started.set()
+        return probe(path)
+
+    def storing(extractor, block, task, result):
+        with lock:
+            if result.clip_id not in storers:  # the clip's first block: it is done extracting
+                storers.add(result.clip_id)
+                extracting[0] -= 1
+        if len(started) <= 2:  # one of the first two clips: the third starts meanwhile
+            assert third_started.wait(30), "the third clip waited for a clip that was only storing"
+        return stage(extractor, block, task, result)
+
+    monkeypatch.setattr(tasks, "probe", counted_probe)
+    monkeypatch.setattr(tasks, "_stage", storing)
+    summary = extract(demo_corpus, tmp_path / "s.zarr", workers=1, clips_in_flight=2)
+    assert summary.ok and len(started) == len(one_at_a_time) // len(NETWORKS) and most[0] == 2
+    together = rows_by_clip(tmp_path / "s.zarr")
+    assert together.keys() == one_at_a_time.keys()
+    for key, rows in one_at_a_time.items():
+        np.testing.assert_array_equal(together[key], rows, err_msg=str(key))
+
+
 def test_clips_in_flight_get_their_own_rows_when_passes_are_not_shared(demo_corpus, tmp_path, one_at_a_time, monkeypatch):
     """The remote-cluster case of before: a worker that believed it ran one clip at a time ran three, through one
     network, without shared passes. Each clip must still get its own rows."""
