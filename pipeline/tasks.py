@@ -20,7 +20,7 @@ from mvfx.media.hwdecode import choose_decoder
 from mvfx.media.names import printable
 from mvfx.media.probe import ClipInfo, probe
 from mvfx.pipeline.corpus import ClipSource
-from mvfx.pipeline.executor import dask_worker, machine_memory
+from mvfx.pipeline.executor import clip_place, dask_worker, machine_memory
 from mvfx.pipeline.gpus import GpuShare, local_rank, use_device
 from mvfx.pipeline.streaming import PassOutcome, memory_needed, stream_pass
 from mvfx.pipeline.threads import ThreadBudget, describe_settings, limit_new_libraries, threads_limited
@@ -29,7 +29,6 @@ from mvfx.stores import StagedPart, Staging
 
 _WORKER_EXTRACTORS: dict[tuple, Extractor] = {}
 _BUILDING = threading.Lock()  # clips in flight ask for the same extractors at once: build each one once
-_SLOTS: dict[int, threading.BoundedSemaphore] = {}  # clips in flight here -> their places (``_clip_slot``)
 
 
 @dataclass(frozen=True)
@@ -117,42 +116,11 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
     """
     clip, started = task.clip, time.perf_counter()
     result = ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": printable(clip.path), "status": "failed"})
-    slot = _clip_slot(task)
-    with slot, threads_limited(task.budget):
-        _process(task, result, on_progress, slot.release_early)
+    with clip_place() as extracted, threads_limited(task.budget):
+        _process(task, result, on_progress, extracted)
     result.settings = describe_settings()
     result.seconds = time.perf_counter() - started
     return result
-
-
-class _ClipSlot:
-    """A clip's place among the clips in flight of its process, held from its start until its extractors are done.
-    Its storing then overlaps the next clip's start, when the executor runs a clip more than the places
-    (``InProcessExecutor`` on a GPU): on the device, the next clip's first passes came only after the last clip's
-    parts were stored (0.2-0.6 s at every change of clips)."""
-
-    def __init__(self, places: threading.BoundedSemaphore) -> None:
-        self.places, self.held = places, False
-
-    def __enter__(self) -> _ClipSlot:
-        self.places.acquire()
-        self.held = True
-        return self
-
-    def release_early(self) -> None:
-        if self.held:
-            self.held = False
-            self.places.release()
-
-    def __exit__(self, *exc) -> None:
-        self.release_early()
-
-
-def _clip_slot(task: ClipTask) -> _ClipSlot:
-    """A place among ``clips_in_flight_here(task)`` in this process, to enter."""
-    places = clips_in_flight_here(task)
-    with _BUILDING:
-        return _ClipSlot(_SLOTS.setdefault(places, threading.BoundedSemaphore(places)))
 
 
 def _process(task: ClipTask, result: ClipResult, on_progress: Callable[[str, float, float], None] | None,

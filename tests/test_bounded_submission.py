@@ -94,5 +94,5 @@ def test_in_process_threads_hold_at_most_the_bound(monkeypatch):
     for result in executor.map_unordered(work, tasks, on_error=_lost):
         results.append(result)
         assert tasks.taken - len(results) <= 2 * bound
-    # a thread more than the clips in flight, for a clip storing its blocks (tasks._ClipSlot keeps 3 extracting)
+    # a thread more than the clips in flight: process_clip takes one of 3 places (executor.clip_place), this work not
     assert most <= 3 + 1 and len(results) == N_TASKS and "lost 13: RuntimeError" in results

@@ -7,6 +7,7 @@ The simulated rows are a fingerprint of each item's input, so a test can tell wh
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from helpers import run_cli
 from mvfx.extractors import create
 from mvfx.extractors.simulated_device import DeviceQueue, SimulatedDevice
 from mvfx.extractors.torch_device import resolve_device
+from mvfx.media.errors import MvfxError
 from mvfx.pipeline import streaming, tasks
+from mvfx.pipeline.executor import ClipPlaces
 from mvfx.pipeline.run import run_extract
 from mvfx.stores import open_store
 
@@ -163,6 +166,39 @@ def test_a_clip_storing_its_blocks_gives_its_place_to_the_next_clip(demo_corpus,
     assert together.keys() == one_at_a_time.keys()
     for key, rows in one_at_a_time.items():
         np.testing.assert_array_equal(together[key], rows, err_msg=str(key))
+
+
+def test_a_clip_waiting_for_a_place_never_starts_once_the_run_has_stopped(demo_corpus, tmp_path, monkeypatch):
+    """Two clips in flight, the disk full as the first clip stores: that clip gives its place up and a third clip
+    starts meanwhile, as it should; the run stops when the first clip is committed, and the fourth clip, whose
+    thread was waiting for a place, does not start when a place frees (it did, and the run waited for it)."""
+    started, stage = [], tasks._stage
+
+    def storing(extractor, block, task, result):
+        if result.clip_id == Path(started[0]).stem:  # the first clip
+            result.failures.append(tasks.Failure(extractor.name, "store", "StoreUnwritable", "disk full", errno.ENOSPC))
+            return None
+        time.sleep(0.3)  # the other clips take a while to store
+        return stage(extractor, block, task, result)
+
+    def probing(path):  # every clip but the first holds its place until the run has stopped
+        started.append(path)
+        if len(started) > 1:
+            assert stopped.wait(30)
+        return probe(path)
+
+    def stop(places) -> None:
+        real_stop(places)
+        stopped.set()
+
+    probe, real_stop, stopped = tasks.probe, ClipPlaces.stop, threading.Event()
+    monkeypatch.setattr(tasks, "probe", probing)
+    monkeypatch.setattr(tasks, "_stage", storing)
+    monkeypatch.setattr(ClipPlaces, "stop", stop)
+    with pytest.raises(MvfxError, match="clips not done"):
+        extract(demo_corpus, tmp_path / "s.zarr", workers=1, clips_in_flight=2)
+    stems = [Path(path).stem for path in started]  # the third: whichever waiting clip took the freed place first
+    assert stems[:2] == ["clip_000", "clip_001"] and len(stems) == 3, stems
 
 
 def test_clips_in_flight_get_their_own_rows_when_passes_are_not_shared(demo_corpus, tmp_path, one_at_a_time, monkeypatch):
