@@ -471,11 +471,9 @@ class ClipDecoder:
         """Frames in ``sampler``'s next piece: its request's ``piece_frames``, or at most ``first_piece`` while it
         has handed nothing on."""
         piece = self.piece_frames.get(sampler.spec, np.inf)
-        return min(piece, self.first_piece) if self._first(sampler) else piece
-
-    def _first(self, sampler: _FrameSampler) -> bool:
-        """Whether ``sampler``'s next piece is its first and is held to ``first_piece`` frames."""
-        return bool(self.first_piece) and sampler.taken == len(sampler.pending)
+        if self.first_piece and sampler.taken == len(sampler.pending):
+            return min(piece, self.first_piece)
+        return piece
 
     def _account_for_lost_streams(self, n_video: int, video_asked: bool) -> None:
         """A stream with nothing decodable is ``lost`` (its extractors fail, the other stream's go on); the clip
@@ -559,9 +557,10 @@ class ClipDecoder:
                     self.position_s = max(self.position_s, t + frame_period)
                     for sampler in samplers:
                         sampler.offer(frame, t)
-                        if len(sampler.pending) >= self._piece(sampler):  # a first piece takes no more than its
-                            # size: one decoded frame can fill several instants (a 2-fps source asked for at 8 fps)
-                            yield sampler.spec, sampler.take(self.first_piece if self._first(sampler) else np.inf)
+                        # A piece takes no more than its size: one decoded frame can fill several instants (a
+                        # still image's video, a 2-fps source asked for at 8 fps), and a piece held them all.
+                        while len(sampler.pending) >= (piece := self._piece(sampler)):
+                            yield sampler.spec, sampler.take(piece)
                     rgb.keep_only(frame)  # every sampler has moved on to ``frame``
             self.audio = audio.finish()
         if nvdec and n_video == 0:
