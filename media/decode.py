@@ -396,10 +396,12 @@ class ClipDecoder:
 
     ``pieces()`` yields ``(spec, Frames)`` whenever a video request has ``piece_frames[spec]``
     new frames (a request missing from the mapping gets all its frames at the end), then one
-    last, possibly empty, piece per request. With ``first_piece`` (lanes, on a GPU), each request's
+    last, possibly empty, piece per request. No piece holds more than its size, even where one
+    decoded frame fills several instants. With ``first_piece`` (lanes, on a GPU), each request's
     first piece holds at most that many frames, so that its first passes need not wait for a whole
-    piece; the pieces after it are whole again (and no longer a multiple of a consumer's batch). Audio is kept whole (16 kHz mono float32 is
-    3.8 MB a minute) and is in ``audio`` once the pieces are exhausted, with ``damage``.
+    piece; the whole pieces after it then start at another frame than a consumer's batches would.
+    Audio is kept whole (16 kHz mono float32 is 3.8 MB a minute) and is in ``audio`` once the
+    pieces are exhausted, with ``damage``.
     ``position_s`` is how far decoding has got, for progress displays.
 
     ``backend`` (``media.hwdecode.choose_decoder``) picks FFmpeg on the CPU or NVDEC for the video.

@@ -114,9 +114,10 @@ def process_clip(task: ClipTask, on_progress: Callable[[str, float, float], None
     is made in the same task) run in a second pass over the clip, with those rows.
     ``on_progress(clip_id, decoded_s, duration_s)`` is called while decoding.
     """
-    clip, started = task.clip, time.perf_counter()
+    clip = task.clip
     result = ClipResult(clip.clip_id, {"clip_id": clip.clip_id, "path": printable(clip.path), "status": "failed"})
     with clip_place() as extracted, threads_limited(task.budget):
+        started = time.perf_counter()  # not counting the wait for a place
         _process(task, result, on_progress, extracted)
     result.settings = describe_settings()
     result.seconds = time.perf_counter() - started
