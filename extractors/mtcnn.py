@@ -195,16 +195,15 @@ class _IntegralPixels:
     """
 
     def __init__(self, frames: np.ndarray) -> None:
+        import cv2
+
         n, h, w, c = frames.shape
         self.height, self.width, self.stride = h, w, w + 1
-        dtype = np.int32 if 255 * h * w < 2**31 else np.int64  # exact either way; int32 halves the memory read
-        integral = np.empty((n, h + 1, w + 1, c), dtype)
-        integral[:, 0], integral[:, :, 0] = 0, 0
-        body = integral[:, 1:, 1:]
-        np.cumsum(frames, axis=2, dtype=dtype, out=body)  # along each row, then rows added one by one: NumPy's
-        for row in range(1, h):  # cumsum down the rows (axis 1) took twice as long as both of these together
-            np.add(body[:, row], body[:, row - 1], out=body[:, row])
-        self.integral = integral  # [N, H + 1, W + 1, 3]
+        exact_in_int32 = 255 * h * w < 2**31  # int32 halves the memory read; larger frames sum exactly in float64
+        integral = np.empty((n, h + 1, w + 1, c), np.int32 if exact_in_int32 else np.int64)
+        for k, frame in enumerate(frames):  # OpenCV's integral: 8 frames of 640 x 360 in 2.5 ms, NumPy's cumsums 27
+            integral[k] = cv2.integral(frame, sdepth=cv2.CV_32S if exact_in_int32 else cv2.CV_64F)
+        self.integral = integral  # [N, H + 1, W + 1, 3], a row and a column of zeros first
         self.flat = integral.reshape(-1, c)  # [N (H + 1) (W + 1), 3]
 
     def level(self, height: int, width: int):
