@@ -1,8 +1,9 @@
 """`make bench`: decode limit, mvfx end to end, the naive way, per-extractor speed, scaling, store I/O, memory, heads,
 the GPU (where there is one) and the speed of light per stage on the simulated GPU.
 
-Every figure is the median of 3 runs (min and max kept). Results go to
-benchmarks/results/<machine>-<date>.json and .md (the table the README shows).
+Every figure is the median of 3 runs (min and max kept), with the machine's speed measured at the start and the end
+(``benchmarks/machine_speed.py``). Results go to benchmarks/results/<machine>-<date>-<HHMM>[-<steps>].json and .md
+(the table the README shows).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from benchmarks.gpu import bench_gpu as run_gpu
 from benchmarks.gpu import markdown as gpu_table
 from benchmarks.heads import bench_heads as run_heads
 from benchmarks.heads import markdown as heads_table
+from benchmarks.machine_speed import describe as describe_speed
+from benchmarks.machine_speed import machine_speed
 from benchmarks.memory import bench_memory as run_memory
 from benchmarks.memory import markdown as memory_table
 from benchmarks.mtcnn import bench_mtcnn as run_mtcnn
@@ -230,12 +233,13 @@ def bench_scale(results: dict) -> None:
 
 def results_path(results: dict) -> Path:
     chosen = ARGS.steps
-    return HERE / "results" / f"{results['machine']}-{results['date']}{'-' + '-'.join(chosen) if chosen else ''}"
+    return HERE / "results" / f"{results['machine']}-{results['date']}-{results['started']}{'-' + '-'.join(chosen) if chosen else ''}"
 
 
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']} ({results['cores']} cores, {results['python']}, torch {results['torch']}), "
-             f"{results['date']}; medians of {ARGS.runs} runs (min-max) unless a table says otherwise."]
+             f"{results['date']} {results['started']} UTC; medians of {ARGS.runs} runs (min-max) unless a table says otherwise; "
+             f"{describe_speed(results['machine_speed'])}."]
     if results["pipeline"]:
         lines += ["", "| corpus | decode limit | mvfx colour+emobase+logmel_phase | overhead vs limit | naive, 4 extractors |"
                   " mvfx, same 4 | speed-up |", "|---|---|---|---|---|---|---|"]
@@ -285,8 +289,9 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     os.environ.setdefault("MVFX_HOME", str(WORK / "home"))
     results = {"machine": f"{platform.machine()}-{local_cores()}c", "cores": local_cores(), "python": platform.python_version(),
-               "torch": torch.__version__, "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d"),
-               "pipeline": {}, "extractors": {}, "faces": {}}
+               "torch": torch.__version__, "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
+               "started": time.strftime("%H%M", time.gmtime()), "pipeline": {}, "extractors": {}, "faces": {},
+               "machine_speed": {"start": machine_speed()}}
     started = time.perf_counter()
     steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_mtcnn, bench_memory, bench_heads, bench_gpu,
              bench_sol, bench_scale]
@@ -295,6 +300,7 @@ def main() -> None:
         print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)
         step(results)
     results["total_seconds"] = time.perf_counter() - started
+    results["machine_speed"]["end"] = machine_speed()
     out = results_path(results)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
     table = markdown(results)
