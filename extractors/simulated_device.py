@@ -48,6 +48,12 @@ FP32_SLOWDOWN = 2.0  # --precision fp32: convolutions on TF32 tensor cores, half
 VIEW_OPS = frozenset({"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze", "squeeze",
                       "select", "slice", "as_strided", "alias", "detach", "split", "unbind", "chunk", "narrow",
                       "flatten", "unflatten", "movedim", "contiguous", "lift_fresh", "_to_copy", "to", "clone"})
+# One pass planned at a time in a process. torch's dispatch modes (FlopCounterMode and the kernel counter) keep
+# process-wide state (torch.utils._python_dispatch's mode flags, dynamo's frame hook around __torch_dispatch__): two
+# threads planning at once, as clips in flight and the shared-forward threads of one worker do, crashed that worker in
+# the interpreter (a segmentation fault in torch._library.simple_registry, 2026-12-08, once in about 10 runs of the
+# deep 9 at -j 2). A plan is made once per network and input shape, so the wait costs nothing after the first passes.
+_PLANNING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -254,7 +260,7 @@ def plan_pass(network: torch.nn.Module, inputs: tuple) -> _PassPlan:
     one = torch.utils._pytree.tree_map(lambda t: t[:1].float() if isinstance(t, torch.Tensor) and t.is_floating_point()
                                        else t[:1] if isinstance(t, torch.Tensor) else t, inputs)
     one = tuple(list(a) if isinstance(a, list) else a for a in one)  # a fresh list: multi-pathway models edit theirs
-    with torch.inference_mode(), FlopCounterMode(display=False) as flops, KernelCounter() as counter:
+    with _PLANNING, torch.inference_mode(), FlopCounterMode(display=False) as flops, KernelCounter() as counter:
         out = network(*one)
     leaves, spec = torch.utils._pytree.tree_flatten(out)
     return _PassPlan(float(flops.get_total_flops()), counter.kernels, spec,

@@ -365,3 +365,38 @@ def test_the_queue_is_shared_by_processes(tmp_path):
     assert 0.2 - 1e-6 <= passes[-1][2] - passes[0][1] < 0.35
     assert {name for name, *_ in passes[:4]} == {"A", "B"}  # each waited for the other's passes
     assert DeviceQueue(device.queue).busy_seconds() == pytest.approx(0.2)
+
+
+def test_passes_are_planned_one_at_a_time_in_a_process():
+    """Planning a pass runs torch's dispatch modes, whose state is the process's: two threads planning at once
+    crashed a Dask worker in the interpreter. A second plan waits until the first is done."""
+    import torch
+
+    from mvfx.extractors.simulated_device import plan_pass
+
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    class Held(torch.nn.Module):
+        def forward(self, x):
+            order.append("first starts")
+            inside.set()
+            release.wait(timeout=10)
+            order.append("first ends")
+            return x * 2
+
+    class Quick(torch.nn.Module):
+        def forward(self, x):
+            order.append("second")
+            return x + 1
+
+    first = threading.Thread(target=plan_pass, args=(Held(), (torch.ones(2, 3),)))
+    first.start()
+    assert inside.wait(timeout=10)
+    second = threading.Thread(target=plan_pass, args=(Quick(), (torch.ones(2, 3),)))
+    second.start()
+    second.join(timeout=0.5)
+    assert second.is_alive()  # waiting for the first plan
+    release.set()
+    first.join(timeout=10)
+    second.join(timeout=10)
+    assert order == ["first starts", "first ends", "second"]
