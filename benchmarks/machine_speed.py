@@ -6,7 +6,7 @@ benchmark run starts and again when it ends, let a reader compare figures from d
 - **matmul**: one thread's float32 rate on a 2048-square ``torch.matmul`` (GFLOP/s), which the networks follow;
 - **copy**: one thread's memory bandwidth copying 64 MiB with NumPy (GB/s, read plus write), which the pyramid,
   crops, decoding and storing follow.
-Each is the median of several repetitions; together they take about a second.
+Each is the median of several repetitions; together they take 1.5-3 s.
 """
 from __future__ import annotations
 
@@ -46,7 +46,10 @@ def machine_speed(repetitions: int = 7) -> dict[str, float]:
 
 
 def describe(speed: dict[str, dict[str, float]]) -> str:
-    """'machine speed at start / end: 91 / 88 GFLOP/s matmul, 22.1 / 21.9 GB/s copy (one thread)'."""
-    start, end = speed["start"], speed.get("end", speed["start"])
-    return (f"machine speed at start / end: {start['matmul_gflops']:.0f} / {end['matmul_gflops']:.0f} GFLOP/s matmul, "
-            f"{start['copy_gb_s']:.1f} / {end['copy_gb_s']:.1f} GB/s copy (one thread, benchmarks/machine_speed.py)")
+    """'machine speed at start / end: 91 / 88 GFLOP/s matmul, 22.1 / 21.9 GB/s copy (one thread, ...)'; a run
+    stopped before its end has only the start's."""
+    readings = [speed[when] for when in ("start", "end") if when in speed]
+    matmul = " / ".join(f"{r['matmul_gflops']:.0f}" for r in readings)
+    copy = " / ".join(f"{r['copy_gb_s']:.1f}" for r in readings)
+    return (f"machine speed at {' / '.join(w for w in ('start', 'end') if w in speed)}: {matmul} GFLOP/s matmul, "
+            f"{copy} GB/s copy (one thread, benchmarks/machine_speed.py)")

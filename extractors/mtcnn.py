@@ -34,6 +34,7 @@ MIN_FACE = 20
 # 600 R-Net crops 109 -> 63 ms, 120 O-Net crops 113 -> 70 ms). Another batch size can round a row's last bits
 # differently (oneDNN picks its kernels by shape); the detections on the tests' images and clips are the same.
 CPU_PASS_BYTES = 10 << 20
+INT32_PIXELS = (2**31 - 1) // 255  # the largest frame (in pixels) whose integral image of uint8 values fits in int32
 
 
 def facenet_weights(net: str, sha256: str, approx_kb: float) -> WeightFile:
@@ -199,10 +200,10 @@ class _IntegralPixels:
 
         n, h, w, c = frames.shape
         self.height, self.width, self.stride = h, w, w + 1
-        exact_in_int32 = 255 * h * w < 2**31  # int32 halves the memory read; larger frames sum exactly in float64
+        exact_in_int32 = h * w <= INT32_PIXELS  # int32 halves the memory read; larger frames sum exactly in float64
         integral = np.empty((n, h + 1, w + 1, c), np.int32 if exact_in_int32 else np.int64)
         for k, frame in enumerate(frames):  # OpenCV's integral: 8 frames of 640 x 360 in 2.5 ms, NumPy's cumsums 27
-            integral[k] = cv2.integral(frame, sdepth=cv2.CV_32S if exact_in_int32 else cv2.CV_64F)
+            integral[k] = cv2.integral(frame, sdepth=cv2.CV_32S if exact_in_int32 else cv2.CV_64F).reshape(h + 1, w + 1, c)
         self.integral = integral  # [N, H + 1, W + 1, 3], a row and a column of zeros first
         self.flat = integral.reshape(-1, c)  # [N (H + 1) (W + 1), 3]
 

@@ -91,6 +91,19 @@ def test_mtcnn_pyramid_and_crops_on_the_host_are_torchs_area_interpolation_bit_f
         assert torch.equal(host.crops(regions, np.array([0, 1, 1, 0]), size), device.crops(regions, np.array([0, 1, 1, 0]), size))
 
 
+@pytest.mark.parametrize("int32_pixels", [mtcnn.INT32_PIXELS, 0], ids=["int32", "int64 (frames too large for int32)"])
+def test_mtcnn_integral_image_is_exact_on_strided_frames(int32_pixels, monkeypatch):
+    """OpenCV's integral image equals NumPy's sums in int64, on frames that are views with strides (every other
+    column, channels reversed), in int32 and in the float64 path that frames of over 8.4 Mpixel take."""
+    monkeypatch.setattr(mtcnn, "INT32_PIXELS", int32_pixels)
+    frames = np.stack([ASTRONAUT, _pair()[:, :512]])[:, 5:300, ::2, ::-1]
+    integral = mtcnn._IntegralPixels(frames).integral
+    expected = np.zeros((2, 296, 257, 3), np.int64)
+    expected[:, 1:, 1:] = frames.astype(np.int64).cumsum(axis=1).cumsum(axis=2)
+    assert integral.dtype == (np.int32 if int32_pixels else np.int64)
+    np.testing.assert_array_equal(integral, expected)
+
+
 def test_a_box_pushed_out_of_the_frame_loses_its_crop_and_nothing_else(nets, monkeypatch):
     """R-Net's regression can move a box wholly outside the frame; it has no crop, and the other boxes go on (the
     reference kept it, so that O-Net's scores no longer lined up with the boxes: an IndexError)."""

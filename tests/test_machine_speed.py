@@ -18,4 +18,4 @@ def test_the_description_gives_the_start_and_the_end_of_a_run():
     start, end = {"matmul_gflops": 91.4, "copy_gb_s": 22.14}, {"matmul_gflops": 78.0, "copy_gb_s": 19.0}
     assert describe({"start": start, "end": end}).startswith(
         "machine speed at start / end: 91 / 78 GFLOP/s matmul, 22.1 / 19.0 GB/s copy (one thread")
-    assert "91 / 91 GFLOP/s" in describe({"start": start})  # a run stopped before its end
+    assert describe({"start": start}).startswith("machine speed at start: 91 GFLOP/s matmul, 22.1 GB/s copy")

@@ -374,7 +374,7 @@ def test_passes_are_planned_one_at_a_time_in_a_process():
 
     from mvfx.extractors.simulated_device import plan_pass
 
-    inside, release, order = threading.Event(), threading.Event(), []
+    inside, release, second_ran, order = threading.Event(), threading.Event(), threading.Event(), []
 
     class Held(torch.nn.Module):
         def forward(self, x):
@@ -387,6 +387,7 @@ def test_passes_are_planned_one_at_a_time_in_a_process():
     class Quick(torch.nn.Module):
         def forward(self, x):
             order.append("second")
+            second_ran.set()
             return x + 1
 
     first = threading.Thread(target=plan_pass, args=(Held(), (torch.ones(2, 3),)))
@@ -394,9 +395,27 @@ def test_passes_are_planned_one_at_a_time_in_a_process():
     assert inside.wait(timeout=10)
     second = threading.Thread(target=plan_pass, args=(Quick(), (torch.ones(2, 3),)))
     second.start()
-    second.join(timeout=0.5)
-    assert second.is_alive()  # waiting for the first plan
+    assert not second_ran.wait(timeout=2)  # waiting for the first plan
     release.set()
     first.join(timeout=10)
     second.join(timeout=10)
     assert order == ["first starts", "first ends", "second"]
+
+
+def test_a_network_holding_a_simulated_one_plans_both_in_one_thread():
+    """The planning lock is re-entrant: planning an outer network plans the simulated network it calls."""
+    import torch
+
+    from mvfx.extractors.simulated_device import plan_pass, simulated_network
+
+    inner = simulated_network(torch.nn.Linear(3, 4), SimulatedDevice().resolve(), "inner", "bf16")
+
+    class Outer(torch.nn.Module):
+        def forward(self, x):
+            return inner(x).sum(dim=1)
+
+    done = []
+    planner = threading.Thread(target=lambda: done.append(plan_pass(Outer(), (torch.ones(2, 3),))), daemon=True)
+    planner.start()
+    planner.join(timeout=30)
+    assert done and done[0].outputs is not None
