@@ -30,6 +30,8 @@ from benchmarks.memory import bench_memory as run_memory
 from benchmarks.memory import markdown as memory_table
 from benchmarks.mtcnn import bench_mtcnn as run_mtcnn
 from benchmarks.mtcnn import markdown as mtcnn_table
+from benchmarks.musicnn import bench_musicnn as run_musicnn
+from benchmarks.musicnn import markdown as musicnn_table
 from benchmarks.naive import run_naive
 from benchmarks.scale import SIZES as SCALE_SIZES
 from benchmarks.scale import bench_scale as run_scale
@@ -209,6 +211,11 @@ def bench_mtcnn(results: dict) -> None:
     run_mtcnn(results, WORK, ARGS.runs)
 
 
+def bench_musicnn(results: dict) -> None:
+    """musicnn's whole command on a 10-minute track and on an hour of them, x real time per core (benchmarks/musicnn.py)."""
+    run_musicnn(results, WORK, ARGS.runs, local_cores())
+
+
 def bench_memory(results: dict) -> None:
     """Peak memory against clip duration (benchmarks/memory.py)."""
     run_memory(results, WORK)
@@ -263,6 +270,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {f['frames_per_s']:.1f} | {f['min']:.1f}-{f['max']:.1f} |")
     if results.get("mtcnn"):
         lines += mtcnn_table(results["mtcnn"])
+    if results.get("musicnn"):
+        lines += musicnn_table(results["musicnn"])
     if results.get("scaling"):
         lines += ["", f"| workers ({SCALING_CLIPS} x 30 s 640x360, cheap extractors) | seconds | speed-up vs 1 Dask worker |",
                   "|---|---|---|"]
@@ -293,8 +302,8 @@ def main() -> None:
                "started": time.strftime("%H%M", time.gmtime()), "pipeline": {}, "extractors": {}, "faces": {},
                "machine_speed": {"start": machine_speed()}}
     started = time.perf_counter()
-    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_mtcnn, bench_memory, bench_heads, bench_gpu,
-             bench_sol, bench_scale]
+    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_mtcnn, bench_musicnn, bench_memory,
+             bench_heads, bench_gpu, bench_sol, bench_scale]
     chosen = ARGS.steps  # e.g. `python -m benchmarks.run faces` runs bench_faces only
     for step in [s for s in steps if not chosen or s.__name__.removeprefix("bench_") in chosen]:
         print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)
