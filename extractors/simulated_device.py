@@ -52,7 +52,7 @@ VIEW_OPS = frozenset({"view", "_unsafe_view", "reshape", "permute", "transpose",
 # process-wide state (torch.utils._python_dispatch's mode flags, dynamo's frame hook around __torch_dispatch__): two
 # threads planning at once, as clips in flight and the shared-forward threads of one worker do, crashed that worker in
 # the interpreter (a segmentation fault in torch._library.simple_registry, 2026-12-08, in the warm-up of the
-# deep 9 at -j 2: once in 8 repetitions of its warm-up; none seen in 20 since). A plan is made once per network and
+# deep 9 at -j 2: once in 8 repetitions of its warm-up; none seen in 32 since). A plan is made once per network and
 # input shape, so the wait costs nothing after the first passes. Re-entrant: a network that holds a simulated one plans
 # it inside its own plan.
 _PLANNING = threading.RLock()
