@@ -3,7 +3,7 @@ the GPU (where there is one) and the speed of light per stage on the simulated G
 
 Every figure is the median of 3 runs (min and max kept), with the machine's speed measured at the start and the end
 (``benchmarks/machine_speed.py``). Results go to benchmarks/results/<machine>-<date>-<HHMM>[-<steps>].json and .md
-(the table the README shows).
+(the tables docs/benchmarks.md quotes).
 """
 from __future__ import annotations
 
@@ -295,6 +295,13 @@ def markdown(results: dict) -> str:
 def main() -> None:
     import torch
 
+    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_mtcnn, bench_musicnn, bench_memory,
+             bench_heads, bench_gpu, bench_sol, bench_scale]
+    names = [step.__name__.removeprefix("bench_") for step in steps]
+    chosen = ARGS.steps  # e.g. `python -m benchmarks.run faces` runs bench_faces only
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        sys.exit(f"python -m benchmarks.run: no step {', '.join(unknown)}; the steps are {', '.join(names)}")
     WORK.mkdir(exist_ok=True)
     os.environ.setdefault("MVFX_HOME", str(WORK / "home"))
     results = {"machine": f"{platform.machine()}-{local_cores()}c", "cores": local_cores(), "python": platform.python_version(),
@@ -302,10 +309,7 @@ def main() -> None:
                "started": time.strftime("%H%M", time.gmtime()), "pipeline": {}, "extractors": {}, "faces": {},
                "machine_speed": {"start": machine_speed()}}
     started = time.perf_counter()
-    steps = [bench_pipeline, bench_scaling, bench_store, bench_extractors, bench_faces, bench_mtcnn, bench_musicnn, bench_memory,
-             bench_heads, bench_gpu, bench_sol, bench_scale]
-    chosen = ARGS.steps  # e.g. `python -m benchmarks.run faces` runs bench_faces only
-    for step in [s for s in steps if not chosen or s.__name__.removeprefix("bench_") in chosen]:
+    for step in [step for step, name in zip(steps, names) if not chosen or name in chosen]:
         print(f"== {step.__name__} ({time.perf_counter() - started:.0f} s so far)", flush=True)
         step(results)
     results["total_seconds"] = time.perf_counter() - started

@@ -25,7 +25,7 @@ SlowFast R50 on one window 0.89 -> 0.71 -> 0.59 -> 0.38 s, I3D R50 0.36 ->
 0.28 -> 0.23 -> 0.15 s. Features stay within 1e-6 of their largest value
 (tolerance 1e-5; tests/test_device_preprocess.py).
 
-Under CPU autocast (``--precision bf16``) and for inputs that are not float32,
+Under CPU autocast (``-o EXTRACTOR.precision=bf16``) and for inputs that are not float32,
 ``CpuConv`` runs torch's own convolution, ReLU and sum (the results of before);
 where torch has no oneDNN the convolutions are not replaced. Measured on x86-64
 only. On other devices the networks run as built.

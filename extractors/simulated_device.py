@@ -44,7 +44,7 @@ PREFIX = "sim"
 # of a 125 TFLOPS peak). docs/gpu.md has the derivation.
 H100_BF16_TFLOPS = 989.0
 SUSTAINED_EFFICIENCY = 0.22
-FP32_SLOWDOWN = 2.0  # --precision fp32: convolutions on TF32 tensor cores, half the BF16 rate (H100 datasheet)
+FP32_SLOWDOWN = 2.0  # precision=fp32: convolutions on TF32 tensor cores, half the BF16 rate (H100 datasheet)
 VIEW_OPS = frozenset({"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze", "squeeze",
                       "select", "slice", "as_strided", "alias", "detach", "split", "unbind", "chunk", "narrow",
                       "flatten", "unflatten", "movedim", "contiguous", "lift_fresh", "_to_copy", "to", "clone"})
