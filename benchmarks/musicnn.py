@@ -2,7 +2,8 @@
 and on a corpus of six (an hour), start-up, decoding and the store included.
 
 The track is the real music of ../shared/data/music (the four tracks, mono, 44.1 kHz), looped to 10 minutes and
-encoded once as AAC (cached under work/); the corpus holds six links to it. Each run is one `mvfx` process with a new
+encoded once as AAC with mvfx's own decoder and encoder, as
+``benchmarks/music_excerpts`` makes its corpus (cached under work/); the corpus holds six links to it. Each run is one `mvfx` process with a new
 store, timed from outside: wall seconds, and the CPU seconds and peak memory the kernel counts for it. Per core, by
 CPU: media seconds per CPU second; by wall: media seconds per wall second per core of the machine. The start-up (about
 3.7 s of CPU, two thirds of it imports) is paid once per command, so the corpus shows what a researcher's run costs.
@@ -18,49 +19,38 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.memory import peak_of
+from benchmarks.music_excerpts import MUSIC, SAMPLE_RATE, TRACKS
+from mvfx.media.decode import AudioSpec, decode
+from mvfx.media.encode import write_mp4
+from mvfx.media.probe import probe
 
-MUSIC = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "music"
 TRACK_S = 600.0
 CORPUS_TRACKS = 6
-RATE = 44100
 GOAL = 50.0  # x real time per core
 
 
 def ten_minute_track(path: Path) -> Path:
-    """``path``: the real tracks, mono, looped to ``TRACK_S`` seconds, as AAC (made once)."""
-    import av
-
+    """``path``: the real tracks, mono, one after another and looped to ``TRACK_S`` seconds, as AAC (made once)."""
     if path.exists():
         return path
-    pieces = []
-    for source in sorted(MUSIC.glob("*.ogg")):
-        with av.open(str(source)) as container:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-            for frame in container.decode(audio=0):
-                pieces += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
-    music = np.concatenate(pieces)
-    samples = np.tile(music, int(TRACK_S * RATE) // len(music) + 1)[: int(TRACK_S * RATE)].astype(np.float32)
+    spec = AudioSpec(SAMPLE_RATE)
+    music = np.concatenate([decode(probe(str(MUSIC / f"{stem}.ogg")), {spec}, set()).audio[spec] for stem in TRACKS])
+    samples = int(TRACK_S * SAMPLE_RATE)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.m4a")
-    with av.open(str(partial), "w") as out:
-        stream = out.add_stream("aac", rate=RATE, layout="mono")
-        for start in range(0, len(samples), 1024):
-            frame = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="flt", layout="mono")
-            frame.sample_rate = RATE
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    partial = path.with_suffix(".partial.mp4")
+    write_mp4(partial, None, 25, np.tile(music, samples // len(music) + 1)[None, :samples], SAMPLE_RATE)
     partial.rename(path)
     return path
 
 
 def _corpora(work: Path) -> dict[str, tuple[Path, float]]:
     """label -> (folder, media seconds): one track, and ``CORPUS_TRACKS`` links to it."""
-    track = ten_minute_track(work / "musicnn" / "ten_minutes.m4a")
+    track = ten_minute_track(work / "musicnn" / "ten_minutes.mp4")
     one, hour = work / "musicnn" / "one", work / "musicnn" / "hour"
     for folder, count in ((one, 1), (hour, CORPUS_TRACKS)):
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(count):
-            link = folder / f"track_{k}.m4a"
+            link = folder / f"track_{k}.mp4"
             if not link.exists():
                 link.hardlink_to(track)
     return {"one 10-minute track": (one, TRACK_S), f"{CORPUS_TRACKS} x 10 minutes": (hour, CORPUS_TRACKS * TRACK_S)}
